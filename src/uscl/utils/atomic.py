@@ -1,0 +1,94 @@
+"""Atomic writes: a file is either absent or complete, never half-written.
+
+Everything a run writes goes through here (temp file in the same folder,
+fsync, then os.replace), so a killed run leaves nothing a later run would
+mistake for a finished result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from uscl.errors import UsclError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    ``suffix`` keeps an extension on the temp file for writers that insist on one
+    (np.save, PyAV, matplotlib).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sfx = suffix if suffix is not None else "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{sfx}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], suffix: str | None = None) -> None:
+    """Call ``writer(tmp_path)`` then move the result onto ``path``."""
+    with atomic_path(path, suffix=suffix) as tmp:
+        writer(tmp)
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, marker: str | None = None) -> Path:
+    """Create ``path`` for a new run; refuse to reuse a non-empty folder.
+
+    A user's results are never overwritten silently: an existing non-empty
+    folder is an error unless ``overwrite`` is set. ``marker`` names a file
+    whose presence means the folder holds a finished result of the same
+    kind (used in the message).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsclError(f"{path} exists and is not a folder")
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        what = f" (it holds {marker})" if marker and (path / marker).exists() else ""
+        raise UsclError(
+            f"output folder {path} is not empty{what}; choose another --out or pass --overwrite"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
