@@ -1,0 +1,132 @@
+"""Batched per-image augmentation of uint8 frames, on whatever device they live.
+
+Replaces the original PIL chain (Resize, RandomResizedCrop, RandomHorizontalFlip,
+ColorJitter, ToTensor, Normalize) applied image by image. Every image gets its
+own crop box, flip, jitter factors and jitter order (torchvision.transforms.v2
+on a batch tensor would draw once for the whole batch), yet there is no Python
+loop over images: random parameters are drawn as small tensors, the pixels are
+touched by a handful of batched ops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from uscl.augment.color import apply_jitter, grey, sample_jitter
+from uscl.augment.config import AugmentConfig
+from uscl.augment.crop import resample, sample_crop_boxes
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"expected a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"expected 1 or 3 channels, got {images.shape[1]} (shape {tuple(images.shape)})")
+
+
+def grey_as_rgb(images: torch.Tensor) -> bool:
+    """True when every image has three identical channels (ultrasound saved as RGB)."""
+    return bool(torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2]))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]; float input is taken as already in [0, 1]."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).mul_(1.0 / 255.0)
+    return images.to(torch.float32)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize to size x size (no-op when already that size)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+
+
+def normalise(x: torch.Tensor, mean: float, std: float, out_channels: int) -> torch.Tensor:
+    """(x - mean) / std, in place on ``x``; RGB -> luma for 1 output channel.
+
+    Grey input for 3 output channels comes back as a stride-0 expanded view:
+    copy it into its destination (or call ``.contiguous()``).
+    """
+    if x.shape[1] == 3 and out_channels == 1:
+        x = grey(x)
+    x = x.sub_(mean).mul_(1.0 / std)
+    if x.shape[1] == 1 and out_channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    return x
+
+
+class BatchAugment:
+    """Random resized crop + flip + colour jitter + normalise, one draw per image.
+
+    >>> aug = BatchAugment(AugmentConfig(size=224))
+    >>> views = aug(frames_uint8.cuda(), generator=make_generator(0, "cuda"))  # (N, 3, 224, 224) float32
+    """
+
+    def __init__(self, cfg: AugmentConfig | None = None):
+        self.cfg = cfg if cfg is not None else AugmentConfig()
+
+    def __repr__(self) -> str:
+        return f"BatchAugment({self.cfg})"
+
+    # On CPU the pipeline runs in chunks whose tensors stay below glibc's mmap
+    # threshold (32 MB): bigger temporaries are fresh mappings, page-faulted
+    # anew on every call, which costs more than the arithmetic.
+    CPU_CHUNK_BYTES = 4 * 2**20
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (N, C, H, W), C in {1, 3}, any device -> float32 (N, out_channels, size, size)."""
+        return self.augment(images, generator)
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                out_channels: int | None = None) -> torch.Tensor:
+        """Like ``__call__``; ``out_channels`` overrides the config (1 keeps grey frames
+        single-channel, e.g. to mix before repeating to 3 channels)."""
+        _check_images(images)
+        cfg = self.cfg
+        out_c = cfg.out_channels if out_channels is None else out_channels
+        n, c = images.shape[:2]
+        size = int(cfg.size)
+        device = images.device
+        # random parameters are drawn where the generator lives (CPU by default), then moved
+        pdev = generator.device if generator is not None else torch.device("cpu")
+        boxes = sample_crop_boxes(n, size, size, cfg.scale, cfg.ratio, generator=generator, device=pdev)
+        flip = torch.rand(n, generator=generator, device=pdev) < cfg.flip_p
+        boxes, flip = boxes.to(device, non_blocking=True), flip.to(device, non_blocking=True)
+        if c == 3 and device.type == "cpu" and grey_as_rgb(images):
+            # grey frames stored as RGB: saturation and hue are no-ops, so run the
+            # 1-channel path (a third of the work) and repeat the result
+            images, c = images[:, :1], 1
+        jitter = None
+        if cfg.jitter_s > 0 and cfg.jitter_p > 0:
+            jitter = sample_jitter(n, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p,
+                                   generator=generator, device=pdev).to(device)
+
+        out = torch.empty((n, out_c, size, size), device=device)
+        if device.type == "cpu":
+            per_image = max(images[0].numel(), c * size * size, 2 * size * size) * 4
+            step = max(1, self.CPU_CHUNK_BYTES // per_image)
+        else:
+            step = max(n, 1)
+        for start in range(0, n, step):  # chunks of images, not single images
+            sl = slice(start, min(n, start + step))
+            x = images[sl]
+            if x.shape[-2:] != (size, size):  # the original resizes to `size` before cropping
+                x = resize(to_float(x), size)
+            x = resample(x, boxes[sl], size, flip[sl])
+            if jitter is not None:
+                x = apply_jitter(x, jitter[sl])
+            out[sl] = normalise(x, cfg.mean, cfg.std, out_c)
+        return out
+
+
+def eval_transform(images: torch.Tensor, size: int, mean: float = 0.5, std: float = 0.25,
+                   out_channels: int = 3) -> torch.Tensor:
+    """Deterministic test transform: resize to size x size and normalise (uint8 in, float32 out)."""
+    _check_images(images)
+    x = resize(to_float(images), int(size))
+    if x.data_ptr() == images.data_ptr():
+        x = x.clone()
+    return normalise(x, mean, std, out_channels).contiguous()

@@ -1,0 +1,41 @@
+"""`uscl compare`: several initialisations fine-tuned over the same folds, one table, one report."""
+
+from __future__ import annotations
+
+import argparse
+
+from uscl.commands.finetune import add_finetune_arguments, config_from_args
+
+NAME = "compare"
+ORDER = 41
+HELP = "compare initialisations (random, ImageNet, USCL, SimCLR...) over the same video-level folds"
+DESCRIPTION = """\
+Fine-tune several initialisations over the SAME folds (one splits.json) into
+DIR/<name>/, print one table (mean ± std over folds, frame and video level),
+and write DIR/comparison.json, comparison.md, report.md, metrics.json and plots,
+including the paired per-fold difference against the random baseline.
+
+Name an init with NAME=SPEC; otherwise checkpoint runs are named by their
+pretraining method (uscl, simclr...).
+
+example:
+  uscl compare --store pocus_store --out runs/compare --init random \\
+      --init checkpoint:runs/uscl --init checkpoint:runs/simclr \\
+      --init imagenet=imagenet:weights/resnet18.pth --config configs/finetune_paper.yaml
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_finetune_arguments(p, with_init=False)
+    p.add_argument("--init", action="append", dest="inits", required=True, metavar="[NAME=]SPEC",
+                   help="an init to compare (repeat): random | imagenet:PATH | checkpoint:RUN | uscl-official:PATH")
+    p.add_argument("--resume", action="store_true", help="keep DIR's folds and skip inits that already finished")
+
+
+def run(args: argparse.Namespace) -> int:
+    from uscl.finetune.compare import compare
+
+    cfg = config_from_args(args)
+    result = compare(cfg, args.inits, cfg.out, resume=args.resume)
+    print(f"wrote {result.out}/comparison.json, comparison.md and {result.report}")
+    return 0

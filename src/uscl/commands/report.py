@@ -1,0 +1,29 @@
+"""`uscl report`: report.md, metrics.json and plots for a fine-tuning run or a comparison."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "report"
+ORDER = 42
+HELP = "write report.md, metrics.json and plots for a finetune run or a compare folder"
+DESCRIPTION = """\
+Recompute every metric from the saved per-fold predictions of a `uscl finetune`
+run or a `uscl compare` folder and write report.md, metrics.json and PNG plots
+(confusion matrices, per-fold accuracy, ROC curves, training curves) into it.
+
+example:
+  uscl report runs/compare
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a finetune run folder or a compare folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from uscl.finetune.report import report
+
+    path = report(args.path)
+    print(f"wrote {path} (and metrics.json, *.png beside it)")
+    return 0

@@ -1,0 +1,31 @@
+"""USCL's frame mixup: two views of one video that share an anchor frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from uscl.errors import ConfigError
+
+
+def sample_lambda(n: int, alpha: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(n,) float32 draws from Beta(alpha, alpha).
+
+    torch's Beta sampler takes no generator, so a NumPy generator is seeded
+    from ``generator`` (or from torch's global RNG): the draws stay exactly
+    Beta-distributed and reproducible from the torch generator alone.
+    """
+    if not alpha > 0:
+        raise ConfigError(f"mixup alpha must be > 0, got {alpha}")
+    gdev = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gdev).item())
+    lam = np.random.default_rng(seed).beta(alpha, alpha, size=int(n)).astype(np.float32)
+    return torch.from_numpy(lam).to(device if device is not None else "cpu")
+
+
+def mix_views(f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """view1 = lam*f1 + (1-lam)*f2, view2 = lam*f3 + (1-lam)*f2, with lam (N,) per item."""
+    lam = torch.as_tensor(lam, dtype=f1.dtype, device=f1.device)
+    lam = lam.view(-1, *([1] * (f1.dim() - 1))) if lam.dim() == 1 else lam
+    # lerp(f2, f, lam) = f2 + lam * (f - f2): one pass per view
+    return torch.lerp(f2, f1, lam.expand_as(f1)), torch.lerp(f2, f3, lam.expand_as(f3))

@@ -1,0 +1,98 @@
+"""Sample pair generation (SPG): which frames of a video make an item.
+
+Draws are a pure function of (seed, epoch, video index), so they are the
+same whatever the number of loader workers, and on resume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from uscl.errors import ConfigError
+
+MODES = ("spg", "simclr")
+
+
+@dataclass
+class PairSamplingConfig:
+    frames_per_item: int = 3  # 3: USCL's f1, f2 (anchor), f3; 2: two distinct frames, never mixed
+    min_gap: int = 0  # min distance in frames between drawn frames
+    max_gap: int | None = None  # max distance between the outermost drawn frames
+    mode: str = "spg"  # "spg" (USCL) or "simclr" (two augmentations of one random frame)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"pairs.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.frames_per_item not in (2, 3):
+            raise ConfigError(f"pairs.frames_per_item must be 2 or 3, got {self.frames_per_item}")
+        if self.min_gap < 0:
+            raise ConfigError(f"pairs.min_gap must be >= 0, got {self.min_gap}")
+        if self.max_gap is not None:
+            need = (self.frames_per_item - 1) * max(1, self.min_gap)
+            if self.max_gap < need:
+                raise ConfigError(
+                    f"pairs.max_gap={self.max_gap} leaves no room for {self.frames_per_item} frames "
+                    f"at least {max(1, self.min_gap)} apart (needs max_gap >= {need})"
+                )
+
+
+def item_rng(seed: int, epoch: int, video: int) -> np.random.Generator:
+    """The RNG of one (seed, epoch, video) triple, independent of worker and order."""
+    return np.random.default_rng([int(seed) % 2**63, int(epoch), int(video), 0x5C1])
+
+
+def draw_frames(num_frames: int, k: int, min_gap: int, max_gap: int | None, rng: np.random.Generator) -> list[int]:
+    """``k`` distinct frame indices of a ``num_frames`` video, in random order.
+
+    Uniform over all sets whose pairwise distances are >= max(1, min_gap) and
+    whose span (last - first) is <= max_gap. A video too short for the gaps
+    gets the largest gap that fits (frames as spread as the video allows);
+    a video with fewer than ``k`` frames gets all its frames.
+    """
+    t = int(num_frames)
+    if t <= k:
+        idx = list(range(t))
+        rng.shuffle(idx)
+        return idx
+    span = t - 1 if max_gap is None else min(int(max_gap), t - 1)
+    d = max(1, int(min_gap))
+    if (k - 1) * d > span:
+        d = max(1, span // (k - 1))  # relax to the widest spacing that fits
+    # p_i = q_i + i*(d-1) maps k strictly increasing q's onto k positions >= d apart
+    slack = (k - 1) * (d - 1)
+    if span >= t - 1:
+        q = np.sort(rng.choice(t - slack, size=k, replace=False))
+        first = 0
+    else:
+        # weight each first frame a by the number of valid completions within [a, a+span]
+        lengths = np.minimum(span, t - 1 - np.arange(t)) - slack
+        weights = np.array([math.comb(int(n), k - 1) if n >= k - 1 else 0 for n in lengths], dtype=np.float64)
+        first = int(rng.choice(t, p=weights / weights.sum()))
+        room = min(span, t - 1 - first) - slack
+        q = np.concatenate([[0], np.sort(rng.choice(np.arange(1, room + 1), size=k - 1, replace=False))])
+    pos = [int(first + qi + i * (d - 1)) for i, qi in enumerate(q)]
+    order = rng.permutation(k)
+    return [pos[i] for i in order]
+
+
+def item_frames(num_frames: int, cfg: PairSamplingConfig, rng: np.random.Generator) -> tuple[list[int], bool]:
+    """The (f1, f2, f3) frame indices of one item and whether its views may be mixed.
+
+    Unmixable items (simclr mode, 2-frame draws, videos with < 3 frames) carry
+    their two view frames as f1 and f3; f2 repeats f1 and is ignored.
+    """
+    if num_frames < 1:
+        raise ValueError("a video has no frames")
+    if cfg.mode == "simclr":
+        t = int(rng.integers(num_frames))
+        return [t, t, t], False
+    k = cfg.frames_per_item if num_frames >= cfg.frames_per_item else min(num_frames, 2)
+    drawn = draw_frames(num_frames, k, cfg.min_gap, cfg.max_gap, rng)
+    if len(drawn) == 3:
+        return drawn, True
+    if len(drawn) == 2:
+        return [drawn[0], drawn[0], drawn[1]], False
+    return [drawn[0]] * 3, False

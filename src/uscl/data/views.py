@@ -1,0 +1,45 @@
+"""From a loader batch of uint8 frames to the two mixed, augmented views, on the device."""
+
+from __future__ import annotations
+
+import torch
+
+from uscl.augment import BatchAugment
+from uscl.augment.batch import grey_as_rgb
+from uscl.data.mixup import mix_views, sample_lambda
+
+
+def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: bool, device,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(view1, view2, labels)``: float views (N, 3, S, S) and int64 labels (N,) on ``device``.
+
+    Every frame is augmented independently, all in one BatchAugment call; one
+    lam ~ Beta(alpha, alpha) per item (lam = 1 where the item is not
+    mixable or mixup is off, so the views are f1 and f3). When nothing in the
+    batch is mixed, the unused anchors f2 are not augmented at all.
+    """
+    device = torch.device(device)
+    frames = batch["frames"].to(device, non_blocking=True)  # (N, 3, C, H, W) uint8
+    mixable = batch["mixable"].to(device, non_blocking=True).bool()
+    labels = batch["label"].to(device, non_blocking=True)
+    if frames.shape[2] == 3 and device.type == "cpu" and grey_as_rgb(frames.flatten(0, 1)):
+        frames = frames[:, :, :1]  # grey saved as RGB: one channel until the end
+    n, _, c = frames.shape[:3]
+    out_c = augment.cfg.out_channels
+    # grey frames stay single-channel through mixing; repeated to out_channels at the end
+    work_c = 1 if c == 1 else out_c
+    mix = bool(mixup) and bool(mixable.any())
+    picked = frames if mix else frames[:, [0, 2]]
+    k = picked.shape[1]
+    out = augment.augment(picked.reshape(n * k, *frames.shape[2:]), generator, out_channels=work_c)
+    out = out.view(n, k, *out.shape[1:])
+    if mix:
+        lam = sample_lambda(n, alpha, generator=generator, device=device)
+        lam = torch.where(mixable, lam, torch.ones_like(lam))
+        view1, view2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam)
+    else:
+        view1, view2 = out[:, 0], out[:, 1]
+    if work_c != out_c:
+        view1 = view1.expand(-1, out_c, -1, -1).contiguous()
+        view2 = view2.expand(-1, out_c, -1, -1).contiguous()
+    return view1.contiguous(), view2.contiguous(), labels

@@ -1,0 +1,93 @@
+"""Several initialisations fine-tuned over the SAME folds, then one table and one report.
+
+``DIR/splits.json`` is made once; every init runs into ``DIR/<name>/`` with
+those folds, so per-fold differences are paired. ``DIR/comparison.json`` and
+``comparison.md`` hold the table; :func:`uscl.finetune.report.report` adds
+report.md, metrics.json and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from uscl.errors import UsclError
+from uscl.finetune.config import FinetuneConfig
+from uscl.finetune.init import load_init, name_for, parse_init
+from uscl.finetune.report import comparison_data, load_run, markdown_table, paired_table, report
+from uscl.finetune.train import build_model, build_splits, finetune
+from uscl.utils.atomic import atomic_write_json, atomic_write_text, prepare_output_dir
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    comparison: dict
+    table: str
+    report: Path
+
+
+def resolve_names(inits: list[str], unsafe_pickle: bool = False) -> list[tuple[str, str, dict]]:
+    """(name, spec, meta) per init, loading each once to name it (method of a run) and to fail early."""
+    out, seen = [], {}
+    for text in inits:
+        spec = parse_init(text)
+        sd, meta = load_init(spec, unsafe_pickle=unsafe_pickle)
+        name = name_for(spec, meta)
+        if name in seen:
+            if spec.explicit_name:
+                raise UsclError(f"two inits are named {name!r}; give distinct names with NAME=SPEC")
+            seen[name] += 1
+            name = f"{name}{seen[name]}"
+        seen.setdefault(name, 1)
+        out.append((name, spec.spec, {"sd": sd, "meta": meta}))
+    return out
+
+
+def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: bool = False, log=print) -> CompareResult:
+    """Run ``finetune`` once per init over one shared split; write the comparison and the report.
+
+    ``resume`` keeps a folder's splits.json and skips inits whose run already finished.
+    """
+    from uscl.store import FrameStore
+
+    if not inits:
+        raise UsclError("give at least one --init")
+    out = Path(out)
+    base = dataclasses.replace(base, out=str(out))
+    base.validate()
+    store = FrameStore(base.store)
+    named = resolve_names(inits, base.unsafe_pickle)
+    for name, spec, loaded in named:  # architecture/key problems surface before anything runs
+        arch = base.arch or loaded["meta"].get("arch") or "resnet18"
+        build_model(arch, 2, loaded["sd"], spec)
+    shared = out / "splits.json"
+    if resume and shared.is_file():
+        splits_cfg = dataclasses.replace(base, splits=str(shared), classes=None, where={})
+        splits = build_splits(splits_cfg, store)
+    else:
+        splits = build_splits(base, store)
+        prepare_output_dir(out, overwrite=base.overwrite, marker="comparison.json")
+        splits.save(shared)
+    log(f"compare {', '.join(n for n, _, _ in named)} over the same folds:\n{splits.summary()}")
+
+    for name, spec, _ in named:
+        run_dir = out / name
+        if resume and (run_dir / "metrics.json").is_file():
+            log(f"{name}: finished run found in {run_dir}, kept (--resume)")
+            continue
+        cfg = dataclasses.replace(base, init=spec, out=str(run_dir), splits=None,
+                                  overwrite=base.overwrite or resume)
+        finetune(cfg, splits=splits, log=log)
+
+    runs = {name: load_run(out / name) for name, _, _ in named}
+    data = comparison_data(runs)
+    data["store"] = base.store
+    data["init_specs"] = {name: spec for name, spec, _ in named}
+    table = markdown_table(data)
+    atomic_write_json(out / "comparison.json", data)
+    atomic_write_text(out / "comparison.md", f"# Comparison\n\n{table}\n\n{paired_table(data)}\n")
+    rep = report(out)
+    log(table)
+    return CompareResult(out, data, table, rep)

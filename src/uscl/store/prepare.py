@@ -1,0 +1,299 @@
+"""`uscl prepare`: ingest a folder of videos, DICOM, images and frame folders into a frame store.
+
+>>> from uscl.store.prepare import prepare, PrepareOptions
+>>> summary = prepare("data/pocus", "pocus_store", PrepareOptions(fps=3, max_frames=30, crop=True, size=224),
+...                   labels_csv="data/pocus/labels.csv")
+>>> print(summary.format())
+
+Per input: decode (uscl.video) → sample → crop → resize → channels
+(uscl.store.preprocess) → array written atomically → sidecar (uscl.store.ingest_log).
+The manifest is written last. A bad file is skipped with its reason
+(skipped.csv), never aborting the run. A file whose decoding breaks after some
+frames (a truncated video) keeps the frames that decoded, with a note in the
+record (``extra["ingest_notes"]``) and in the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uscl.errors import UsclError
+from uscl.store.frame_store import ARRAYS, MANIFEST, StoreWriter, VideoRecord
+from uscl.store.ingest_log import IngestLog
+from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames, read_and_preprocess
+from uscl.store.video_ids import make_video_ids
+from uscl.utils.atomic import atomic_write_text
+from uscl.utils.progress import progress
+from uscl.video.decoded import DecodeError
+from uscl.video.discover import VideoInput, discover_inputs
+from uscl.video.labels import LabelResolver, parse_prefix_map, parse_where, read_labels_csv
+
+SKIPPED = "skipped.csv"
+UNLABELLED = "unlabelled"
+
+__all__ = ["PrepareOptions", "PrepareSummary", "prepare", "preprocess_frames", "read_and_preprocess"]
+
+
+@dataclass
+class PrepareSummary:
+    """What a prepare run did; ``format()`` is the closing report the CLI prints."""
+
+    out: str
+    videos: int = 0
+    frames: int = 0
+    per_label: dict[str, dict[str, int]] = field(default_factory=dict)  # label → {videos, frames}
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): kept with a warning
+    decoded: int = 0  # videos decoded in this run
+    reused: int = 0  # videos taken from an earlier run
+    filtered: int = 0  # inputs left out by --where
+    ignored: list[str] = field(default_factory=list)  # files that are not media
+    unmatched_labels: list[str] = field(default_factory=list)  # CSV rows naming no input
+    removed: int = 0  # stale arrays of sources no longer present
+    frames_decoded: int = 0  # source frames decoded in this run
+    seconds: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        """Decoding throughput of this run (source frames decoded per second)."""
+        return self.frames_decoded / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        lines = [f"frame store {self.out}: {self.videos} videos, {self.frames} frames"]
+        width = max([len(k) for k in self.per_label] + [5])
+        lines.append(f"  {'label':<{width}}  videos  frames")
+        for label, c in self.per_label.items():
+            lines.append(f"  {label:<{width}}  {c['videos']:>6}  {c['frames']:>6}")
+        lines.append(
+            f"decoded {self.decoded}, reused {self.reused} from an earlier run"
+            + (f", {self.filtered} left out by --where" if self.filtered else "")
+            + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s)"
+        )
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} files (listed in {SKIPPED}):")
+            lines += [f"  {p}: {r}" for p, r in self.skipped]
+        if self.notes:
+            lines.append(f"kept with warnings ({len(self.notes)}):")
+            lines += [f"  {p}: {n}" for p, n in self.notes]
+        if self.unmatched_labels:
+            shown = ", ".join(self.unmatched_labels[:5]) + (" ..." if len(self.unmatched_labels) > 5 else "")
+            lines.append(f"{len(self.unmatched_labels)} labels CSV rows name no input found: {shown}")
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)} files that are not videos, DICOM or images")
+        if self.removed:
+            lines.append(f"removed {self.removed} arrays of sources no longer ingested")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data["frames_per_second"] = self.frames_per_second
+        return data
+
+
+def _options_diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def _existing_options(out: Path) -> dict | None:
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            return dict(json.loads(manifest.read_text()).get("options", {}))
+        except (json.JSONDecodeError, AttributeError):
+            return {}
+    return IngestLog(out).read_options()
+
+
+def _clear_store(out: Path) -> None:
+    """Remove the files a store consists of (nothing else in the folder)."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    (out / SKIPPED).unlink(missing_ok=True)
+    arrays = out / ARRAYS
+    if arrays.is_dir():
+        for p in arrays.iterdir():
+            if p.is_file() and p.name.endswith(".npy"):
+                p.unlink()
+    IngestLog(out).clear()
+
+
+def _check_out(out: Path, options: dict, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsclError(f"{out} exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    existing = _existing_options(out)
+    if existing is None:
+        if not overwrite:
+            raise UsclError(f"output folder {out} is not empty and holds no frame store; "
+                            "choose another OUT or pass --overwrite")
+        return
+    if existing != options or overwrite:
+        if not overwrite:
+            raise UsclError(
+                f"{out} holds a store prepared with different options ({_options_diff(existing, options)}); "
+                "choose another OUT, or pass --overwrite to replace it"
+            )
+        _clear_store(out)
+
+
+def _write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    w.writerows(skipped)
+    atomic_write_text(out / SKIPPED, buf.getvalue())
+
+
+def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer: StoreWriter) -> tuple[VideoRecord, int]:
+    """Decode, preprocess and write one input; returns its record (no labels yet) and frames decoded."""
+    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
+    frames = preprocess_frames(video.frames, options)
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise DecodeError("no pixels left after preprocessing")
+    rel_array = writer.write_array(video_id, frames)
+    t, h, w, c = frames.shape
+    record = VideoRecord(
+        video_id=video_id, source=inp.rel, array=rel_array, num_frames=int(t), height=int(h), width=int(w),
+        channels=int(c), fps=video.fps, orig_fps=video.orig_fps, orig_num_frames=video.orig_num_frames,
+        orig_height=video.orig_height, orig_width=video.orig_width, content_hash=inp.content_hash(),
+        kind=inp.kind,
+    )
+    if video.notes:
+        record.extra["ingest_notes"] = list(video.notes)
+    decoded = video.orig_num_frames if inp.kind != "frames" else int(t)
+    return record, int(decoded)
+
+
+def prepare(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: PrepareOptions | None = None,
+    *,
+    labels_csv: str | os.PathLike | None = None,
+    label_from: str | None = None,
+    prefix_map: dict[str, str] | str | None = None,
+    where: list[str] | dict[str, set[str]] | None = None,
+    frame_folders: bool = True,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> PrepareSummary:
+    """Ingest every input under ``src`` into the frame store ``out``; see the module docstring.
+
+    Labels: ``labels_csv`` (path,label[,patient], extra columns kept in
+    ``record.extra``), then ``label_from`` ('parent' or 'prefix' with
+    ``prefix_map``) for inputs the CSV does not name. ``where``: keep only
+    inputs whose CSV/label fields match (``["probe=convex"]``).
+    Re-running into the same ``out`` with the same options is incremental;
+    other options are refused unless ``overwrite``.
+    """
+    start = time.perf_counter()
+    options = options or PrepareOptions()
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise UsclError(f"source folder not found: {src}" if not src.exists() else f"{src} is not a folder")
+    opts = options.to_dict()
+    _check_out(out, opts, overwrite)
+
+    rows = read_labels_csv(labels_csv, src) if labels_csv else {}
+    if isinstance(prefix_map, str) or prefix_map is None:
+        prefix_map = parse_prefix_map(prefix_map)
+    resolver = LabelResolver(rows, label_from=label_from, prefix_map=prefix_map)
+    where = parse_where(where) if isinstance(where, list) else (where or {})
+
+    discovery = discover_inputs(src, exclude=[out], stills=set(rows), frame_folders=frame_folders)
+    if not discovery.inputs:
+        raise UsclError(
+            f"no usable file under {src}: found no videos (mp4, avi, mov, mpeg, gif...), DICOM, "
+            f"images (png, jpg, bmp, tif) or frame folders"
+            + (f" ({len(discovery.ignored)} other files ignored)" if discovery.ignored else "")
+        )
+    infos = {inp.rel: resolver.resolve(inp.rel) for inp in discovery.inputs}
+    ids = make_video_ids([i.rel for i in discovery.inputs], {i.rel for i in discovery.inputs if i.kind == "frames"})
+    selected = [i for i in discovery.inputs if not where or LabelResolver.matches(infos[i.rel], where)]
+    summary = PrepareSummary(out=str(out), ignored=discovery.ignored, filtered=len(discovery.inputs) - len(selected),
+                             unmatched_labels=resolver.unmatched_rows())
+    if not selected:
+        raise UsclError(f"--where {where} left none of the {len(discovery.inputs)} inputs under {src}")
+
+    writer = StoreWriter(out, options=opts)
+    log = IngestLog(out)
+    log.write_options(opts)
+    records: list[VideoRecord] = []
+    manifest_dropped = False
+    bar = progress(selected, desc="prepare", unit="video", **({} if show_progress else {"disable": True}))
+    for inp in bar:
+        video_id = ids[inp.rel]
+        try:
+            fingerprint = inp.fingerprint()
+            record = log.lookup(video_id, inp.rel, fingerprint, opts)
+            if record is None:
+                if not manifest_dropped:
+                    # the store is about to change: an old manifest must not describe new arrays
+                    (out / MANIFEST).unlink(missing_ok=True)
+                    manifest_dropped = True
+                record, n_decoded = _ingest_one(inp, video_id, options, writer)
+                log.save(record, fingerprint, opts)
+                summary.decoded += 1
+                summary.frames_decoded += n_decoded
+            else:
+                summary.reused += 1
+        except DecodeError as exc:
+            summary.skipped.append((inp.rel, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad file never aborts the run
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise UsclError(f"disk full while writing {out}: free space and re-run (finished videos are kept)") from exc
+            summary.skipped.append((inp.rel, f"could not be ingested ({type(exc).__name__}: {exc})"))
+            continue
+        info = infos[inp.rel]
+        record.label, record.patient = info.label, info.patient
+        notes = record.extra.get("ingest_notes", [])
+        record.extra = {**info.extra, **({"ingest_notes": notes} if notes else {})}
+        summary.notes += [(inp.rel, n) for n in notes]
+        records.append(record)
+    bar.close()
+
+    _write_skipped(out, summary.skipped)
+    if not records:
+        reasons = "; ".join(f"{p}: {r}" for p, r in summary.skipped[:3])
+        raise UsclError(
+            f"no usable file under {src}: all {len(selected)} inputs were skipped ({reasons}"
+            f"{' ...' if len(summary.skipped) > 3 else ''}); see {out / SKIPPED}"
+        )
+    writer.write_manifest(records)
+    keep = {r.video_id for r in records}
+    summary.removed = _remove_stale_arrays(out, keep)
+    log.prune(keep)
+
+    per_label: dict[str, dict[str, int]] = defaultdict(lambda: {"videos": 0, "frames": 0})
+    for r in records:
+        c = per_label[r.label if r.label is not None else UNLABELLED]
+        c["videos"] += 1
+        c["frames"] += r.num_frames
+    summary.per_label = dict(sorted(per_label.items()))
+    summary.videos = len(records)
+    summary.frames = sum(r.num_frames for r in records)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _remove_stale_arrays(out: Path, keep: set[str]) -> int:
+    """Arrays (and leftover temp files) of videos that are not in the new manifest."""
+    removed = 0
+    arrays = out / ARRAYS
+    for p in arrays.iterdir() if arrays.is_dir() else []:
+        if p.is_file() and p.name.endswith(".npy") and (p.name.startswith(".") or p.name[:-4] not in keep):
+            p.unlink(missing_ok=True)
+            removed += 0 if p.name.startswith(".") else 1
+    return removed

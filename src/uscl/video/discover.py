@@ -1,0 +1,135 @@
+"""Finding inputs under SRC: video files, DICOM, still images and folders of frames.
+
+The frame-folder rule (the layout the original USCL code reads: one folder of
+jpg/png frames per video). A folder is ONE video when all of these hold:
+
+1. it is not SRC itself and has no sub-folders (hidden ones aside);
+2. it holds at least 2 files, every one an image (png, jpg, bmp, tif; hidden
+   files such as .DS_Store ignored);
+3. their names are one numbered sequence: equal once the digits are removed
+   (``frame_001.jpg``, ``frame_002.jpg``; ``1.png``, ``2.png``);
+4. all images have the same width and height;
+5. the labels CSV, if given, does not name any of its images on its own row.
+
+Its frames are the images in natural name order (2 before 10). A folder that
+fails the rule is a folder of stills: each image is a one-frame video. Rules 3–5
+keep a folder of unrelated stills (say ``pocus_images/convex``) from being
+mistaken for one video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uscl.video.formats import digit_free_name, is_image_name, kind_of, natural_key
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One thing to ingest: a file, or a folder of frames (``files`` set)."""
+
+    path: Path
+    rel: str  # POSIX path relative to SRC: the source recorded in the manifest
+    kind: str  # video | dicom | image | frames
+    files: tuple[Path, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def fingerprint(self) -> dict:
+        """Size and modification time: what decides whether a re-run must decode again."""
+        if self.kind == "frames":
+            h = hashlib.sha1()
+            size = 0
+            mtime = 0
+            for f in self.files:
+                st = f.stat()
+                size += st.st_size
+                mtime = max(mtime, st.st_mtime_ns)
+                h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            return {"size": size, "mtime_ns": mtime, "files": len(self.files), "listing": h.hexdigest()[:16]}
+        st = self.path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def content_hash(self) -> str:
+        """sha256 of the source bytes (for a frame folder: of its files' names and bytes)."""
+        h = hashlib.sha256()
+        paths = self.files if self.kind == "frames" else (self.path,)
+        for p in paths:
+            if self.kind == "frames":
+                h.update(p.name.encode() + b"\0")
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+
+@dataclass
+class Discovery:
+    inputs: list[VideoInput]
+    ignored: list[str] = field(default_factory=list)  # files of other types (csv, txt...)
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - an unreadable image simply breaks the rule
+        return None
+
+
+def is_frame_folder(files: list[Path], stills: set[str] | frozenset[str] = frozenset(), rels: list[str] | None = None) -> bool:
+    """Rules 2–5 of the module docstring, for the (non-hidden) files of a leaf folder."""
+    if len(files) < 2 or not all(is_image_name(f) for f in files):
+        return False
+    if len({digit_free_name(f.name) for f in files}) != 1:
+        return False
+    if rels is not None and any(r in stills for r in rels):
+        return False
+    first = _image_size(files[0])
+    return first is not None and all(_image_size(f) == first for f in files[1:])
+
+
+def discover_inputs(
+    src: str | Path,
+    *,
+    exclude: list[Path] | tuple[Path, ...] = (),
+    stills: set[str] | frozenset[str] = frozenset(),
+    frame_folders: bool = True,
+) -> Discovery:
+    """Every input under ``src`` (recursive, sorted, hidden files and folders skipped).
+
+    ``exclude``: folders not to enter (the output store when it lies inside SRC).
+    ``stills``: relative paths of images listed on their own (rule 5).
+    """
+    src = Path(src)
+    excluded = {Path(os.path.abspath(p)) for p in exclude}
+    inputs: list[VideoInput] = []
+    ignored: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            (d for d in dirnames if not d.startswith(".") and Path(os.path.abspath(here / d)) not in excluded),
+            key=natural_key,
+        )
+        files = sorted((here / f for f in filenames if not f.startswith(".")), key=lambda p: natural_key(p.name))
+        files = [f for f in files if f.is_file()]
+        rel_dir = here.relative_to(src).as_posix()
+        rels = [f.relative_to(src).as_posix() for f in files]
+        if frame_folders and here != src and not dirnames and is_frame_folder(files, stills, rels):
+            inputs.append(VideoInput(path=here, rel=rel_dir, kind="frames", files=tuple(files)))
+            continue
+        for f, rel in zip(files, rels):
+            kind = kind_of(f)
+            if kind is None:
+                ignored.append(rel)
+            else:
+                inputs.append(VideoInput(path=f, rel=rel, kind=kind))
+    inputs.sort(key=lambda i: natural_key(i.rel))
+    return Discovery(inputs=inputs, ignored=ignored)

@@ -1,0 +1,55 @@
+"""Backbone, projection head and the pretraining model."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from uscl.errors import ConfigError
+from uscl.models import build_backbone, build_model, projection_head
+
+
+def test_backbone_is_a_torchvision_resnet_without_fc():
+    net, dim = build_backbone("resnet18")
+    assert dim == 512 and isinstance(net.fc, nn.Identity)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    # its keys are torchvision's: a plain resnet18 misses only fc.*
+    result = resnet18().load_state_dict(net.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == ["fc.bias", "fc.weight"] and not result.unexpected_keys
+
+
+def test_unknown_architecture_is_a_config_error():
+    with pytest.raises(ConfigError, match="resnet34"):
+        build_backbone("resnet34")
+
+
+def test_projection_head_layout():
+    head = projection_head(512, 256)
+    assert [type(m) for m in head] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert head[0].in_features == head[0].out_features == 512 and head[2].out_features == 256
+
+
+@pytest.mark.parametrize("classifier_input,in_dim", [("projection", 256), ("feature", 512)])
+def test_model_outputs_and_classifier_input(classifier_input, in_dim):
+    torch.manual_seed(0)
+    model = build_model("resnet18", out_dim=256, num_classes=3, classifier_input=classifier_input).eval()
+    assert model.classifier.in_features == in_dim and model.num_classes == 3
+    with torch.no_grad():
+        h, z, logits = model(torch.randn(4, 3, 32, 32))
+        assert h.shape == (4, 512) and z.shape == (4, 256) and logits.shape == (4, 3)
+        source = z if classifier_input == "projection" else h
+        assert torch.allclose(logits, model.classifier(source))
+
+
+def test_model_without_classes_has_no_classifier():
+    model = build_model("resnet18", out_dim=64).eval()
+    with torch.no_grad():
+        _, z, logits = model(torch.randn(2, 3, 32, 32))
+    assert model.classifier is None and logits is None and z.shape == (2, 64)
+
+
+def test_bad_classifier_input():
+    with pytest.raises(ConfigError, match="classifier_input"):
+        build_model("resnet18", num_classes=2, classifier_input="logits")

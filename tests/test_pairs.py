@@ -1,0 +1,227 @@
+"""Sample pair generation: frame draws and their gap rules, mixup, the video and
+frame datasets, reproducibility across loader workers."""
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from uscl.augment import AugmentConfig, BatchAugment, eval_transform
+from uscl.data import (FrameDataset, PairSamplingConfig, VideoItemDataset, gpu_batch_to_views, make_loader,
+                       mix_views, sample_lambda)
+from uscl.data.pairs import draw_frames
+from uscl.errors import ConfigError, UsclError
+from uscl.store import FrameStore, StoreWriter
+from uscl.utils.seed import make_generator
+
+CLASSES = {"covid": 0, "pneumonia": 1, "regular": 2}
+
+
+def test_mix_views_hand_computed():
+    f1 = torch.tensor([[[1.0, 2.0]], [[0.0, 4.0]]])
+    f2 = torch.tensor([[[3.0, 0.0]], [[2.0, 2.0]]])
+    f3 = torch.tensor([[[5.0, 1.0]], [[-2.0, 6.0]]])
+    v1, v2 = mix_views(f1, f2, f3, torch.tensor([0.25, 1.0]))
+    # item 0: 0.25*f + 0.75*f2 ; item 1: lam = 1 -> f1, f3 unchanged
+    assert torch.equal(v1, torch.tensor([[[2.5, 0.5]], [[0.0, 4.0]]]))
+    assert torch.equal(v2, torch.tensor([[[3.5, 0.25]], [[-2.0, 6.0]]]))
+
+
+def test_lambda_is_beta_half_half():
+    lam = sample_lambda(20000, 0.5, generator=make_generator(0))
+    assert lam.shape == (20000,) and lam.dtype == torch.float32
+    assert 0 <= lam.min() and lam.max() <= 1
+    assert abs(lam.mean().item() - 0.5) < 0.01
+    assert abs(lam.var().item() - 0.125) < 0.005  # Beta(a, a) variance 1 / (4 (2a + 1))
+    tails = ((lam < 0.1) | (lam > 0.9)).double().mean().item()
+    middle = ((lam > 0.4) & (lam < 0.6)).double().mean().item()
+    assert abs(tails - 0.4097) < 0.015 and abs(middle - 0.1282) < 0.012  # U-shaped (arcsine law)
+    assert torch.equal(sample_lambda(5, 0.5, make_generator(3)), sample_lambda(5, 0.5, make_generator(3)))
+    with pytest.raises(ConfigError, match="alpha"):
+        sample_lambda(3, 0.0)
+
+
+def _valid_sets(t, k, min_gap, max_gap):
+    d = max(1, min_gap)
+    out = []
+    for c in itertools.combinations(range(t), k):
+        if all(b - a >= d for a, b in zip(c, c[1:])) and (max_gap is None or c[-1] - c[0] <= max_gap):
+            out.append(c)
+    return out
+
+
+@pytest.mark.parametrize("t,min_gap,max_gap", [(6, 0, None), (10, 2, None), (10, 2, 6), (12, 0, 3)])
+def test_draws_are_uniform_over_sets_obeying_the_gaps(t, min_gap, max_gap):
+    rng = np.random.default_rng(0)
+    valid = _valid_sets(t, 3, min_gap, max_gap)
+    draws = 150 * len(valid)
+    counts = Counter(tuple(sorted(draw_frames(t, 3, min_gap, max_gap, rng))) for _ in range(draws))
+    assert set(counts) == set(valid)  # every valid set, nothing else
+    freq = np.array([counts[v] for v in valid]) / draws
+    assert np.abs(freq - 1 / len(valid)).max() < 4 * np.sqrt((1 / len(valid)) / draws) + 1e-9
+    # random order: the anchor (2nd drawn) is not always the middle frame
+    middles = [draw_frames(t, 3, min_gap, max_gap, rng) for _ in range(300)]
+    assert 0.2 < np.mean([m[1] == sorted(m)[1] for m in middles]) < 0.5
+
+
+def test_short_video_relaxes_the_gap_and_few_frames_give_all():
+    rng = np.random.default_rng(0)
+    assert sorted(draw_frames(5, 3, 3, None, rng)) == [0, 2, 4]  # min_gap 3 does not fit: widest that does
+    assert sorted(draw_frames(3, 3, 5, None, rng)) == [0, 1, 2]
+    assert sorted(draw_frames(2, 3, 0, None, rng)) == [0, 1]
+    with pytest.raises(ConfigError, match="max_gap"):
+        PairSamplingConfig(min_gap=4, max_gap=5)
+    with pytest.raises(ConfigError, match="mode"):
+        PairSamplingConfig(mode="moco")
+
+
+def _store(make_store, **kw):
+    return FrameStore(make_store(**kw))
+
+
+def test_video_items_one_two_and_many_frames(make_store):
+    store = _store(make_store, n_videos=4, frame_counts=[1, 2, 3, 9], size=16)
+    ds = VideoItemDataset(store, range(4), PairSamplingConfig(), class_to_index=CLASSES)
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        one, two, three, nine = (ds[i] for i in range(4))
+        assert not one["mixable"] and torch.equal(one["frames"][0], one["frames"][2])
+        assert not two["mixable"]
+        f, _ = ds.frame_indices(1)
+        assert {f[0], f[2]} == {0, 1}  # its two frames as f1 and f3
+        assert three["mixable"] and sorted(ds.frame_indices(2)[0]) == [0, 1, 2]
+        f9, mixable = ds.frame_indices(3)
+        assert mixable and len(set(f9)) == 3
+        for i, t in enumerate(f9):  # the pixels are those frames of that video
+            assert torch.equal(nine["frames"][i], torch.from_numpy(np.array(store.frame(3, t))).permute(2, 0, 1))
+    item = ds[3]
+    assert item["frames"].dtype == torch.uint8 and item["frames"].shape == (3, 1, 16, 16)
+    assert item["label"].dtype == torch.int64 and item["label"].item() == CLASSES[store[3].label]
+    assert item["video"].item() == 3 and item["mixable"].dtype == torch.bool
+
+
+def test_simclr_mode_uses_one_frame_unmixed(make_store):
+    store = _store(make_store, n_videos=3, frames=8, size=16)
+    ds = VideoItemDataset(store, range(3), PairSamplingConfig(mode="simclr"), seed=1)
+    for i in range(3):
+        f, mixable = ds.frame_indices(i)
+        assert not mixable and f[0] == f[1] == f[2]
+        assert ds[i]["label"].item() == -1  # no class map: labels unused
+
+
+def test_labels_use_label_mask_and_unlabelled(make_store):
+    store = _store(make_store, n_videos=6, frames=3, size=16, labelled=0.5)
+    ds = VideoItemDataset(store, [1, 2, 4], class_to_index=CLASSES, use_label=[False, True, True])
+    assert ds.labels == [-1, CLASSES[store[2].label], -1]  # masked, used, unlabelled video
+    whole_store_mask = [i != 2 for i in range(6)]
+    ds2 = VideoItemDataset(store, [1, 2], class_to_index=CLASSES, use_label=whole_store_mask)
+    assert ds2.labels == [CLASSES[store[1].label], -1]
+    with pytest.raises(UsclError, match="use_label"):
+        VideoItemDataset(store, [1, 2], use_label=[True])
+    with pytest.raises(UsclError, match="not among the classes"):
+        VideoItemDataset(store, [0], class_to_index={"other": 0})
+
+
+def test_draws_depend_only_on_seed_epoch_video(make_store):
+    store = _store(make_store, n_videos=5, frames=20, size=8)
+    a = VideoItemDataset(store, range(5), seed=3)
+    b = VideoItemDataset(store, [4, 3, 2, 1, 0], seed=3)
+    assert [a.frame_indices(i) for i in range(5)] == [b.frame_indices(4 - i) for i in range(5)]
+    e0 = [a.frame_indices(i)[0] for i in range(5)]
+    a.set_epoch(1)
+    assert [a.frame_indices(i)[0] for i in range(5)] != e0
+    assert torch.equal(a[(0, 2)]["frames"], VideoItemDataset(store, range(5), seed=3)[2]["frames"])
+    assert [VideoItemDataset(store, range(5), seed=4).frame_indices(i)[0] for i in range(5)] != e0
+
+
+def _epochs(loader, n):
+    out = []
+    for epoch in range(n):
+        loader.set_epoch(epoch)
+        out.append([(b["video"].tolist(), b["frames"].clone()) for b in loader])
+    return out
+
+
+def test_same_batches_with_0_and_2_workers(make_store):
+    store = _store(make_store, n_videos=10, frames=12, size=8)
+    ds = VideoItemDataset(store, range(10), seed=5)
+    ref = _epochs(make_loader(ds, 4, shuffle=True, seed=9, drop_last=True), 2)
+    multi = _epochs(make_loader(ds, 4, shuffle=True, seed=9, drop_last=True, num_workers=2), 2)
+    assert len(ref[0]) == 2
+    for e_ref, e_multi in zip(ref, multi):
+        for (v1, f1), (v2, f2) in zip(e_ref, e_multi, strict=True):
+            assert v1 == v2 and torch.equal(f1, f2)
+    assert [v for v, _ in ref[0]] != [v for v, _ in ref[1]]  # epochs differ in order
+
+
+def test_views_are_mixes_of_augmented_frames(make_store):
+    store = _store(make_store, n_videos=4, frame_counts=[2, 6, 6, 1], size=16)
+    ds = VideoItemDataset(store, range(4), class_to_index=CLASSES)
+    batch = next(iter(make_loader(ds, 4, shuffle=False, seed=0, drop_last=True)))
+    # deterministic augmentation (full crop, no flip, no jitter) so frames can be compared
+    aug = BatchAugment(AugmentConfig(size=12, scale=(1, 1), ratio=(1, 1), flip_p=0, jitter_s=0))
+    v1, v2, labels = gpu_batch_to_views(batch, aug, alpha=0.5, mixup=True, device="cpu",
+                                        generator=make_generator(0))
+    assert v1.shape == v2.shape == (4, 3, 12, 12) and v1.dtype == torch.float32
+    assert torch.equal(labels, batch["label"])
+    f = eval_transform(batch["frames"].flatten(0, 1), 12).view(4, 3, 3, 12, 12)
+    for i in range(4):
+        f1, f2, f3 = f[i]
+        if not batch["mixable"][i]:
+            torch.testing.assert_close(v1[i], f1)
+            torch.testing.assert_close(v2[i], f3)
+            continue
+        d = (f1 - f2).flatten()
+        lam = torch.dot((v1[i] - f2).flatten(), d) / torch.dot(d, d)
+        assert 0 <= lam <= 1
+        torch.testing.assert_close(v1[i], lam * f1 + (1 - lam) * f2, atol=1e-5, rtol=0)
+        torch.testing.assert_close(v2[i], lam * f3 + (1 - lam) * f2, atol=1e-5, rtol=0)  # same lam, same anchor
+    n1, n2, _ = gpu_batch_to_views(batch, aug, alpha=0.5, mixup=False, device="cpu")
+    torch.testing.assert_close(n1, f[:, 0])
+    torch.testing.assert_close(n2, f[:, 2])
+
+
+def test_frame_dataset_items_labels_and_limits(make_store):
+    store = _store(make_store, n_videos=4, frame_counts=[3, 10, 1, 5], size=8, labelled=0.75)
+    ds = FrameDataset(store, [1, 3], CLASSES, max_frames_per_video=4)
+    assert ds.items == [(1, 0), (1, 3), (1, 6), (1, 9), (3, 0), (3, 1), (3, 3), (3, 4)]
+    item = ds[5]
+    assert item["image"].shape == (1, 8, 8) and item["image"].dtype == torch.uint8
+    assert torch.equal(item["image"], torch.from_numpy(np.array(store.frame(3, 1))).permute(2, 0, 1))
+    assert item["video"].item() == 3 and item["frame"].item() == 1 and item["label"].item() == -1
+    assert ds.labels[:4] == [CLASSES[store[1].label]] * 4
+    assert len(FrameDataset(store, range(4), CLASSES)) == 19
+    with pytest.raises(UsclError, match="not among the classes"):
+        FrameDataset(store, [0], {"x": 0})
+
+
+def test_mixed_sizes_and_channels(tmp_path):
+    w = StoreWriter(tmp_path / "s")
+    w.add_video("grey", np.zeros((3, 8, 8, 1), np.uint8) + 7)
+    w.add_video("rgb", np.zeros((3, 8, 8, 3), np.uint8))
+    w.add_video("big", np.zeros((3, 16, 16, 1), np.uint8))
+    w.write_manifest()
+    store = FrameStore(tmp_path / "s")
+    ds = VideoItemDataset(store, [0, 1])
+    assert ds[0]["frames"].shape == (3, 3, 8, 8)  # grey repeated to match the RGB video
+    assert (ds[0]["frames"] == 7).all()
+    with pytest.raises(UsclError, match="different frame sizes"):
+        FrameDataset(store, [0, 2], None)
+    with pytest.raises(UsclError, match="out of range"):
+        VideoItemDataset(store, [5])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_views_on_cuda_from_a_pinned_loader(make_store):
+    store = _store(make_store, n_videos=6, frames=5, size=16)
+    ds = VideoItemDataset(store, range(6), class_to_index=CLASSES)
+    batch = next(iter(make_loader(ds, 3, shuffle=True, seed=0, drop_last=True, pin_memory=True)))
+    aug = BatchAugment(AugmentConfig(size=16))
+    v1, v2, labels = gpu_batch_to_views(batch, aug, 0.5, True, "cuda", make_generator(0, "cuda"))
+    c1, c2, _ = gpu_batch_to_views(batch, aug, 0.5, True, "cpu", make_generator(0))
+    assert v1.device.type == "cuda" and labels.device.type == "cuda" and v1.shape == (3, 3, 16, 16)
+    g1, g2, _ = gpu_batch_to_views(batch, aug, 0.5, True, "cuda", make_generator(0))  # CPU generator
+    torch.testing.assert_close(g1.cpu(), c1, atol=1e-4, rtol=0)
+    torch.testing.assert_close(g2.cpu(), c2, atol=1e-4, rtol=0)
