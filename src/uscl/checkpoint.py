@@ -4,6 +4,7 @@
   the JSON sidecar beside it (same stem, ``.json``); both atomically.
 * ``save_train_state`` / ``load_train_state``: optimizer, schedule, scaler and
   RNG states as plain tensors/dicts, read back with ``torch.load(weights_only=True)``.
+* ``link_or_copy(src, dst)``: the best checkpoint is the last one, hard-linked, not rewritten.
 * ``export_backbone(model, path, meta)`` writes the backbone with torchvision
   ResNet key names (no ``fc.*``), so ``resnet18().load_state_dict(sd, strict=False)``
   works; ``load_backbone(path_or_run)`` reads it back and checks the keys.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,18 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
         save_file(tensors, str(tmp), metadata=header)
     atomic_write_json(sidecar_path(path), meta)
     return path
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` a copy of ``src`` atomically; a hard link when the file system allows
+    (``src`` is later replaced, never modified in place, so the link keeps this content)."""
+    src, dst = Path(src), Path(dst)
+    with atomic_path(dst, suffix=dst.suffix) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -160,13 +174,14 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, meta: dict[str, A
 
 
 def resolve_backbone_path(path_or_run: str | os.PathLike) -> Path:
-    """A run folder → its ``backbone.safetensors``; a file path (with or without suffix) → itself."""
+    """A run folder → its ``backbone.safetensors`` (or, for a run killed before exporting it,
+    its ``best.safetensors``); a file path (with or without suffix) → itself."""
     p = Path(path_or_run)
     if p.is_dir():
-        cand = p / BACKBONE_FILE
-        if not cand.is_file():
-            raise UsclError(f"{p} holds no {BACKBONE_FILE}: is it a finished `uscl pretrain` run folder?")
-        return cand
+        for name in (BACKBONE_FILE, "best.safetensors"):
+            if (p / name).is_file():
+                return p / name
+        raise UsclError(f"{p} holds no {BACKBONE_FILE}: is it a `uscl pretrain` run folder?")
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
     p = weights_path(p)
@@ -203,6 +218,8 @@ def load_backbone(path_or_run: str | os.PathLike, arch: str | None = None) -> tu
     path = resolve_backbone_path(path_or_run)
     state, meta = load_weights(path)
     state = strip_wrappers(state)
+    if any(k.startswith("backbone.") for k in state):  # a full pretraining checkpoint
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     recorded = meta.get("arch")
     if arch and recorded and arch != recorded:
         raise UsclError(f"{path} holds a {recorded} backbone, but {arch} was asked for")

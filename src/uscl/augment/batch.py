@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from uscl.augment.color import apply_jitter, grey, sample_jitter
+from uscl.augment.color import apply_jitter, grey, plan_stages, sample_jitter
 from uscl.augment.config import AugmentConfig
 from uscl.augment.crop import resample, sample_crop_boxes
 
@@ -62,7 +62,15 @@ class BatchAugment:
     """Random resized crop + flip + colour jitter + normalise, one draw per image.
 
     >>> aug = BatchAugment(AugmentConfig(size=224))
-    >>> views = aug(frames_uint8.cuda(), generator=make_generator(0, "cuda"))  # (N, 3, 224, 224) float32
+    >>> views = aug(frames_uint8.cuda(), generator=make_generator(0))  # (N, 3, 224, 224) float32
+
+    The random parameters (a few numbers per image) are drawn on the
+    generator's device and the pixels processed on the images' device. A CPU
+    generator (or none: torch's global CPU RNG) is the best choice also for
+    CUDA images: results then match the CPU path and nothing waits on the
+    GPU; a CUDA generator works but costs a few device syncs per call.
+    Grey frames stored as RGB are detected on CPU and processed as one
+    channel (saturation and hue cannot change them).
     """
 
     def __init__(self, cfg: AugmentConfig | None = None):
@@ -102,7 +110,7 @@ class BatchAugment:
         jitter = None
         if cfg.jitter_s > 0 and cfg.jitter_p > 0:
             jitter = sample_jitter(n, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p,
-                                   generator=generator, device=pdev).to(device)
+                                   generator=generator, device=pdev)
 
         out = torch.empty((n, out_c, size, size), device=device)
         if device.type == "cpu":
@@ -117,7 +125,9 @@ class BatchAugment:
                 x = resize(to_float(x), size)
             x = resample(x, boxes[sl], size, flip[sl])
             if jitter is not None:
-                x = apply_jitter(x, jitter[sl])
+                part = jitter[sl]
+                plan = [p.to(device) for p in plan_stages(part, x.shape[1])]  # planned where drawn: no sync
+                x = apply_jitter(x, part.to(device), plan=plan)
             out[sl] = normalise(x, cfg.mean, cfg.std, out_c)
         return out
 

@@ -77,13 +77,43 @@ def stage_ops(params: JitterParams, channels: int) -> list[torch.Tensor]:
     return [first, second]
 
 
-def apply_jitter(x: torch.Tensor, params: JitterParams, *, hue_enabled: bool = True) -> torch.Tensor:
-    """Apply the drawn jitter to float images (N, C, H, W), C in {1, 3}; works in place on ``x``."""
+@dataclass
+class StagePlan:
+    """What one stage does: each image's op (-1: none), which ops occur at all,
+    and the images whose hue turns at this stage."""
+
+    op: torch.Tensor
+    has: tuple[bool, bool, bool, bool]
+    hue_idx: torch.Tensor
+
+    def to(self, device) -> "StagePlan":
+        return StagePlan(self.op.to(device, non_blocking=True), self.has, self.hue_idx.to(device, non_blocking=True))
+
+
+def plan_stages(params: JitterParams, channels: int) -> list[StagePlan]:
+    """Plan the stages from the draws. Run it where the draws were made (the CPU
+    by default): it reads values back, which on a GPU would be a device sync."""
+    plans = []
+    for op in stage_ops(params, channels):
+        has = tuple(bool((op == k).any()) for k in range(4))
+        hue_idx = torch.nonzero((op == HUE) & (params.hue != 0)).flatten() if channels == 3 and has[HUE] else \
+            torch.zeros(0, dtype=torch.long, device=op.device)
+        plans.append(StagePlan(op, has, hue_idx))
+    return plans
+
+
+def apply_jitter(x: torch.Tensor, params: JitterParams, *, hue_enabled: bool = True,
+                 plan: list[StagePlan] | None = None) -> torch.Tensor:
+    """Apply the drawn jitter to float images (N, C, H, W), C in {1, 3}; works in place on ``x``.
+
+    ``plan`` (from :func:`plan_stages` on the CPU copy of the draws) avoids
+    reading device values back; without it the plan is made here.
+    """
     rgb = x.shape[1] == 3
     shape = (-1, 1, 1, 1)
     one = torch.ones((), device=x.device)
-    for op in stage_ops(params, x.shape[1]):
-        has = [bool(v) for v in torch.stack([(op == k).any() for k in range(4)]).tolist()]
+    for stage in plan if plan is not None else plan_stages(params, x.shape[1]):
+        op, has = stage.op, stage.has
         if has[BRIGHTNESS] or has[CONTRAST] or (rgb and has[SATURATION]):
             fb = torch.where(op == BRIGHTNESS, params.brightness, one)
             fc = torch.where(op == CONTRAST, params.contrast, one)
@@ -94,10 +124,9 @@ def apply_jitter(x: torch.Tensor, params: JitterParams, *, hue_enabled: bool = T
             if rgb and has[SATURATION]:
                 x.addcmul_(lum, (1 - fs).view(shape))
             x.clamp_(0.0, 1.0)
-        if rgb and hue_enabled and has[HUE]:
-            idx = torch.nonzero((op == HUE) & (params.hue != 0)).flatten()
-            if idx.numel():
-                x[idx] = adjust_hue(x[idx], params.hue[idx])
+        if rgb and hue_enabled and stage.hue_idx.numel():
+            idx = stage.hue_idx
+            x[idx] = adjust_hue(x[idx], params.hue[idx])
     return x
 
 

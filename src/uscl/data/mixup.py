@@ -13,14 +13,16 @@ def sample_lambda(n: int, alpha: float, generator: torch.Generator | None = None
 
     torch's Beta sampler takes no generator, so a NumPy generator is seeded
     from ``generator`` (or from torch's global RNG): the draws stay exactly
-    Beta-distributed and reproducible from the torch generator alone.
+    Beta-distributed and reproducible from the torch generator alone. With a
+    CUDA generator that seed is read back from the device (a sync); a CPU
+    generator or none costs nothing on the device.
     """
     if not alpha > 0:
         raise ConfigError(f"mixup alpha must be > 0, got {alpha}")
     gdev = generator.device if generator is not None else "cpu"
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gdev).item())
     lam = np.random.default_rng(seed).beta(alpha, alpha, size=int(n)).astype(np.float32)
-    return torch.from_numpy(lam).to(device if device is not None else "cpu")
+    return torch.from_numpy(lam).to(device if device is not None else "cpu", non_blocking=True)
 
 
 def mix_views(f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,19 +17,24 @@ def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: 
     lam ~ Beta(alpha, alpha) per item (lam = 1 where the item is not
     mixable or mixup is off, so the views are f1 and f3). When nothing in the
     batch is mixed, the unused anchors f2 are not augmented at all.
+    Pass a CPU generator (or none) for CUDA work: see :class:`BatchAugment`.
     """
     device = torch.device(device)
-    frames = batch["frames"].to(device, non_blocking=True)  # (N, 3, C, H, W) uint8
+    frames = batch["frames"]  # (N, 3, C, H, W) uint8
+    # grey saved as RGB, augmented on the CPU: one channel until the end (saturation
+    # and hue cannot change such frames). Not worth the host-side check for a GPU.
+    grey = frames.shape[2] == 3 and device.type == "cpu" and grey_as_rgb(frames.flatten(0, 1))
+    frames = frames.to(device, non_blocking=True)
+    if grey:
+        frames = frames[:, :, :1]
+    mix = bool(mixup) and bool(batch["mixable"].any())  # on the host copy: no device sync
     mixable = batch["mixable"].to(device, non_blocking=True).bool()
     labels = batch["label"].to(device, non_blocking=True)
-    if frames.shape[2] == 3 and device.type == "cpu" and grey_as_rgb(frames.flatten(0, 1)):
-        frames = frames[:, :, :1]  # grey saved as RGB: one channel until the end
     n, _, c = frames.shape[:3]
     out_c = augment.cfg.out_channels
     # grey frames stay single-channel through mixing; repeated to out_channels at the end
     work_c = 1 if c == 1 else out_c
-    mix = bool(mixup) and bool(mixable.any())
-    picked = frames if mix else frames[:, [0, 2]]
+    picked = frames if mix else frames[:, 0::2]  # f1, f3
     k = picked.shape[1]
     out = augment.augment(picked.reshape(n * k, *frames.shape[2:]), generator, out_channels=work_c)
     out = out.view(n, k, *out.shape[1:])

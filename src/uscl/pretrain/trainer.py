@@ -35,14 +35,14 @@ from torch import nn
 
 from uscl import __version__
 from uscl.checkpoint import (
-    export_backbone, load_train_state, load_weights, save_train_state, save_weights, strip_wrappers, unwrap_model,
+    link_or_copy, load_train_state, load_weights, save_train_state, save_weights, strip_wrappers, unwrap_model,
 )
 from uscl.errors import UsclError
 from uscl.pretrain.config import PretrainConfig, config_from_dict, config_to_yaml, config_dict, lr_at, validate_config
 from uscl.pretrain.methods import MethodSpec, compute_losses, method_spec
 from uscl.pretrain.selection import choose_labelled, select_videos, split_train_val
 from uscl.utils import dist
-from uscl.utils.atomic import atomic_write_text
+from uscl.utils.atomic import atomic_write_json, atomic_write_text
 from uscl.utils.config import load_yaml
 from uscl.utils.progress import progress
 from uscl.utils.seed import make_generator, seed_everything
@@ -338,11 +338,11 @@ class _Run:
         self.log.info(f"initialised {len(usable)} tensors from {path}" + (f" ({len(skipped)} left as initialised)" if skipped else ""))
 
     # -- metadata -------------------------------------------------------------------------
-    def _meta(self, epoch: int, val_loss: float | None, train_loss: float | None, kind: str) -> dict:
+    def _meta(self, epoch: int, val_loss: float | None, train_loss: float | None) -> dict:
         m = unwrap_model(self.raw_model)
         d = self.cfg.dataset
         return {
-            "format": "uscl-pretrain", "kind": kind, "uscl_version": __version__,
+            "format": "uscl-pretrain", "uscl_version": __version__, "selected_by": self.selected_by,
             "arch": self.cfg.arch, "feature_dim": m.feature_dim, "out_dim": m.out_dim,
             "method": self.cfg.method, "supervised": self.spec.supervised, "mixup": self.spec.mixup,
             "classifier_input": m.classifier_input, "num_classes": m.num_classes, "class_names": self.classes,
@@ -463,17 +463,14 @@ class _Run:
 
     # -- saving -------------------------------------------------------------------------------
     def _save(self, row: dict, improved: bool) -> None:
-        cfg, run_dir = self.cfg, self.run_dir
-        state_dict = unwrap_model(self.raw_model).state_dict()
+        """last (+ best as a hard link when it improved), metrics, then the training state."""
+        run_dir = self.run_dir
+        cfg = self.cfg
+        meta = self._meta(row["epoch"], row.get("val_loss"), row["total_loss"])
+        save_weights(run_dir / LAST, unwrap_model(self.raw_model).state_dict(), meta)
         if improved:
-            meta = self._meta(row["epoch"], row.get("val_loss"), row["total_loss"], "best")
-            meta["selected_by"] = self.selected_by
-            save_weights(run_dir / BEST, state_dict, meta)
-            export_backbone(self.raw_model, run_dir / BACKBONE, {
-                k: meta[k] for k in ("arch", "feature_dim", "method", "epoch", "val_loss", "store_id", "image_size",
-                                     "channels", "mean", "std", "class_names", "uscl_version", "selected_by")
-            } | {"source": "best", "run": str(run_dir)})
-        save_weights(run_dir / LAST, state_dict, self._meta(row["epoch"], row.get("val_loss"), row["total_loss"], "last"))
+            link_or_copy(run_dir / LAST, run_dir / BEST)
+            atomic_write_json((run_dir / BEST).with_suffix(".json"), meta)
         atomic_write_text(run_dir / METRICS_FILE, _metrics_csv(self.metrics))
         save_train_state(run_dir / STATE_FILE, {
             "format": "uscl-train-state", "epoch": row["epoch"], "arch": cfg.arch, "method": cfg.method,
@@ -509,6 +506,18 @@ class _Run:
         self.selected_by = best.get("selected_by", self.selected_by)
         return int(state["epoch"])
 
+    def _export_backbone(self) -> None:
+        """RUN/backbone.safetensors: the best checkpoint's backbone with torchvision key names."""
+        best = self.run_dir / BEST
+        if not best.is_file():
+            return
+        state, meta = load_weights(best)
+        backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        keep = ("arch", "feature_dim", "method", "epoch", "val_loss", "train_loss", "selected_by", "store_id",
+                "image_size", "channels", "mean", "std", "class_names", "uscl_version")
+        save_weights(self.run_dir / BACKBONE, backbone,
+                     {k: meta.get(k) for k in keep} | {"source": "best", "run": str(self.run_dir), "key_format": "torchvision"})
+
     def _tensorboard(self):
         if not self.dinfo.is_main:
             return None
@@ -534,6 +543,9 @@ class _Run:
         if cfg.resume:
             start = self._restore()
             log.info(f"resuming {self.run_dir} after epoch {start}")
+            if self.dinfo.is_main:  # re-exported from best at the end; until then best stands in
+                for p in (self.run_dir / BACKBONE, (self.run_dir / BACKBONE).with_suffix(".json")):
+                    p.unlink(missing_ok=True)
         elif self.dinfo.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if cfg.overwrite:
@@ -580,6 +592,8 @@ class _Run:
         finally:
             if tb is not None:
                 tb.close()
+            if self.dinfo.is_main:
+                self._export_backbone()
         best = (f"best epoch {self.best_epoch} ({self.selected_by.replace('_', ' ')} {self.best_score:.4f})"
                 if self.best_score is not None else "no best epoch")
         log.info(f"done: {self.run_dir} ({best})")

@@ -1,0 +1,44 @@
+"""`uscl export`: a fine-tuned model as TorchScript, ONNX or torchvision safetensors, checked against the original."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "export"
+ORDER = 55
+HELP = "export a fine-tuned model (TorchScript, ONNX or torchvision safetensors) that runs without uscl"
+DESCRIPTION = """\
+Write a backbone-plus-head model that runs without uscl, with a JSON beside it
+(same stem) describing its preprocessing: store options, input size,
+mean/std, class names, input layout N x 3 x H x W float32 (normalised).
+
+  torchscript (.pt, torch.jit.load) and onnx (.onnx, onnxruntime): input
+      'input', output 'probabilities' (softmax). Without --fold a run folder
+      is exported as the ensemble averaging its folds' probabilities.
+  safetensors: one fold in torchvision's key layout (conv1.* ... fc.*):
+      torchvision.models.resnet18(num_classes=K).load_state_dict(...) rebuilds
+      it; it returns logits (apply softmax).
+
+The exported file is loaded back (torch.jit.load / onnxruntime / plain
+torchvision) and compared with the original on the same input; the max abs
+difference is printed and a mismatch is an error.
+
+example:
+  uscl export runs/ft_pocus pocus_fold0.onnx --format onnx --fold 0
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="`uscl finetune` run folder, fold folder or model.safetensors")
+    p.add_argument("out", metavar="OUT", help="output file (extension added if missing) or existing folder")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"], help="file format")
+    p.add_argument("--fold", type=int, metavar="K", help="export fold K of a run folder (default: all folds, averaged)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
+def run(args: argparse.Namespace) -> int:
+    from uscl.infer.export import export_model
+
+    result = export_model(args.model, args.out, args.format, fold=args.fold, overwrite=args.overwrite)
+    print(result.format_report())
+    return 0

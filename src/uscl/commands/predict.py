@@ -1,0 +1,86 @@
+"""`uscl predict`: class probabilities (and Grad-CAM explanations) of a fine-tuned model on new files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "predict"
+ORDER = 50
+HELP = "predict classes of videos/images with a fine-tuned model (optionally with Grad-CAM maps)"
+DESCRIPTION = """\
+Predict with a model from `uscl finetune`: per-frame class probabilities and a
+video-level prediction (mean probability over frames, and the share of frames
+that agree with it). MODEL is a run folder (the ensemble of all its folds,
+averaging probabilities, or one fold with --fold) or one model.safetensors.
+INPUT: videos, DICOM (cine or still), images, or folders of them (searched
+recursively). Preprocessing (fps sampling, crop, size, channels, input size,
+normalisation) is the one recorded in the model at training time.
+
+A file that cannot be read is reported and skipped; the exit status is
+non-zero only when nothing could be predicted.
+
+With --out DIR: frames.csv, videos.csv, predictions.json (and skipped.csv).
+With --explain: Grad-CAM maps of layer4 for the predicted class (or --class),
+under DIR/explain/<input>/ (overlay PNGs, overlay.mp4, sheet.png, cam.npy).
+An ensemble's maps are the mean of its folds' maps.
+
+example:
+  uscl predict runs/ft_pocus clips/patient7.mp4 more_clips/ --fold 0 --explain --out preds
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="`uscl finetune` run folder, fold folder or model.safetensors")
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="video/DICOM/image files or folders of them")
+    p.add_argument("--out", metavar="DIR", help="write frames.csv, videos.csv, predictions.json here")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--fold", type=int, metavar="K", help="use fold K of a run folder")
+    which.add_argument("--ensemble", action="store_true", help="average all folds' probabilities (the default)")
+    p.add_argument("--explain", action="store_true", help="Grad-CAM overlays per input (needs --out)")
+    p.add_argument("--class", dest="class_name", metavar="NAME", help="class to explain (default: the predicted one)")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (default 64)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+    p.add_argument("--quiet", action="store_true", help="no table on the terminal")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from uscl.errors import UsclError
+    from uscl.infer.explain import ExplainOptions, Explainer
+    from uscl.infer.inputs import gather_inputs
+    from uscl.infer.model import load_model
+    from uscl.infer.predict import format_table, predict_items, resolve_device, write_outputs
+    from uscl.utils.atomic import prepare_output_dir
+
+    if args.explain and not args.out:
+        raise UsclError("--explain writes images: give --out DIR")
+    if args.class_name and not args.explain:
+        raise UsclError("--class chooses the class --explain explains; add --explain")
+    if args.batch_size < 1:
+        raise UsclError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model = load_model(args.model, args.fold)
+    device = resolve_device(args.device)
+    explainer = None
+    if args.explain:  # checked before the output folder is touched
+        explainer = Explainer(model, args.out, ExplainOptions(class_name=args.class_name, device=str(device)))
+    out = prepare_output_dir(args.out, overwrite=args.overwrite, marker="predictions.json") if args.out else None
+    print(f"model: {model.describe()}; device {device}", file=sys.stderr)
+
+    def on_skip(name: str, reason: str) -> None:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+
+    run_ = predict_items(model, gather_inputs(args.inputs), batch_size=args.batch_size, device=device,
+                         amp=args.amp, on_skip=on_skip, on_result=explainer)
+    if not args.quiet:
+        print(format_table(run_))
+    if out is not None and run_.results:
+        extra = {"explain": explainer.summary()} if explainer else {}
+        paths = write_outputs(run_, out, extra)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}"
+              + (f"; explanations under {out / 'explain'}" if explainer else ""), file=sys.stderr)
+    if not run_.results:
+        print(f"nothing could be predicted: all {len(run_.skipped)} input(s) were skipped", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,27 @@
+"""Inference on new files: predictions, Grad-CAM explanations and model export.
+
+>>> from uscl.infer import predict, format_table, export_model
+>>> run = predict("runs/ft_pocus", ["clips/"], fold=0)        # or the ensemble of all folds
+>>> print(format_table(run))
+>>> export_model("runs/ft_pocus", "pocus.onnx", "onnx", fold=0)
+"""
+
+from uscl.infer.explain import ExplainOptions, Explainer
+from uscl.infer.export import FORMATS, ExportResult, export_model, rebuild_torchvision, torchvision_state
+from uscl.infer.gradcam import GradCAM, explain_frames
+from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_display, to_model_input
+from uscl.infer.model import (
+    EnsembleModel, FoldModel, KnnHead, LoadedModel, Preprocessing, ProbabilityModel, build_fold_net, load_model,
+)
+from uscl.infer.overlay import colorize, overlay, write_contact_sheet, write_png, write_rgb_mp4
+from uscl.infer.predict import (
+    InputPrediction, PredictionRun, format_table, predict, predict_frames, predict_items, write_outputs,
+)
+
+__all__ = [
+    "EnsembleModel", "ExplainOptions", "Explainer", "ExportResult", "FORMATS", "FoldModel", "GradCAM", "InputItem",
+    "InputPrediction", "KnnHead", "LoadedModel", "PredictionRun", "Preprocessing", "ProbabilityModel",
+    "build_fold_net", "colorize", "explain_frames", "export_model", "format_table", "gather_inputs", "load_frames",
+    "load_model", "overlay", "predict", "predict_frames", "predict_items", "rebuild_torchvision", "to_display",
+    "to_model_input", "torchvision_state", "write_contact_sheet", "write_outputs", "write_png", "write_rgb_mp4",
+]

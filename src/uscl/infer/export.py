@@ -1,0 +1,202 @@
+"""`uscl export`: a fine-tuned model as TorchScript, ONNX or plain torchvision safetensors.
+
+The exported file runs without `uscl`:
+
+* ``torchscript`` (``.pt``, ``torch.jit.load``) and ``onnx`` (``.onnx``,
+  onnxruntime): input ``input`` float32 N×3×H×W, already normalised;
+  output ``probabilities`` N×K (softmax of the head; for a run folder
+  without --fold, the mean over its folds).
+* ``safetensors``: one fold's weights in torchvision's key layout
+  (``conv1.weight`` … ``layer4.*``, ``fc.weight``, ``fc.bias``), so
+  ``torchvision.models.resnet18(num_classes=K).load_state_dict(load_file(path))``
+  rebuilds it; that network returns *logits* (apply softmax).
+
+A JSON beside the file (same stem) holds the preprocessing (store options,
+input size, mean/std, class names, input layout, output kind). Before the
+file is moved into place it is loaded back with the runtime a user would use
+and compared with the original model on the same input; the largest absolute
+difference is reported and a mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from uscl.errors import UsclError
+from uscl.infer.model import LoadedModel, ProbabilityModel, load_model
+from uscl.utils.atomic import atomic_path, atomic_write_json
+
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}
+TOLERANCE = 1e-4  # probabilities (or logits) may differ by float rounding only
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    sidecar: Path
+    format: str
+    output: str  # "probabilities" | "logits"
+    max_abs_diff: float
+    verified_with: str
+
+    def format_report(self) -> str:
+        return (f"wrote {self.path} ({self.format}; output: {self.output}) and {self.sidecar.name}\n"
+                f"verified with {self.verified_with}: max abs difference {self.max_abs_diff:.3g} "
+                f"(tolerance {TOLERANCE:g})")
+
+
+def output_path(out: str | os.PathLike, fmt: str) -> Path:
+    """OUT as given (the format's extension added when it has none); a folder gets model<ext> inside."""
+    ext = FORMATS[fmt]
+    p = Path(out)
+    if p.is_dir() or str(out).endswith(("/", os.sep)):
+        return p / f"model{ext}"
+    return p if p.suffix == ext else Path(f"{p}{ext}") if p.suffix == "" else p
+
+
+def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list) -> dict:
+    from uscl import __version__
+
+    pp = model.preprocessing
+    s = pp.image_size
+    opts = pp.store_options
+    steps = [
+        "decode the video/DICOM/image; keep frames nearest to multiples of 1/fps "
+        f"(fps={opts.get('fps')}), then at most max_frames={opts.get('max_frames')} evenly spaced",
+        f"convert to {opts.get('channels', 'grey')} (grey = ITU-R 601 luma)",
+        ("crop to the live ultrasound image and mask static overlays (uscl.store.crop; "
+         "needs uscl, or pass frames already cropped)") if opts.get("crop") else "no crop",
+        f"resize to {opts.get('size')}x{opts.get('size')} (PIL bilinear; aspect not kept)" if opts.get("size")
+        else "keep the native size",
+        f"resize to {s}x{s} (bilinear, antialiased), scale to [0, 1]",
+        f"normalise (x - {pp.mean}) / {pp.std}; repeat grey to 3 channels",
+        f"stack to float32 N x 3 x {s} x {s}",
+    ]
+    return {
+        "format": "uscl-exported-model",
+        "version": 1,
+        "model_format": fmt,
+        "arch": pp.arch,
+        "classes": pp.classes,
+        "num_classes": len(pp.classes),
+        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "shape": ["N", 3, s, s],
+                  "normalised": True},
+        "output": {"name": "probabilities" if output == "probabilities" else "logits", "kind": output,
+                   "shape": ["N", len(pp.classes)],
+                   "note": "softmax over classes" if output == "probabilities"
+                   else "apply softmax for probabilities"},
+        "image_size": s,
+        "mean": pp.mean,
+        "std": pp.std,
+        "store_channels": pp.channels,
+        "store_options": opts,
+        "preprocessing_steps": steps,
+        "folds": fold_ids,
+        "combine": "mean of the folds' probabilities" if len(fold_ids) > 1 else None,
+        "source": str(model.source),
+        "mode": model.folds[0].meta.get("mode"),
+        "init": model.folds[0].meta.get("init_name") or model.folds[0].meta.get("init"),
+        "exported_by": f"uscl {__version__}",
+    }
+
+
+def torchvision_state(net: ProbabilityModel) -> dict[str, torch.Tensor]:
+    """backbone.* → torchvision names, head → fc.*: loads strictly into resnetXX(num_classes=K)."""
+    if net.is_knn:
+        raise UsclError("a kNN model has no linear head to save as torchvision weights; "
+                        "export it as torchscript or onnx")
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items() if not k.startswith("fc.")}
+    sd["fc.weight"] = net.head.weight.detach().cpu().contiguous()
+    sd["fc.bias"] = net.head.bias.detach().cpu().contiguous()
+    return sd
+
+
+def rebuild_torchvision(path: str | os.PathLike, arch: str, num_classes: int) -> nn.Module:
+    """What a user without uscl does: plain torchvision ResNet + safetensors weights (strict)."""
+    from safetensors.torch import load_file
+    from torchvision import models as tvm
+
+    net = getattr(tvm, arch)(weights=None, num_classes=num_classes)
+    net.load_state_dict(load_file(str(path)), strict=True)
+    return net.eval()
+
+
+def example_input(model: LoadedModel, n: int = 2, seed: int = 0) -> torch.Tensor:
+    s = model.preprocessing.image_size
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, s, s, generator=g)
+
+
+def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str, *, fold: int | None = None,
+                 overwrite: bool = False, verify_batch: int = 2) -> ExportResult:
+    """Export a run folder (``fold`` or the ensemble of all folds) or one model file; see the module docstring."""
+    if fmt not in FORMATS:
+        raise UsclError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    model = load_model(model_path, fold).to(torch.device("cpu"))
+    if fmt == "safetensors" and model.is_ensemble:
+        raise UsclError(f"{model_path} has {len(model.folds)} folds; torchvision weights hold one network: "
+                        "pass --fold K (or export the averaging ensemble as torchscript or onnx)")
+    path = output_path(out, fmt)
+    sidecar = path.with_suffix(".json")
+    for p in (path, sidecar):
+        if p.exists() and not overwrite:
+            raise UsclError(f"{p} exists; choose another OUT or pass --overwrite")
+    module = model.module().eval()
+    x = example_input(model, verify_batch)
+    with torch.no_grad():
+        ref_probs = module(x).float()
+    output = "logits" if fmt == "safetensors" else "probabilities"
+    with atomic_path(path, suffix=FORMATS[fmt]) as tmp:
+        if fmt == "torchscript":
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(module, x, check_trace=False)
+            torch.jit.save(traced, str(tmp))
+            loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
+            with torch.no_grad():
+                got = loaded(x).float()
+            ref, how = ref_probs, "torch.jit.load"
+        elif fmt == "onnx":
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (x,), str(tmp), dynamo=False, input_names=["input"],
+                                  output_names=["probabilities"], opset_version=ONNX_OPSET,
+                                  dynamic_axes={"input": {0: "N"}, "probabilities": {0: "N"}})
+            got, how = torch.from_numpy(_run_onnx(tmp, x.numpy())), "onnxruntime (CPU)"
+            ref = ref_probs
+        else:
+            from safetensors.torch import save_file
+
+            net = model.folds[0].net
+            save_file(torchvision_state(net), str(tmp), metadata={"format": "pt", "classes": ",".join(model.classes)})
+            rebuilt = rebuild_torchvision(tmp, model.preprocessing.arch, len(model.classes))
+            with torch.no_grad():
+                got, ref = rebuilt(x).float(), net.logits(x).float()
+            how = f"torchvision.models.{model.preprocessing.arch}(num_classes={len(model.classes)}) + load_state_dict"
+        diff = float((got - ref).abs().max())
+        if not np.isfinite(diff) or diff > TOLERANCE or got.shape != ref.shape:
+            raise UsclError(f"the exported {fmt} model does not reproduce the original (max abs difference "
+                            f"{diff:.3g}, shapes {tuple(got.shape)} vs {tuple(ref.shape)}); nothing was written")
+    meta = preprocessing_meta(model, fmt, output, [f.fold for f in model.folds])
+    meta["file"] = path.name
+    meta["verification"] = {"runtime": how, "max_abs_diff": diff, "tolerance": TOLERANCE,
+                            "input": f"{verify_batch} x 3 x {model.preprocessing.image_size}^2 standard normal"}
+    atomic_write_json(sidecar, meta)
+    return ExportResult(path, sidecar, fmt, output, diff, how)
+
+
+def _run_onnx(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise UsclError("onnxruntime is not installed, so the ONNX export cannot be checked") from exc
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x.astype(np.float32)})[0]

@@ -1,0 +1,94 @@
+"""What `uscl predict` reads: files and folders → inputs → the frames the model sees.
+
+Folders are searched recursively with the discovery code of `uscl prepare`
+(videos, DICOM cine and stills, images, folders of numbered frames), and each
+input is decoded and preprocessed with the *store options recorded in the
+model* (fps sampling, max frames, crop, size, channels), then resized and
+normalised like the fine-tuning evaluation transform.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uscl.errors import UsclError
+from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames
+from uscl.video.discover import VideoInput, discover_inputs, is_frame_folder
+from uscl.video.formats import kind_of, natural_key
+
+
+@dataclass
+class InputItem:
+    """One thing to predict on, with the name shown in tables and files."""
+
+    name: str  # as the user would recognise it: the path given, or folder/relative path
+    source: VideoInput | None  # None: not readable as an input (reason in ``problem``)
+    problem: str | None = None
+
+
+def gather_inputs(paths: list[str | os.PathLike]) -> list[InputItem]:
+    """Expand files and folders into inputs; unusable paths come back with their ``problem``."""
+    items: list[InputItem] = []
+    for raw in paths:
+        p = Path(raw)
+        name = str(raw)
+        if not p.exists():
+            items.append(InputItem(name, None, "not found"))
+        elif p.is_file():
+            kind = kind_of(p)
+            if kind is None:
+                items.append(InputItem(name, None, "not a video, DICOM or image file"))
+            else:
+                items.append(InputItem(name, VideoInput(path=p, rel=p.name, kind=kind)))
+        elif p.is_dir():
+            items.extend(_folder_items(p, name))
+        else:
+            items.append(InputItem(name, None, "not a regular file or folder"))
+    return items
+
+
+def _folder_items(folder: Path, name: str) -> list[InputItem]:
+    files = sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")),
+                   key=lambda f: natural_key(f.name))
+    has_subdirs = any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir())
+    if not has_subdirs and is_frame_folder(files):
+        # a folder given on its own that is one numbered sequence of frames is one video
+        return [InputItem(name, VideoInput(path=folder, rel=folder.name, kind="frames", files=tuple(files)))]
+    found = discover_inputs(folder)
+    items = [InputItem(os.path.join(name, inp.rel), inp) for inp in found.inputs]
+    if not items:
+        return [InputItem(name, None, "no videos, DICOM, images or frame folders inside")]
+    return items
+
+
+def load_frames(inp: VideoInput, options: PrepareOptions) -> np.ndarray:
+    """Decode and preprocess one input exactly as `uscl prepare` did: uint8 (T, S, S, C).
+
+    Raises uscl.video.DecodeError (or UsclError) for a file that cannot be read.
+    """
+    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
+    frames = preprocess_frames(video.frames, options)
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise UsclError("no pixels left after preprocessing")
+    return frames
+
+
+def to_model_input(frames: np.ndarray | torch.Tensor, image_size: int, mean: float, std: float,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (T, H, W, C) frames → normalised float32 (T, 3, image_size, image_size), as at evaluation."""
+    from uscl.augment import eval_transform
+
+    x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    x = x.permute(0, 3, 1, 2).to(device)
+    return eval_transform(x, image_size, mean, std, 3)
+
+
+def to_display(x: torch.Tensor, mean: float, std: float) -> np.ndarray:
+    """Undo the normalisation: model input (N, 3, H, W) → uint8 RGB (N, H, W, 3), what the model saw."""
+    img = (x.detach().float().cpu() * std + mean).clamp(0, 1)
+    return (img.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,268 @@
+"""Loading fine-tuned models (one fold, or the ensemble of a run's folds) for inference.
+
+A `uscl finetune` run folder holds ``fold{k}/model.safetensors`` plus a JSON
+sidecar with the class names and the preprocessing. :func:`load_model` turns a
+run folder (all folds, or ``fold=k``) or one ``model.safetensors`` into a
+:class:`LoadedModel`: fold networks that return class *probabilities*, and the
+:class:`Preprocessing` recorded at training time, so nothing is re-specified
+by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from uscl.checkpoint import load_weights, strip_wrappers
+from uscl.errors import UsclError
+
+MODEL_FILE = "model.safetensors"
+_FOLD_DIR = re.compile(r"^fold(\d+)$")
+
+
+@dataclass
+class Preprocessing:
+    """Everything that turns a raw file into the model's input, as recorded by `uscl finetune`.
+
+    ``store_options``: the `uscl prepare` options (fps, max_frames, crop, size,
+    channels...) → uint8 frames (T, S, S, C). Then: resize to ``image_size``
+    (bilinear, antialiased), scale to [0, 1], ``(x - mean) / std``, grey
+    repeated to 3 channels → float32 N×3×H×W.
+    """
+
+    classes: list[str]
+    image_size: int
+    mean: float
+    std: float
+    store_options: dict
+    channels: int = 1
+    out_channels: int = 3
+    arch: str = "resnet18"
+
+    @classmethod
+    def from_meta(cls, meta: dict, where: str) -> "Preprocessing":
+        missing = [k for k in ("classes", "image_size", "mean", "std", "store_options") if meta.get(k) is None]
+        if missing:
+            raise UsclError(f"{where}: the model metadata lacks {', '.join(missing)}; "
+                            "is it a model written by `uscl finetune`?")
+        if not meta["store_options"]:
+            raise UsclError(f"{where}: the model records no preprocessing options of its frame store")
+        return cls(classes=list(meta["classes"]), image_size=int(meta["image_size"]), mean=float(meta["mean"]),
+                   std=float(meta["std"]), store_options=dict(meta["store_options"]),
+                   channels=int(meta.get("channels") or 1), out_channels=int(meta.get("out_channels") or 3),
+                   arch=str(meta.get("arch") or "resnet18"))
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class KnnHead(nn.Module):
+    """Cosine k-nearest-neighbour vote against the training features stored with the model.
+
+    Same rule as `uscl finetune --mode knn` (sklearn's uniform kNN on
+    L2-normalised features): the share of each class among the k most similar
+    training frames. Differentiable nowhere useful, so Grad-CAM refuses it.
+    """
+
+    def __init__(self, bank: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("bank", nn.functional.normalize(bank.float(), dim=1))
+        self.register_buffer("labels", labels.long())
+        self.k = int(min(k, bank.shape[0]))
+        self.num_classes = int(num_classes)
+        self.register_buffer("class_ids", torch.arange(num_classes))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        sims = nn.functional.normalize(feats.float(), dim=1) @ self.bank.t()
+        nearest = torch.topk(sims, self.k, dim=1).indices
+        votes = (self.labels[nearest].unsqueeze(-1) == self.class_ids).float()
+        return votes.mean(1)
+
+
+class ProbabilityModel(nn.Module):
+    """One fold's :class:`~uscl.finetune.train.FinetunedClassifier`, returning class probabilities.
+
+    ``forward`` gives probabilities: softmax of the linear head's scores
+    (paper/full/linear modes), or the neighbour votes of a :class:`KnnHead`
+    (knn mode, which has no logits).
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.classifier.backbone
+
+    @property
+    def head(self) -> nn.Module:
+        return self.classifier.head
+
+    @property
+    def is_knn(self) -> bool:
+        return isinstance(self.classifier.head, KnnHead)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_knn:
+            raise UsclError("a kNN model has no class scores (logits); use a model fine-tuned with a linear head")
+        return self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.classifier(x)
+        return out if self.is_knn else torch.softmax(out.float(), dim=1)
+
+
+class EnsembleModel(nn.Module):
+    """Average of the fold models' probabilities."""
+
+    def __init__(self, members: list[ProbabilityModel]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.members[0](x)
+        for m in self.members[1:]:
+            probs = probs + m(x)
+        return probs / len(self.members)
+
+
+@dataclass
+class FoldModel:
+    """One fold's network with where it came from and its metadata."""
+
+    net: ProbabilityModel
+    path: Path
+    meta: dict
+    fold: int | None
+
+
+@dataclass
+class LoadedModel:
+    """The models ``uscl predict`` / ``export`` use: one fold or an ensemble over folds."""
+
+    folds: list[FoldModel]
+    preprocessing: Preprocessing
+    source: Path
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.preprocessing.classes
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.folds) > 1
+
+    @property
+    def is_knn(self) -> bool:
+        return any(f.net.is_knn for f in self.folds)
+
+    def describe(self) -> str:
+        which = (f"ensemble of {len(self.folds)} folds ({', '.join(str(f.fold) for f in self.folds)})"
+                 if self.is_ensemble else f"fold {self.folds[0].fold}" if self.folds[0].fold is not None
+                 else self.folds[0].path.name)
+        meta = self.folds[0].meta
+        return (f"{self.source}: {which}, {self.preprocessing.arch}, {meta.get('mode', '?')} mode, "
+                f"init {meta.get('init_name', meta.get('init', '?'))}, classes {', '.join(self.classes)}")
+
+    def module(self) -> nn.Module:
+        """One nn.Module returning probabilities (the fold's net, or the averaging ensemble)."""
+        return self.folds[0].net if len(self.folds) == 1 else EnsembleModel([f.net for f in self.folds])
+
+    def to(self, device: torch.device) -> "LoadedModel":
+        for f in self.folds:
+            f.net.to(device).eval()
+        return self
+
+
+def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> ProbabilityModel:
+    """Rebuild backbone + head from a fine-tuned state dict (keys ``backbone.*``, ``head.*`` / ``knn.*``)."""
+    from uscl.checkpoint import check_backbone_state
+    from uscl.finetune.train import FinetunedClassifier
+    from uscl.models import build_backbone
+
+    state = strip_wrappers(state)
+    arch = meta.get("arch") or "resnet18"
+    classes = meta.get("classes") or []
+    backbone, dim = build_backbone(arch)
+    bb_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if not bb_state:
+        raise UsclError(f"{where} holds no backbone.* weights: is it a `uscl finetune` model "
+                        "(not a pretraining backbone, which has no classifier)?")
+    check_backbone_state(bb_state, arch, where=where)
+    backbone.load_state_dict(bb_state)
+    classifier = FinetunedClassifier(backbone, dim, len(classes))
+    if meta.get("head") == "knn" or "knn.bank" in state:
+        if "knn.bank" not in state or "knn.labels" not in state:
+            raise UsclError(f"{where}: a kNN model without its feature bank (knn.bank, knn.labels)")
+        classifier.head = KnnHead(state["knn.bank"], state["knn.labels"], int(meta.get("knn_k") or 10), len(classes))
+    else:
+        w, b = state.get("head.weight"), state.get("head.bias")
+        if w is None or b is None:
+            raise UsclError(f"{where} holds no classifier head (head.weight, head.bias)")
+        if tuple(w.shape) != (len(classes), dim):
+            raise UsclError(f"{where}: head is {tuple(w.shape)} but the metadata names {len(classes)} classes "
+                            f"on {dim}-d features")
+        classifier.head.load_state_dict({"weight": w, "bias": b})
+    return ProbabilityModel(classifier).eval()
+
+
+def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, int | None]]:
+    """The model files of a run folder (every fold, or ``fold``) or the one file given."""
+    p = Path(path)
+    if p.is_file() or p.suffix in (".safetensors", ".json"):
+        if p.suffix == ".json":
+            p = p.with_suffix(".safetensors")
+        if not p.is_file():
+            raise UsclError(f"model file not found: {path}")
+        if fold is not None:
+            raise UsclError("--fold picks a fold of a run folder; MODEL is already one model file")
+        m = _FOLD_DIR.match(p.parent.name)
+        return [(p, int(m.group(1)) if m else None)]
+    if not p.is_dir():
+        raise UsclError(f"model not found: {path} (give a `uscl finetune` run folder or a model.safetensors)")
+    if (p / MODEL_FILE).is_file() and fold is None:
+        m = _FOLD_DIR.match(p.name)
+        return [(p / MODEL_FILE, int(m.group(1)) if m else None)]
+    found = sorted(((int(m.group(1)), d / MODEL_FILE) for d in p.iterdir()
+                    if d.is_dir() and (m := _FOLD_DIR.match(d.name)) and (d / MODEL_FILE).is_file()))
+    if not found:
+        raise UsclError(f"{p} holds no fold*/{MODEL_FILE}: is it a finished `uscl finetune` run folder?")
+    if fold is None:
+        return [(f, k) for k, f in found]
+    for k, f in found:
+        if k == fold:
+            return [(f, k)]
+    raise UsclError(f"{p} has no fold {fold} (folds: {', '.join(str(k) for k, _ in found)})")
+
+
+_SHARED_KEYS = ("classes", "image_size", "mean", "std", "store_options", "arch")
+
+
+def load_model(path: str | Path, fold: int | None = None) -> LoadedModel:
+    """A run folder (ensemble of its folds, or ``fold``) or one model file → :class:`LoadedModel` (on CPU, eval)."""
+    folds: list[FoldModel] = []
+    first_meta: dict | None = None
+    for file, k in fold_paths(path, fold):
+        state, meta = load_weights(file)
+        if meta.get("kind") not in (None, "uscl-finetuned"):
+            raise UsclError(f"{file} is a {meta.get('kind')!r} file, not a fine-tuned model")
+        Preprocessing.from_meta(meta, str(file))  # every fold must be complete
+        if first_meta is not None:
+            diff = [key for key in _SHARED_KEYS if meta.get(key) != first_meta.get(key)]
+            if diff:
+                raise UsclError(f"{file} differs from fold {folds[0].fold} in {', '.join(diff)}: "
+                                "its folds cannot be averaged; pick one with --fold")
+        else:
+            first_meta = meta
+        folds.append(FoldModel(build_fold_net(state, meta, str(file)), file, meta,
+                               meta.get("fold", k) if k is None else k))
+    assert first_meta is not None
+    return LoadedModel(folds, Preprocessing.from_meta(first_meta, str(folds[0].path)), Path(path))

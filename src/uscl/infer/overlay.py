@@ -1,0 +1,104 @@
+"""Heat-map overlays, their PNGs, an H.264 clip and a contact sheet; every file written atomically."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from uscl.utils.atomic import atomic_path
+
+DEFAULT_CMAP = "jet"
+
+
+def colorize(maps: np.ndarray, cmap: str = DEFAULT_CMAP) -> np.ndarray:
+    """Maps in [0, 1] (..., H, W) → uint8 RGB (..., H, W, 3) through a matplotlib colour map."""
+    import matplotlib
+
+    lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+    return lut[np.clip(np.asarray(maps) * 255 + 0.5, 0, 255).astype(np.uint8)]
+
+
+def overlay(images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, cmap: str = DEFAULT_CMAP) -> np.ndarray:
+    """Blend a heat map onto frames: uint8 RGB (..., H, W, 3) + maps (..., H, W) → uint8 RGB.
+
+    The colour's weight grows with the map value (``alpha * map``), so cold
+    regions show the frame itself and nothing of the colour map's blue.
+    """
+    images = np.asarray(images, np.float32)
+    maps = np.asarray(maps, np.float32)
+    if images.shape[:-1] != maps.shape:
+        raise ValueError(f"frames {images.shape} and maps {maps.shape} differ in size")
+    w = (alpha * np.clip(maps, 0, 1))[..., None]
+    out = images * (1 - w) + colorize(maps, cmap).astype(np.float32) * w
+    return (out + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def upscale(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB (N, H, W, 3) → (N, size, size, 3) for viewing (a small model input is hard to see)."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+    return path
+
+
+def write_rgb_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """uint8 RGB frames (T, H, W, 3) → H.264 yuv420p .mp4 (PyAV), atomically; odd sizes are padded by one."""
+    import av
+
+    from uscl.synth.writer import ENCODER_OPTIONS
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"expected uint8 RGB frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        h, w = h + h % 2, w + w % 2
+    fps = fps if fps and fps > 0 else 10.0
+    path = Path(path)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(str(round(fps, 4))).limit_denominator(100000))
+            stream.width, stream.height = w, h
+            stream.pix_fmt = "yuv420p"
+            stream.options = dict(ENCODER_OPTIONS)
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def write_contact_sheet(path: str | os.PathLike, images: list[np.ndarray], captions: list[str], title: str,
+                        columns: int = 4) -> Path:
+    """A grid of overlays with a caption under each and a title (matplotlib, Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = max(1, len(images))
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(3.0 * cols, 3.2 * rows + 0.9), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(img)
+        ax.set_title(cap, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path

@@ -1,0 +1,284 @@
+"""Frame and video predictions of a fine-tuned model: :func:`predict` (the API behind `uscl predict`).
+
+Per input: per-frame class probabilities (the fold's, or the mean over the
+folds of an ensemble), and the video-level prediction: the mean probability
+over frames, its arg-max class, and the fraction of frames whose own arg-max
+agrees with it. Frames of consecutive inputs share batches, so a folder of
+stills runs as fast as one long video. An input that cannot be read is
+recorded in ``skipped`` and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from uscl.errors import UsclError
+from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
+from uscl.infer.model import LoadedModel, load_model
+from uscl.store.preprocess import PrepareOptions
+from uscl.utils.progress import progress
+from uscl.video.decoded import DecodeError
+
+
+@dataclass
+class InputPrediction:
+    """The predictions for one input."""
+
+    name: str
+    kind: str
+    frame_probs: np.ndarray  # (T, K) float
+    classes: list[str]
+    frames: np.ndarray | None = None  # uint8 (T, S, S, C) as preprocessed, kept for --explain
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_probs.shape[0])
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Video-level class probabilities: the mean over frames."""
+        return self.frame_probs.mean(0)
+
+    @property
+    def label_index(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def label(self) -> str:
+        return self.classes[self.label_index]
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of frames whose own prediction is the video-level class."""
+        return float((self.frame_probs.argmax(1) == self.label_index).mean())
+
+    def to_dict(self, with_frames: bool = True) -> dict:
+        out = {
+            "input": self.name,
+            "kind": self.kind,
+            "num_frames": self.num_frames,
+            "prediction": self.label,
+            "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, self.probs)},
+            "agreement": round(self.agreement, 6),
+        }
+        if with_frames:
+            out["frames"] = [
+                {"frame": t, "prediction": self.classes[int(p.argmax())],
+                 "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p)}}
+                for t, p in enumerate(self.frame_probs)
+            ]
+        return out
+
+
+@dataclass
+class PredictionRun:
+    """Everything one predict call produced."""
+
+    model: LoadedModel
+    results: list[InputPrediction] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+    device: str = "cpu"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+
+def resolve_device(name: str) -> torch.device:
+    from uscl.finetune.train import resolve_device as _resolve
+
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise UsclError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
+    return _resolve(name)
+
+
+def autocast_for(device: torch.device, amp: bool = True):
+    """bf16 autocast on CUDA (what fine-tuning used); a no-op on CPU."""
+    if device.type == "cuda" and amp:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_batch(model: LoadedModel, x: torch.Tensor, device: torch.device, amp: bool = True) -> np.ndarray:
+    """Probabilities (N, K) for normalised inputs, averaged over the folds of an ensemble."""
+    x = x.to(device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    total = None
+    with autocast_for(device, amp):
+        for f in model.folds:
+            p = f.net(x).float()
+            total = p if total is None else total + p
+    return (total / len(model.folds)).cpu().numpy()
+
+
+def predict_frames(model: LoadedModel, frames: np.ndarray, *, batch_size: int = 64,
+                   device: torch.device | str = "cpu", amp: bool = True) -> np.ndarray:
+    """Probabilities (T, K) of uint8 preprocessed frames (T, S, S, C) of one input."""
+    device = torch.device(device)
+    pp = model.preprocessing
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = to_model_input(frames[i:i + batch_size], pp.image_size, pp.mean, pp.std, device)
+        out.append(predict_batch(model, x, device, amp))
+    return np.concatenate(out) if out else np.zeros((0, len(pp.classes)))
+
+
+def _read(item: InputItem, options: PrepareOptions) -> np.ndarray:
+    if item.source is None:
+        raise UsclError(item.problem or "unreadable")
+    return load_frames(item.source, options)
+
+
+def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size: int = 64,
+                  device: torch.device | str = "cpu", amp: bool = True, keep_frames: bool = False,
+                  on_skip: Callable[[str, str], None] | None = None,
+                  on_result: Callable[[InputPrediction], None] | None = None,
+                  show_progress: bool = True) -> PredictionRun:
+    """Predict every item; frames of consecutive inputs are batched together.
+
+    ``on_result(prediction)`` is called once per input as soon as it is done,
+    with its preprocessed frames attached (``prediction.frames``), which are
+    then dropped unless ``keep_frames``: --explain works input by input
+    without holding every clip in memory.
+    """
+    device = torch.device(device)
+    model.to(device)
+    items = list(items)
+    pp = model.preprocessing
+    options = PrepareOptions.from_dict(pp.store_options)
+    run = PredictionRun(model=model, device=str(device))
+    pending: list[tuple[InputItem, np.ndarray]] = []  # inputs whose frames wait in the batch buffer
+    buffered = 0
+
+    def flush() -> None:
+        nonlocal pending, buffered
+        if not pending:
+            return
+        frames = np.concatenate([f for _, f in pending])
+        probs = predict_frames(model, frames, batch_size=batch_size, device=device, amp=amp)
+        start = 0
+        for item, f in pending:
+            n = len(f)
+            result = InputPrediction(item.name, item.source.kind, probs[start:start + n], list(pp.classes), frames=f)
+            if on_result:
+                on_result(result)
+            if not keep_frames:
+                result.frames = None
+            run.results.append(result)
+            start += n
+        pending, buffered = [], 0
+
+    bar = progress(items, desc="predict", unit="input", **({} if show_progress else {"disable": True}))
+    for item in bar:
+        try:
+            frames = _read(item, options)
+        except (DecodeError, UsclError, OSError, ValueError, RuntimeError) as exc:
+            reason = str(exc) or type(exc).__name__
+            run.skipped.append((item.name, reason))
+            if on_skip:
+                on_skip(item.name, reason)
+            continue
+        pending.append((item, frames))
+        buffered += len(frames)
+        if buffered >= batch_size:
+            flush()
+    flush()
+    return run
+
+
+def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, fold: int | None = None,
+            batch_size: int = 64, device: str = "auto", amp: bool = True, keep_frames: bool = False,
+            on_skip: Callable[[str, str], None] | None = None,
+            on_result: Callable[[InputPrediction], None] | None = None, show_progress: bool = True) -> PredictionRun:
+    """Load a fine-tuned model (``fold`` or the ensemble of all folds) and predict on files/folders.
+
+    >>> run = predict("runs/ft_pocus", ["clip.mp4", "more_clips/"], fold=0)
+    >>> [(r.name, r.label, r.agreement) for r in run.results], run.skipped
+    """
+    if batch_size < 1:
+        raise UsclError(f"--batch-size must be at least 1, got {batch_size}")
+    if not inputs:
+        raise UsclError("no INPUT given")
+    model = load_model(model_path, fold)
+    dev = resolve_device(device)
+    return predict_items(model, gather_inputs(inputs), batch_size=batch_size, device=dev, amp=amp,
+                         keep_frames=keep_frames, on_skip=on_skip, on_result=on_result, show_progress=show_progress)
+
+
+# -- output ---------------------------------------------------------------------------------
+def format_table(run: PredictionRun, max_name: int = 48) -> str:
+    """The terminal table: one row per input (video-level prediction, class probabilities, agreement)."""
+    classes = run.classes
+    names = [_clip(r.name, max_name) for r in run.results]
+    w = max([len(n) for n in names] + [5])
+    cw = max([len(c) for c in classes] + [6])
+    head = f"{'input':<{w}}  {'frames':>6}  {'prediction':<{cw}}  " + "  ".join(f"{c:>{cw}}" for c in classes) + "  agree"
+    lines = [head, "-" * len(head)]
+    for n, r in zip(names, run.results):
+        lines.append(f"{n:<{w}}  {r.num_frames:>6}  {r.label:<{cw}}  "
+                     + "  ".join(f"{p:>{cw}.3f}" for p in r.probs) + f"  {r.agreement:>5.2f}")
+    if run.skipped:
+        lines.append(f"skipped {len(run.skipped)} input(s):")
+        lines += [f"  {n}: {why}" for n, why in run.skipped]
+    return "\n".join(lines)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+def _csv(rows: list[list]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_outputs(run: PredictionRun, out: str | os.PathLike, extra: dict | None = None) -> dict[str, Path]:
+    """frames.csv, videos.csv, predictions.json (and skipped.csv when inputs were skipped), atomically."""
+    from uscl.utils.atomic import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    classes = run.classes
+    pcols = [f"prob_{c}" for c in classes]
+    frames = [["input", "frame", "prediction", *pcols]]
+    videos = [["input", "kind", "num_frames", "prediction", *pcols, "agreement"]]
+    for r in run.results:
+        for t, p in enumerate(r.frame_probs):
+            frames.append([r.name, t, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
+        videos.append([r.name, r.kind, r.num_frames, r.label, *(f"{v:.6f}" for v in r.probs), f"{r.agreement:.6f}"])
+    paths = {"frames": out / "frames.csv", "videos": out / "videos.csv", "json": out / "predictions.json"}
+    atomic_write_text(paths["frames"], _csv(frames))
+    atomic_write_text(paths["videos"], _csv(videos))
+    m = run.model
+    atomic_write_json(paths["json"], {
+        "format": "uscl-predictions",
+        "version": 1,
+        "model": str(m.source),
+        "folds": [f.fold for f in m.folds],
+        "ensemble": m.is_ensemble,
+        "combine": "mean of the folds' probabilities" if m.is_ensemble else None,
+        "video_rule": "mean of the frame probabilities; agreement = share of frames whose arg-max is that class",
+        "classes": classes,
+        "preprocessing": m.preprocessing.to_dict(),
+        "device": run.device,
+        **(extra or {}),
+        "inputs": [r.to_dict() for r in run.results],
+        "skipped": [{"input": n, "reason": why} for n, why in run.skipped],
+    })
+    if run.skipped:
+        paths["skipped"] = out / "skipped.csv"
+        atomic_write_text(paths["skipped"], _csv([["input", "reason"], *map(list, run.skipped)]))
+    return paths
