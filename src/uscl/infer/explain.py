@@ -107,7 +107,7 @@ class Explainer:
             rec.files.append(write_rgb_mp4(folder / "overlay.mp4", clip, float(fps)).name)
         top = [int(i) for i in np.argsort(-conf, kind="stable")[: opt.sheet]]
         sheet_imgs = list(upscale(overlay(seen[top], cams[top], opt.alpha), size))
-        caps = [f"frame {t}: " + ", ".join(f"{c} {p:.2f}" for c, p in zip(classes, pred.frame_probs[t])) for t in top]
+        caps = [f"frame {t}\n" + " ".join(f"{c[:5]} {p:.2f}" for c, p in zip(classes, pred.frame_probs[t])) for t in top]
         probs = ", ".join(f"{c} {p:.2f}" for c, p in zip(classes, pred.probs))
         which = (f"ensemble of {len(self.model.folds)} folds" if self.model.is_ensemble
                  else f"fold {self.model.folds[0].fold}")

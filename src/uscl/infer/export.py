@@ -136,7 +136,7 @@ def example_input(model: LoadedModel, n: int = 2, seed: int = 0) -> torch.Tensor
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str, *, fold: int | None = None,
-                 overwrite: bool = False, verify_batch: int = 2) -> ExportResult:
+                 overwrite: bool = False, verify_batch: int = 3) -> ExportResult:
     """Export a run folder (``fold`` or the ensemble of all folds) or one model file; see the module docstring."""
     if fmt not in FORMATS:
         raise UsclError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -150,24 +150,24 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
         if p.exists() and not overwrite:
             raise UsclError(f"{p} exists; choose another OUT or pass --overwrite")
     module = model.module().eval()
-    x = example_input(model, verify_batch)
+    example = example_input(model, 2, seed=0)  # what the exporter traces
+    x = example_input(model, verify_batch, seed=1)  # what the check runs: another batch size and content
     with torch.no_grad():
         ref_probs = module(x).float()
     output = "logits" if fmt == "safetensors" else "probabilities"
     with atomic_path(path, suffix=FORMATS[fmt]) as tmp:
         if fmt == "torchscript":
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(module, x, check_trace=False)
-            torch.jit.save(traced, str(tmp))
-            loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
-            with torch.no_grad():
+                warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, still works
+                traced = torch.jit.trace(module, example, check_trace=False)
+                torch.jit.save(traced, str(tmp))
+                loaded = torch.jit.load(str(tmp), map_location="cpu").eval()
                 got = loaded(x).float()
             ref, how = ref_probs, "torch.jit.load"
         elif fmt == "onnx":
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(module, (x,), str(tmp), dynamo=False, input_names=["input"],
+                torch.onnx.export(module, (example,), str(tmp), dynamo=False, input_names=["input"],
                                   output_names=["probabilities"], opset_version=ONNX_OPSET,
                                   dynamic_axes={"input": {0: "N"}, "probabilities": {0: "N"}})
             got, how = torch.from_numpy(_run_onnx(tmp, x.numpy())), "onnxruntime (CPU)"
@@ -188,7 +188,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
     meta = preprocessing_meta(model, fmt, output, [f.fold for f in model.folds])
     meta["file"] = path.name
     meta["verification"] = {"runtime": how, "max_abs_diff": diff, "tolerance": TOLERANCE,
-                            "input": f"{verify_batch} x 3 x {model.preprocessing.image_size}^2 standard normal"}
+                            "input": f"{verify_batch} x 3 x {model.preprocessing.image_size}^2 standard normal "
+                                     "(traced/exported with a batch of 2)"}
     atomic_write_json(sidecar, meta)
     return ExportResult(path, sidecar, fmt, output, diff, how)
 

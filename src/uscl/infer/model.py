@@ -183,22 +183,26 @@ class LoadedModel:
 
 
 def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> ProbabilityModel:
-    """Rebuild backbone + head from a fine-tuned state dict (keys ``backbone.*``, ``head.*`` / ``knn.*``)."""
-    from uscl.checkpoint import check_backbone_state
+    """Rebuild backbone + head from a fine-tuned state dict (keys ``backbone.*``, ``head.*`` / ``knn.*``).
+
+    The network is built on the meta device and takes the file's tensors
+    (``assign=True``): no random initialisation that would be overwritten anyway.
+    """
     from uscl.finetune.train import FinetunedClassifier
     from uscl.models import build_backbone
 
     state = strip_wrappers(state)
     arch = meta.get("arch") or "resnet18"
     classes = meta.get("classes") or []
-    backbone, dim = build_backbone(arch)
+    with torch.device("meta"):
+        backbone, dim = build_backbone(arch)
+        classifier = FinetunedClassifier(backbone, dim, len(classes))
     bb_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not bb_state:
         raise UsclError(f"{where} holds no backbone.* weights: is it a `uscl finetune` model "
                         "(not a pretraining backbone, which has no classifier)?")
-    check_backbone_state(bb_state, arch, where=where)
-    backbone.load_state_dict(bb_state)
-    classifier = FinetunedClassifier(backbone, dim, len(classes))
+    _check_keys(bb_state, backbone.state_dict(), f"{where} does not match architecture {arch}")
+    backbone.load_state_dict(bb_state, strict=True, assign=True)
     if meta.get("head") == "knn" or "knn.bank" in state:
         if "knn.bank" not in state or "knn.labels" not in state:
             raise UsclError(f"{where}: a kNN model without its feature bank (knn.bank, knn.labels)")
@@ -210,8 +214,20 @@ def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> Pr
         if tuple(w.shape) != (len(classes), dim):
             raise UsclError(f"{where}: head is {tuple(w.shape)} but the metadata names {len(classes)} classes "
                             f"on {dim}-d features")
-        classifier.head.load_state_dict({"weight": w, "bias": b})
+        classifier.head.load_state_dict({"weight": w, "bias": b}, assign=True)
     return ProbabilityModel(classifier).eval()
+
+
+def _check_keys(state: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], what: str) -> None:
+    missing = sorted(set(ref) - set(state))
+    unexpected = sorted(set(state) - set(ref))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(ref[k].shape)}" for k in set(ref) & set(state)
+                    if tuple(state[k].shape) != tuple(ref[k].shape))
+    problems = [f"{name} ({len(v)}): {', '.join(v[:6])}{' ...' if len(v) > 6 else ''}"
+                for name, v in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes))
+                if v]
+    if problems:
+        raise UsclError(f"{what}; " + "; ".join(problems))
 
 
 def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, int | None]]:

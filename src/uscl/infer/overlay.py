@@ -89,12 +89,12 @@ def write_contact_sheet(path: str | os.PathLike, images: list[np.ndarray], capti
     n = max(1, len(images))
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(3.0 * cols, 3.2 * rows + 0.9), dpi=100)
+    fig = Figure(figsize=(3.0 * cols, 3.5 * rows + 1.0), dpi=100)
     FigureCanvasAgg(fig)
     for i, (img, cap) in enumerate(zip(images, captions)):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img)
-        ax.set_title(cap, fontsize=8)
+        ax.set_title(cap, fontsize=7)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
