@@ -85,10 +85,17 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from uscl.errors import UsclError
     from uscl.pretrain import pretrain
 
-    result = pretrain(build_config(args))
-    if result.best_epoch is not None and int(os.environ.get("RANK", "0")) == 0:
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    try:
+        result = pretrain(build_config(args))
+    except UsclError:
+        if not main_rank:  # under torchrun every rank fails alike; rank 0 tells the user
+            return 2
+        raise
+    if result.best_epoch is not None and main_rank:
         print(f"backbone: {result.backbone_path} (epoch {result.best_epoch}); "
               f"fine-tune with `uscl finetune --init checkpoint:{result.run_dir}`")
     return 0

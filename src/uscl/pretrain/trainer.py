@@ -5,8 +5,9 @@ Run folder::
     RUN/config.yaml                       resolved configuration
     RUN/metrics.csv                       one row per epoch (rewritten atomically)
     RUN/last.safetensors + last.json      weights after the latest epoch
-    RUN/best.safetensors + best.json      lowest validation loss so far
-    RUN/backbone.safetensors + .json      the best model's backbone, torchvision keys
+    RUN/best.safetensors + best.json      lowest validation loss so far (a hard link to that epoch's last)
+    RUN/backbone.safetensors + .json      the best model's backbone, torchvision keys (written when
+                                          the run stops; until then load_backbone reads best)
     RUN/train_state.pt                    optimizer, scaler, RNG, metrics (weights_only)
     RUN/tb/                               TensorBoard events (when tensorboard imports)
 
