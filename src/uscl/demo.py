@@ -16,13 +16,14 @@ from uscl.utils.atomic import prepare_output_dir
 @dataclass
 class DemoConfig:
     out: str = "uscl-demo"
-    videos_per_class: int = 12
+    videos_per_class: int = 12  # downstream (fine-tuning) set
+    pretrain_videos_per_class: int = 16  # a separate set of videos for pretraining
     frames: int = 24
     synth_size: int = 160  # rendered video size
     store_size: int = 128  # frame store size
     image_size: int = 112  # model input size
     pretrain_epochs: int = 30
-    pretrain_batch: int = 16
+    pretrain_batch: int = 12
     finetune_epochs: int = 8
     finetune_mode: str = "paper"
     max_frames_per_video: int = 8  # training frames per video and epoch in fine-tuning
@@ -57,23 +58,31 @@ def run_demo(cfg: DemoConfig, log=print) -> DemoResult:
         log(f"\n== {title}")
         return name, time.perf_counter()
 
-    name, t0 = step("synth", f"1/5 synthesise {3 * cfg.videos_per_class} lung-ultrasound videos ({cfg.frames} frames, {cfg.synth_size} px)")
-    synth = generate(out / "videos", videos_per_class=cfg.videos_per_class, frames=cfg.frames,
-                     size=cfg.synth_size, seed=cfg.seed, overwrite=cfg.overwrite)
-    seconds[name] = time.perf_counter() - t0
-    log(f"   {len(synth.videos)} videos in {out / 'videos'} ({seconds[name]:.1f} s)")
+    # Two disjoint synthetic sets, as in the paper (pretrain on US-4, evaluate on POCUS): the
+    # pretraining videos (and the labels USCL's supervised term uses) never reach a test fold.
+    stores = {}
+    for part, n, seed in (("pretrain", cfg.pretrain_videos_per_class, cfg.seed + 1000),
+                          ("downstream", cfg.videos_per_class, cfg.seed)):
+        name, t0 = step(f"synth_{part}", f"1/5 synthesise {3 * n} {part} lung-ultrasound videos "
+                        f"({cfg.frames} frames, {cfg.synth_size} px, seed {seed})")
+        synth = generate(out / f"{part}_videos", videos_per_class=n, frames=cfg.frames,
+                         size=cfg.synth_size, seed=seed, overwrite=cfg.overwrite)
+        seconds[name] = time.perf_counter() - t0
+        log(f"   {len(synth.videos)} videos in {out / f'{part}_videos'} ({seconds[name]:.1f} s)")
 
-    name, t0 = step("prepare", "2/5 ingest them into a frame store")
-    summary = prepare(out / "videos", out / "store", PrepareOptions(size=cfg.store_size),
-                      labels_csv=out / "videos" / "labels.csv", overwrite=cfg.overwrite, show_progress=False)
-    seconds[name] = time.perf_counter() - t0
-    log("   " + summary.format().replace("\n", "\n   "))
+        name, t0 = step(f"prepare_{part}", f"2/5 ingest the {part} videos into a frame store")
+        summary = prepare(out / f"{part}_videos", out / f"{part}_store", PrepareOptions(size=cfg.store_size),
+                          labels_csv=out / f"{part}_videos" / "labels.csv", overwrite=cfg.overwrite,
+                          show_progress=False)
+        seconds[name] = time.perf_counter() - t0
+        log("   " + summary.format().replace("\n", "\n   "))
+        stores[part] = out / f"{part}_store"
 
     inits = ["random"]
     for method in cfg.methods:
         name, t0 = step(f"pretrain_{method}", f"3/5 pretrain {method} ({cfg.pretrain_epochs} epochs, {cfg.image_size} px)")
         res = pretrain(config_from_dict(dict(
-            store=str(out / "store"), out=str(out / "pretrain" / method), method=method,
+            store=str(stores["pretrain"]), out=str(out / "pretrain" / method), method=method,
             epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch, seed=cfg.seed,
             device=cfg.device, overwrite=cfg.overwrite,
             dataset={"image_size": cfg.image_size},
@@ -85,7 +94,7 @@ def run_demo(cfg: DemoConfig, log=print) -> DemoResult:
     name, t0 = step("compare", f"4/5 fine-tune {', '.join(i.split('=')[0] for i in inits)} over {cfg.folds} video-level folds "
                     f"(mode {cfg.finetune_mode}, {cfg.finetune_epochs} epochs, model after the last epoch)")
     base = FinetuneConfig(
-        store=str(out / "store"), out=str(out / "compare"), mode=cfg.finetune_mode, folds=cfg.folds,
+        store=str(stores["downstream"]), out=str(out / "compare"), mode=cfg.finetune_mode, folds=cfg.folds,
         epochs=cfg.finetune_epochs, image_size=cfg.image_size, seed=cfg.seed, device=cfg.device,
         max_frames_per_video=cfg.max_frames_per_video, batch_size=32, overwrite=cfg.overwrite,
     )
