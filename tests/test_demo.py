@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from uscl.cli import main
 from uscl.demo import DemoConfig, run_demo

@@ -73,8 +73,6 @@ def test_small_class_is_named_or_merged_on_request(make_store):
 
 
 def test_where_filter_and_bad_input(make_store):
-    from uscl.store import StoreWriter
-    import numpy as np
 
     root = make_store(n_videos=6, frames=2)
     store = FrameStore(root)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -52,32 +51,10 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def write_rgb_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
-    """uint8 RGB frames (T, H, W, 3) → H.264 yuv420p .mp4 (PyAV), atomically; odd sizes are padded by one."""
-    import av
+    """uint8 RGB frames (T, H, W, 3) → H.264 .mp4, atomically; odd sizes are padded by one."""
+    from uscl.video.mp4 import write_mp4
 
-    from uscl.synth.writer import ENCODER_OPTIONS
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"expected uint8 RGB frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        h, w = h + h % 2, w + w % 2
-    fps = fps if fps and fps > 0 else 10.0
-    path = Path(path)
-    with atomic_path(path, suffix=".mp4") as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(str(round(fps, 4))).limit_denominator(100000))
-            stream.width, stream.height = w, h
-            stream.pix_fmt = "yuv420p"
-            stream.options = dict(ENCODER_OPTIONS)
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    return path
+    return write_mp4(path, frames, fps if fps and fps > 0 else 10.0, pad_odd=True)
 
 
 def write_contact_sheet(path: str | os.PathLike, images: list[np.ndarray], captions: list[str], title: str,

@@ -16,7 +16,7 @@ from uscl.synth.generate import SynthSummary, generate, video_name, video_rng
 from uscl.synth.geometry import ProbeGeometry
 from uscl.synth.params import CLASSES, PREFIXES, Consolidation, VideoParams, sample_video_params
 from uscl.synth.render import geometry_for, render_frames, render_video
-from uscl.synth.writer import write_mp4
+from uscl.video.mp4 import write_mp4
 
 __all__ = [
     "CLASSES", "PREFIXES", "Consolidation", "ProbeGeometry", "SynthSummary", "VideoParams",

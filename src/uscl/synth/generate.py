@@ -15,7 +15,7 @@ import numpy as np
 from uscl.errors import UsclError
 from uscl.synth.params import CLASSES, PREFIXES
 from uscl.synth.render import render_video
-from uscl.synth.writer import write_mp4
+from uscl.video.mp4 import write_mp4
 from uscl.utils.atomic import atomic_write_text, prepare_output_dir
 from uscl.utils.progress import progress
 

@@ -1,0 +1,89 @@
+"""The CPU benchmarks run end to end in their tiniest modes and report what they promise.
+
+No timing assertions: these check that the scripts work (the figures come from
+benchmarks/run_all.py on a quiet machine), that their JSON has the keys the
+summary and RESULTS.md rely on, and that the numbers in it are sane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_bench(script: str, *args: str, tmp_path: Path, timeout: int = 120) -> dict:
+    out = tmp_path / f"{Path(script).stem}.json"
+    env = {**os.environ, "USCL_NO_PROGRESS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, "--out", str(out)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == data  # printed and written alike
+    return data
+
+
+def load_run_all():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH))
+    return run_all
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_datapath_tiny(tmp_path):
+    data = run_bench("bench_datapath.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "datapath" and data["torch_threads"] == 1
+    expected = {"reference", "ours_loader_only_grey", "ours_cpu_augment_grey", "ours_loader_only_rgb",
+                "ours_cpu_augment_rgb"}
+    assert set(data["results"]) == expected
+    for r in data["results"].values():
+        assert {"items", "wall_s", "cpu_s", "items_per_s_wall", "items_per_s_cpu", "ratio_over_reference"} <= set(r)
+        assert r["items"] > 0 and positive(r["items_per_s_cpu"]) and positive(r["ratio_over_reference"])
+    assert data["results"]["reference"]["ratio_over_reference"] == 1.0
+    assert positive(data["ratio_ours_cpu_augment_over_reference"])
+    assert data["target_ratio"] == 10.0 and isinstance(data["meets_target"], bool)
+    assert data["videos"] == 6 and data["frames"] == 24  # 3 classes x 2 videos x 4 frames
+
+    # run_all's summary reads these keys
+    run_all = load_run_all()
+    lines = run_all.summarise("datapath", data)
+    assert any("reference PIL" in line for line in lines) and any("target x10" in line for line in lines)
+    cmds = run_all.commands(True, tmp_path)
+    assert {"datapath", "memory"} <= set(cmds)
+    assert all(str(tmp_path) in " ".join(c) for c in cmds.values())
+
+
+def test_memory_tiny_loader(tmp_path):
+    data = run_bench("bench_memory.py", "--tiny", "--modes", "loader", "--tmp", str(tmp_path), tmp_path=tmp_path)
+    assert data["benchmark"] == "memory"
+    assert [s["videos"] for s in data["sizes"]] == [20, 80]
+    for s in data["sizes"]:
+        lo = s["loader"]
+        assert lo["items"] == s["videos"]  # a full epoch over every video
+        assert positive(lo["peak_rss_mib"]) and lo["peak_rss_mib"] >= lo["end_rss_anon_mib"]
+        assert s["manifest_kib"] > 0
+    g = data["growth_small_to_large"]["loader"]
+    assert {"peak_rss_growth_mib", "manifest_in_memory_growth_mib", "growth_beyond_manifest_mib"} <= set(g)
+    assert not any(p.name.startswith("uscl_bench_memory_") for p in tmp_path.iterdir())  # temp stores removed
+
+
+def test_gpu_script_runs_on_cpu(tmp_path):
+    """bench_gpu.py's code path (real loader, augmentation, losses, optimizer) on the CPU, smoke run skipped."""
+    data = run_bench("bench_gpu.py", "--device", "cpu", "--tiny", "--skip-smoke", "--workers", "0",
+                     tmp_path=tmp_path)
+    assert data["device"] == "cpu" and data["smoke_ok"] is None
+    (r,) = data["results"]
+    assert r["image_size"] == 32 and r["images_per_step"] == 8
+    assert positive(r["model_only_images_per_s"]) and positive(r["end_to_end_images_per_s"])
+    assert positive(r["ratio_end_to_end_over_model"]) and math.isfinite(r["last_loss"])
