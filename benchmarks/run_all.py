@@ -1,0 +1,115 @@
+"""Run every CPU benchmark, write benchmarks/results/*.json, print a summary against the targets.
+
+    python benchmarks/run_all.py                      # full run (about 10 minutes on 2 busy cores)
+    python benchmarks/run_all.py --only datapath memory
+    python benchmarks/run_all.py --tiny               # seconds; writes to a temp folder unless --results
+
+Each benchmark runs in its own process (the data-path one pins itself to one
+core). bench_pretrain_step.py is run when present. The GPU check is separate:
+benchmarks/gpu_check.sh on a CUDA machine.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {"datapath_ratio": 10.0, "cpu_end_to_end_ratio": 0.9, "gpu_end_to_end_ratio": 0.8}
+
+
+def commands(tiny: bool, results: Path) -> dict[str, list[str]]:
+    """name -> argv of each benchmark (only those whose script exists)."""
+    py = sys.executable
+    cmds = {
+        "datapath": [py, str(HERE / "bench_datapath.py"), "--out", str(results / "datapath.json")]
+        + (["--tiny"] if tiny else []),
+        "memory": [py, str(HERE / "bench_memory.py"), "--out", str(results / "memory.json")]
+        + (["--tiny", "--modes", "loader"] if tiny else []),
+    }
+    if (HERE / "bench_pretrain_step.py").is_file():
+        cmds["pretrain_step"] = [py, str(HERE / "bench_pretrain_step.py"), "--out", str(results / "pretrain_step.json")] + (
+            ["--sizes", "32", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--workers", "0"] if tiny
+            else ["--sizes", "224", "112", "--steps", "5", "--warmup", "2", "--workers", "2"])
+    return cmds
+
+
+def summarise(name: str, data: dict) -> list[str]:
+    """Human lines for one benchmark's JSON, with the target where there is one."""
+    lines = []
+    if name == "datapath":
+        r = data["results"]
+        ref = r["reference"]["items_per_s_cpu"]
+        lines.append(f"data path, 1 core, {data['image_size']} px (items/s per CPU-second): reference PIL {ref:.0f}")
+        for k, v in r.items():
+            if k != "reference":
+                lines.append(f"  {k:<28} {v['items_per_s_cpu']:>8.0f}  x{v['ratio_over_reference']:.1f}")
+        verdict = "meets" if data["meets_target"] else "MISSES"
+        lines.append(f"  ours (CPU augment) / reference = x{data['ratio_ours_cpu_augment_over_reference']:.1f} "
+                     f"({verdict} target x{TARGETS['datapath_ratio']:.0f}); loader only "
+                     f"x{data['ratio_ours_loader_only_over_reference']:.1f}")
+    elif name == "memory":
+        for s in data["sizes"]:
+            modes = ", ".join(f"{m} peak {s[m]['peak_rss_mib']:.0f} MiB" for m in ("loader", "pretrain") if m in s)
+            lines.append(f"memory, {s['frames']} frames ({s['videos']} videos, manifest {s['manifest_kib']:.0f} KiB): {modes}")
+        for m, g in data["growth_small_to_large"].items():
+            lines.append(f"  {m}: peak grows {g['peak_rss_growth_mib']:+.1f} MiB, of which manifest in memory "
+                         f"{g['manifest_in_memory_growth_mib']:+.1f} MiB; beyond it {g['growth_beyond_manifest_mib']:+.1f} MiB")
+    elif name == "pretrain_step":
+        for r in data.get("results", []):
+            ratio = r.get("ratio_end_to_end_over_model")
+            verdict = "meets" if ratio is not None and ratio >= TARGETS["cpu_end_to_end_ratio"] else "MISSES"
+            lines.append(f"pretraining step, {r['image_size']} px, batch {r['batch_videos']}: end to end "
+                         f"{r['end_to_end_images_per_s']:.1f} img/s vs model only {r['model_only_images_per_s']:.1f} "
+                         f"= {ratio:.2f} ({verdict} target {TARGETS['cpu_end_to_end_ratio']:.0%}); "
+                         f"data wait {r.get('data_wait_share', 0):.0%}")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "pretrain_step"])
+    p.add_argument("--tiny", action="store_true", help="every benchmark in its smallest mode (figures meaningless)")
+    p.add_argument("--results", help=f"folder for the JSON files (default {common.RESULTS_DIR}; a temp folder with --tiny)")
+    args = p.parse_args(argv)
+    results = Path(args.results) if args.results else (
+        Path(tempfile.mkdtemp(prefix="uscl_bench_tiny_")) if args.tiny else common.RESULTS_DIR)
+    results.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "USCL_NO_PROGRESS": "1"}
+    summary_lines, failed, run_info = [], [], {}
+    for name, cmd in commands(args.tiny, results).items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}: {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        secs = time.perf_counter() - t0
+        run_info[name] = {"exit": proc.returncode, "seconds": round(secs, 1)}
+        out = results / f"{name}.json"
+        if proc.returncode != 0 or not out.is_file():
+            failed.append(name)
+            print(f"   FAILED (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        print(f"   done in {secs:.0f} s -> {out}", flush=True)
+        summary_lines += summarise(name, json.loads(out.read_text()))
+    summary = {"machine": common.machine_info(), "tiny": args.tiny, "runs": run_info, "targets": TARGETS,
+               "summary": summary_lines}
+    common.write_json(results / "summary.json", summary)
+    print("\n".join(["", "Summary"] + summary_lines))
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
