@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
@@ -205,7 +206,9 @@ def test_bad_config_and_input_are_clear():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_with_the_same_generator():
-    x = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8, generator=make_generator(0))
+    # frames at the training size: both paths are then exact (with a resize, the CPU
+    # path rounds the resized frame to uint8 as PIL does; the batched GPU path does not)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=make_generator(0))
     aug = BatchAugment(AugmentConfig(size=32))
     cpu = aug(x, make_generator(3))
     gpu = aug(x.cuda(), make_generator(3))  # CPU generator: same draws, pixels on the GPU
@@ -213,3 +216,28 @@ def test_cuda_matches_cpu_with_the_same_generator():
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
     cuda_gen = aug(x.cuda(), make_generator(3, "cuda"))
     assert cuda_gen.shape == (16, 3, 32, 32) and torch.equal(cuda_gen, aug(x.cuda(), make_generator(3, "cuda")))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cpu_path_equals_torchvision_chain_per_image(channels):
+    """The CPU path image by image == torchvision functional ops: Resize (uint8,
+    antialiased, rounded like PIL's), resized_crop, hflip, the jitter in its drawn
+    order, normalise; with the draws BatchAugment makes from the same generator."""
+    size, n = 24, 10
+    x = torch.randint(0, 256, (n, channels, 30, 34), dtype=torch.uint8, generator=make_generator(0))
+    cfg = AugmentConfig(size=size)
+    out = BatchAugment(cfg)(x, make_generator(9))
+    g = make_generator(9)  # replay the draws in BatchAugment's order
+    boxes = sample_crop_boxes(n, size, size, cfg.scale, cfg.ratio, generator=g)
+    flip = torch.rand(n, generator=g) < cfg.flip_p
+    p = sample_jitter(n, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p, generator=g)
+    factors = torch.stack([p.brightness, p.contrast, p.saturation, p.hue], 1)
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        # the uint8 antialiased resize (TF.resize of a uint8 tensor can differ from it by 1/255)
+        ref = F.interpolate(x[i:i + 1], size=(size, size), mode="bilinear", antialias=True)[0].float() / 255
+        ref = TF.resized_crop(ref, top, left, h, w, [size, size], antialias=False)
+        ref = TF.hflip(ref) if flip[i] else ref
+        for op in p.order[i].tolist():
+            ref = _TV_OPS[op](ref, factors[i, op].item())
+        ref = TF.normalize(ref.expand(3, -1, -1), [0.5] * 3, [0.25] * 3)
+        torch.testing.assert_close(out[i], ref, atol=1e-4, rtol=0)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from uscl.augment.color import apply_jitter, grey, plan_stages, sample_jitter
 from uscl.augment.config import AugmentConfig
+from uscl.augment.cpu_path import augment_chunk_cpu, resize_uint8
 from uscl.augment.crop import resample, sample_crop_boxes
 
 
@@ -114,12 +115,9 @@ class BatchAugment:
 
         out = torch.empty((n, out_c, size, size), device=device)
         if device.type == "cpu":
-            per_image = max(images[0].numel(), c * size * size, 2 * size * size) * 4
-            step = max(1, self.CPU_CHUNK_BYTES // per_image)
-        else:
-            step = max(n, 1)
-        for start in range(0, n, step):  # chunks of images, not single images
-            sl = slice(start, min(n, start + step))
+            return self._augment_cpu(images, boxes, flip, jitter, out)
+        sl = slice(0, n)  # on a GPU: the whole batch in a handful of batched ops
+        if n:
             x = images[sl]
             if x.shape[-2:] != (size, size):  # the original resizes to `size` before cropping
                 x = resize(to_float(x), size)
@@ -131,12 +129,30 @@ class BatchAugment:
             out[sl] = normalise(x, cfg.mean, cfg.std, out_c)
         return out
 
+    def _augment_cpu(self, images, boxes, flip, jitter, out):
+        """CPU: chunks of frames resized together, then cropped, jittered and
+        normalised one by one while in cache (see uscl.augment.cpu_path)."""
+        n, c = images.shape[:2]
+        size = int(self.cfg.size)
+        per_image = max(images[0].numel(), c * size * size) * 4
+        step = max(1, self.CPU_CHUNK_BYTES // per_image)
+        box_list, flip_list = boxes.tolist(), flip.tolist()
+        for start in range(0, n, step):
+            sl = slice(start, min(n, start + step))
+            augment_chunk_cpu(images[sl], box_list[sl], flip_list[sl], None if jitter is None else jitter[sl],
+                              size, self.cfg.mean, self.cfg.std, out[sl])
+        return out
+
 
 def eval_transform(images: torch.Tensor, size: int, mean: float = 0.5, std: float = 0.25,
                    out_channels: int = 3) -> torch.Tensor:
     """Deterministic test transform: resize to size x size and normalise (uint8 in, float32 out)."""
     _check_images(images)
-    x = resize(to_float(images), int(size))
+    size = int(size)
+    if images.device.type == "cpu" and images.dtype == torch.uint8 and images.shape[-2:] != (size, size):
+        x = to_float(resize_uint8(images, size))  # as the CPU training path (and PIL): rounded to uint8
+    else:
+        x = resize(to_float(images), size)
     if x.data_ptr() == images.data_ptr():
         x = x.clone()
     return normalise(x, mean, std, out_channels).contiguous()

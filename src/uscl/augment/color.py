@@ -152,3 +152,32 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         m = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
         torch.addcmul(maxc, chroma, m, value=-1.0, out=out[:, c])
     return out
+
+
+def jitter_image(y: torch.Tensor, order: list[int], factors: tuple[float, float, float, float]) -> torch.Tensor:
+    """The same jitter on ONE float image (C, H, W), with plain Python numbers; in place.
+
+    The CPU path runs image by image so the pixels stay in cache: scalar
+    operands keep torch on its fastest vectorised loops (a per-image factor
+    broadcast over a batch is several times slower). ``order`` lists the ops
+    to run (BRIGHTNESS..HUE); saturation and hue are skipped for 1 channel.
+    """
+    rgb = y.shape[0] == 3
+    for op in order:
+        f = factors[op]
+        if op == BRIGHTNESS:
+            y.mul_(f)
+        elif op == CONTRAST:
+            m = (grey(y[None]) if rgb else y).mean()
+            y.mul_(f).add_(m * (1.0 - f))
+        elif op == SATURATION and rgb:
+            lum = grey(y[None])[0]
+            y.mul_(f).add_(lum, alpha=1.0 - f)
+        elif op == HUE and rgb:
+            if f != 0:
+                y.copy_(adjust_hue(y[None], torch.tensor([f], dtype=y.dtype))[0])
+            continue
+        else:
+            continue
+        y.clamp_(0.0, 1.0)
+    return y

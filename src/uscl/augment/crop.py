@@ -92,6 +92,7 @@ def resample(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.T
         cols.mul_(1.0 / 255.0)
     rows = cols.view(n * c * h, size)
     first_row = (torch.arange(n * c, device=images.device) * h).view(n, c, 1)
-    upper = rows[(first_row + y0[:, None, :]).reshape(-1)].view(n, c, size, size)
-    lower = rows[(first_row + y1[:, None, :]).reshape(-1)].view(n, c, size, size)
+    # index_select, not rows[idx]: advanced indexing is ~4x slower on the CPU
+    upper = torch.index_select(rows, 0, (first_row + y0[:, None, :]).reshape(-1)).view(n, c, size, size)
+    lower = torch.index_select(rows, 0, (first_row + y1[:, None, :]).reshape(-1)).view(n, c, size, size)
     return torch.lerp(upper, lower, wy.view(n, 1, size, 1))
