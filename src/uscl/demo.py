@@ -24,9 +24,9 @@ class DemoConfig:
     image_size: int = 112  # model input size
     pretrain_epochs: int = 30
     pretrain_batch: int = 12
-    finetune_epochs: int = 8
+    finetune_epochs: int = 5
     finetune_mode: str = "paper"
-    max_frames_per_video: int = 8  # training frames per video and epoch in fine-tuning
+    max_frames_per_video: int = 6  # training frames per video and epoch in fine-tuning
     folds: int = 5
     seed: int = 0
     device: str = "auto"
