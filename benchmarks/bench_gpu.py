@@ -55,8 +55,7 @@ def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
     from uscl.augment import AugmentConfig, BatchAugment
     from uscl.data import PairSamplingConfig, VideoItemDataset, gpu_batch_to_views, make_loader
     from uscl.models import build_model
-    from uscl.pretrain.methods import compute_losses
-    from uscl.pretrain.trainer import autocast_for, resolve_precision
+    from uscl.pretrain.trainer import resolve_precision
     from uscl.store import FrameStore
     from uscl.utils.seed import make_generator, seed_everything
 
@@ -74,17 +73,7 @@ def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
     model.train()
     b = args.batch_size
 
-    def step(v1, v2, labels):
-        if channels_last:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        with autocast_for(precision, device):
-            parts = compute_losses(net, v1, v2, labels, supervised=True)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(parts.total).backward()
-        scaler.step(opt)
-        scaler.update()
-        return parts.total
+    step = common.make_train_step(net, opt, scaler, precision, device, channels_last)
 
     g = torch.Generator(device=device).manual_seed(1)
     r1 = torch.randn(b, 3, size, size, device=device, generator=g)

@@ -55,8 +55,7 @@ def bench_size(store_path: str, size: int, args, device: torch.device) -> dict:
     from uscl.augment import AugmentConfig, BatchAugment
     from uscl.data import PairSamplingConfig, VideoItemDataset, gpu_batch_to_views, make_loader
     from uscl.models import build_model
-    from uscl.pretrain.methods import compute_losses
-    from uscl.pretrain.trainer import autocast_for, resolve_precision
+    from uscl.pretrain.trainer import resolve_precision
     from uscl.store import FrameStore
     from uscl.utils.seed import make_generator, seed_everything
 
@@ -78,16 +77,9 @@ def bench_size(store_path: str, size: int, args, device: torch.device) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     gen = make_generator(0)  # CPU: augmentation parameters are drawn on the host, no per-step sync
 
-    def train_step(v1, v2, labels):
-        if channels_last:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        with autocast_for(precision, device):
-            parts = compute_losses(model, v1, v2, labels, supervised=True)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(parts.total).backward()
-        scaler.step(opt)
-        scaler.update()
+    from common import make_train_step  # benchmarks/ is on sys.path when run as a script
+
+    train_step = make_train_step(model, opt, scaler, precision, device, channels_last)
 
     # -- model alone vs end to end, INTERLEAVED: one model-only step on random tensors
     # of the same shape, then one real step, and so on. On a shared machine the

@@ -22,9 +22,9 @@ class DemoConfig:
     synth_size: int = 160  # rendered video size
     store_size: int = 128  # frame store size
     image_size: int = 112  # model input size
-    pretrain_epochs: int = 30
+    pretrain_epochs: int = 50
     pretrain_batch: int = 12
-    finetune_epochs: int = 5
+    finetune_epochs: int = 8
     finetune_mode: str = "paper"
     max_frames_per_video: int = 6  # training frames per video and epoch in fine-tuning
     folds: int = 5
