@@ -27,14 +27,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uscl.errors import UsclError
 from uscl.finetune import metrics as M
 from uscl.finetune.config import SELECTED_ON_TEST, FinetuneConfig
 from uscl.finetune.init import InitSpec, apply_init, load_init, name_for, parse_init
 from uscl.finetune.predictions import Predictions, write_predictions
-from uscl.finetune.splits import Splits, carve_validation, check_leakage, load_splits, make_splits
-from uscl.utils.atomic import atomic_write_json, atomic_write_text, atomic_write_with, prepare_output_dir
+from uscl.finetune.splits import (
+    Splits,
+    carve_validation,
+    check_leakage,
+    load_splits,
+    make_splits,
+)
+from uscl.utils.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    prepare_output_dir,
+)
 from uscl.utils.config import dump_yaml
+from uscl.utils.device import resolve_device
 from uscl.utils.progress import progress
 
 METRICS_FORMAT = "uscl-finetune-metrics"
@@ -61,15 +72,6 @@ class FinetunedClassifier(nn.Module):
 
 
 # -- setup ------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsclError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
 def build_splits(cfg: FinetuneConfig, store) -> Splits:
     """The folds of a run: imported/reused (``cfg.splits``) or generated; always leakage-checked."""
     if cfg.splits:

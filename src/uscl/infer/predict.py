@@ -23,6 +23,7 @@ from uscl.errors import UsclError
 from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
 from uscl.infer.model import LoadedModel, load_model
 from uscl.store.preprocess import PrepareOptions
+from uscl.utils.device import resolve_device
 from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
 
@@ -89,14 +90,6 @@ class PredictionRun:
     @property
     def classes(self) -> list[str]:
         return self.model.classes
-
-
-def resolve_device(name: str) -> torch.device:
-    from uscl.finetune.train import resolve_device as _resolve
-
-    if name not in ("auto", "cpu") and not name.startswith("cuda"):
-        raise UsclError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
-    return _resolve(name)
 
 
 def autocast_for(device: torch.device, amp: bool = True):

@@ -36,15 +36,29 @@ from torch import nn
 
 from uscl import __version__
 from uscl.checkpoint import (
-    link_or_copy, load_train_state, load_weights, save_train_state, save_weights, strip_wrappers, unwrap_model,
+    link_or_copy,
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+    strip_wrappers,
+    unwrap_model,
 )
 from uscl.errors import UsclError
-from uscl.pretrain.config import PretrainConfig, config_from_dict, config_to_yaml, config_dict, lr_at, validate_config
+from uscl.pretrain.config import (
+    PretrainConfig,
+    config_dict,
+    config_from_dict,
+    config_to_yaml,
+    lr_at,
+    validate_config,
+)
 from uscl.pretrain.methods import MethodSpec, compute_losses, method_spec
 from uscl.pretrain.selection import choose_labelled, select_videos, split_train_val
 from uscl.utils import dist
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 from uscl.utils.config import load_yaml
+from uscl.utils.device import resolve_device
 from uscl.utils.progress import progress
 from uscl.utils.seed import make_generator, seed_everything
 
@@ -74,14 +88,6 @@ class PretrainResult:
 
 
 # -- small helpers -------------------------------------------------------------------
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UsclError("--device cuda was asked for, but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "fp32"
