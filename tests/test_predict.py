@@ -68,6 +68,17 @@ def test_predict_writes_frames_videos_json_and_skips_a_broken_file(tiny, tmp_pat
                  "--overwrite", "--quiet"]) == 0
 
 
+def _reference(tiny, fold_dir):
+    """finetune's per-frame probabilities of a fold's test videos, and each video's source file."""
+    from uscl.store import FrameStore
+
+    ref = {}
+    for row in _rows(fold_dir / "predictions.csv"):
+        ref.setdefault(row["video_id"], []).append([float(row[f"prob_{c}"]) for c in CLASSES])
+    sources = {v.video_id: tiny / "synth" / v.source for v in FrameStore(tiny / "store").videos}
+    return ref, sources
+
+
 def test_fold_predictions_reproduce_finetune_and_ensemble_averages_them(tiny):
     """Preprocessing comes from the model: predicting a test video from its source file gives the
     probabilities `finetune` computed from the store; the ensemble is the mean of the folds."""
@@ -75,13 +86,7 @@ def test_fold_predictions_reproduce_finetune_and_ensemble_averages_them(tiny):
 
     splits = json.loads((tiny / "ft" / "splits.json").read_text())
     assert splits  # the held-out videos of fold 0 are the ones finetune wrote predictions for
-    ref = {}
-    for row in _rows(tiny / "ft" / "fold0" / "predictions.csv"):
-        ref.setdefault(row["video_id"], []).append([float(row[f"prob_{c}"]) for c in CLASSES])
-    from uscl.store import FrameStore
-
-    store = FrameStore(tiny / "store")
-    sources = {v.video_id: tiny / "synth" / v.source for v in store.videos}
+    ref, sources = _reference(tiny, tiny / "ft" / "fold0")
     ids = sorted(ref)
     runs = {k: predict(tiny / "ft", [sources[i] for i in ids], fold=k, device="cpu", show_progress=False)
             for k in (0, 1)}
@@ -97,13 +102,7 @@ def test_fold_predictions_reproduce_finetune_and_ensemble_averages_them(tiny):
 def test_knn_models_predict_like_finetune(tiny):
     from uscl.infer import predict
 
-    ref = {}
-    for row in _rows(tiny / "knn" / "fold1" / "predictions.csv"):
-        ref.setdefault(row["video_id"], []).append([float(row[f"prob_{c}"]) for c in CLASSES])
-    from uscl.store import FrameStore
-
-    store = FrameStore(tiny / "store")
-    src = {v.video_id: tiny / "synth" / v.source for v in store.videos}
+    ref, src = _reference(tiny, tiny / "knn" / "fold1")
     ids = sorted(ref)
     run = predict(tiny / "knn" / "fold1" / "model.safetensors", [src[i] for i in ids], device="cpu",
                   show_progress=False)

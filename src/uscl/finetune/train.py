@@ -163,32 +163,26 @@ class _Runner:
     def autocast(self):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp)
 
-    @torch.no_grad()
     def predict(self, model: nn.Module, loader, desc: str = "eval") -> tuple[np.ndarray, ...]:
         """(videos, frames, labels, probs) over a loader, fp32 softmax."""
-        model.eval()
-        vids, frames, labels, probs = [], [], [], []
-        for batch in progress(loader, desc=desc):
-            with self.autocast():
-                logits = model(self.prepare(batch["image"], train=False))
-            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
-            vids.append(batch["video"].numpy())
-            frames.append(batch["frame"].numpy())
-            labels.append(batch["label"].numpy())
-        return np.concatenate(vids), np.concatenate(frames), np.concatenate(labels), np.concatenate(probs)
+        return self._over_frames(model, loader, desc, lambda out: torch.softmax(out.float(), 1))
+
+    def features(self, backbone: nn.Module, loader, desc: str = "features") -> tuple[np.ndarray, ...]:
+        """(videos, frames, labels, backbone features) over a loader."""
+        return self._over_frames(backbone, loader, desc, lambda out: torch.flatten(out.float(), 1))
 
     @torch.no_grad()
-    def features(self, backbone: nn.Module, loader, desc: str = "features") -> tuple[np.ndarray, ...]:
-        backbone.eval()
-        vids, frames, labels, feats = [], [], [], []
+    def _over_frames(self, net: nn.Module, loader, desc: str, head) -> tuple[np.ndarray, ...]:
+        net.eval()
+        vids, frames, labels, values = [], [], [], []
         for batch in progress(loader, desc=desc):
             with self.autocast():
-                h = backbone(self.prepare(batch["image"], train=False))
-            feats.append(torch.flatten(h.float(), 1).cpu().numpy())
+                out = net(self.prepare(batch["image"], train=False))
+            values.append(head(out).cpu().numpy())
             vids.append(batch["video"].numpy())
             frames.append(batch["frame"].numpy())
             labels.append(batch["label"].numpy())
-        return np.concatenate(vids), np.concatenate(frames), np.concatenate(labels), np.concatenate(feats)
+        return np.concatenate(vids), np.concatenate(frames), np.concatenate(labels), np.concatenate(values)
 
 
 def cfg_mean_std(cfg: FinetuneConfig) -> tuple[float, float]:
