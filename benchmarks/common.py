@@ -7,6 +7,7 @@ load their thread pools.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ def pin_one_core(cpu: int | None = None) -> int | None:
     import torch
 
     torch.set_num_threads(1)
-    with _suppress():
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)  # fails once parallel work has started; harmless then
     if not hasattr(os, "sched_setaffinity"):
         return None
@@ -45,14 +46,6 @@ def pin_one_core(cpu: int | None = None) -> int | None:
     cpu = allowed[-1] if cpu is None else cpu  # the last core: the first is where most daemons land
     os.sched_setaffinity(0, {cpu})
     return cpu
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], RuntimeError)
 
 
 @dataclass
@@ -114,19 +107,11 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
-    with _suppress_os():
+    with contextlib.suppress(OSError):
         info["loadavg_1m"] = round(os.getloadavg()[0], 2)
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-class _suppress_os:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
