@@ -228,7 +228,7 @@ def make_train_step(model, opt, scaler, precision: str, device, channels_last: b
     import torch
 
     from uscl.pretrain.methods import compute_losses
-    from uscl.pretrain.trainer import autocast_for
+    from uscl.utils.device import autocast_for
 
     def step(v1, v2, labels):
         if channels_last:

@@ -45,7 +45,7 @@ from uscl.utils.atomic import (
     prepare_output_dir,
 )
 from uscl.utils.config import dump_yaml
-from uscl.utils.device import resolve_device
+from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.progress import progress
 
 METRICS_FORMAT = "uscl-finetune-metrics"
@@ -161,7 +161,7 @@ class _Runner:
         return x
 
     def autocast(self):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp)
+        return autocast_for("bf16" if self.amp else "fp32", self.device)
 
     def predict(self, model: nn.Module, loader, desc: str = "eval") -> tuple[np.ndarray, ...]:
         """(videos, frames, labels, probs) over a loader, fp32 softmax."""

@@ -10,7 +10,6 @@ recorded in ``skipped`` and the rest goes on.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from uscl.errors import UsclError
 from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
 from uscl.infer.model import LoadedModel, load_model
 from uscl.store.preprocess import PrepareOptions
-from uscl.utils.device import resolve_device
+from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
 
@@ -92,13 +91,6 @@ class PredictionRun:
         return self.model.classes
 
 
-def autocast_for(device: torch.device, amp: bool = True):
-    """bf16 autocast on CUDA (what fine-tuning used); a no-op on CPU."""
-    if device.type == "cuda" and amp:
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def predict_batch(model: LoadedModel, x: torch.Tensor, device: torch.device, amp: bool = True) -> np.ndarray:
     """Probabilities (N, K) for normalised inputs, averaged over the folds of an ensemble."""
@@ -106,7 +98,7 @@ def predict_batch(model: LoadedModel, x: torch.Tensor, device: torch.device, amp
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     total = None
-    with autocast_for(device, amp):
+    with autocast_for("bf16" if amp else "fp32", device):  # bf16, as fine-tuning used
         for f in model.folds:
             p = f.net(x).float()
             total = p if total is None else total + p

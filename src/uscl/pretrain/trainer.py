@@ -58,7 +58,7 @@ from uscl.pretrain.selection import choose_labelled, select_videos, split_train_
 from uscl.utils import dist
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 from uscl.utils.config import load_yaml
-from uscl.utils.device import resolve_device
+from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.progress import progress
 from uscl.utils.seed import make_generator, seed_everything
 
@@ -92,12 +92,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "fp32"
     return "bf16" if precision == "auto" else precision
-
-
-def autocast_for(precision: str, device: torch.device):
-    if precision in ("bf16", "fp16") and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
 
 
 def rng_state() -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from uscl.errors import UsclError
@@ -21,3 +23,10 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     if name in ("auto", "cuda"):
         return torch.device("cuda", local_rank) if local_rank is not None else torch.device("cuda")
     return torch.device(name)
+
+
+def autocast_for(precision: str, device: torch.device):
+    """Mixed precision on CUDA (``bf16`` or ``fp16``); anything else, or a CPU, runs in fp32."""
+    if precision in ("bf16", "fp16") and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
