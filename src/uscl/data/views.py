@@ -14,6 +14,7 @@ from uscl.data.mixup import mix_views, sample_lambda
 
 
 @functools.cache
+@functools.cache
 def keep_step_buffers_mapped() -> bool:
     """Let glibc recycle the step-sized view buffers instead of mapping them afresh.
 
