@@ -100,6 +100,15 @@ def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
     augment = BatchAugment(AugmentConfig(size=size))
     gen = make_generator(0)  # CPU generator: augmentation parameters drawn on the host, no sync
     batches = endless(loader)
+    # the loader alone (+ the copy to the device): can the workers feed the model at all?
+    for _ in range(args.warmup):
+        next(batches)
+    sync(device)
+    t_load = time.perf_counter()
+    for _ in range(args.steps):
+        next(batches)["frames"].to(device, non_blocking=True)
+    sync(device)
+    loader_items_s = b * args.steps / (time.perf_counter() - t_load)
     wait = 0.0
     loss = None
     for i in range(args.warmup + args.steps):
@@ -128,6 +137,8 @@ def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
         "end_to_end_images_per_s": round(e2e, 1),
         "ratio_end_to_end_over_model": round(e2e / ceiling, 3),
         "data_wait_share": round(wait / e2e_s, 3),
+        "loader_only_items_per_s": round(loader_items_s, 1),
+        "loader_only_images_per_s": round(2 * loader_items_s, 1),
         "last_loss": round(float(loss), 4),
         "first_model_only_pass_s": round(t_compile, 1),
     }
@@ -188,7 +199,8 @@ def run(args) -> dict:
             r = bench_size(store, size, args, device)
             report["results"].append(r)
             print(f"bench_gpu: {size} px: model only {r['model_only_images_per_s']:.0f} img/s, end to end "
-                  f"{r['end_to_end_images_per_s']:.0f} img/s, ratio {r['ratio_end_to_end_over_model']:.2f}",
+                  f"{r['end_to_end_images_per_s']:.0f} img/s, ratio {r['ratio_end_to_end_over_model']:.2f}, loader alone "
+                  f"{r['loader_only_images_per_s']:.0f} img/s",
                   file=sys.stderr, flush=True)
         if not args.skip_smoke:
             small = common.make_random_store(tmp / "small_store", args.smoke_videos, 6, args.smoke_size)
