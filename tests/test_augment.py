@@ -241,3 +241,20 @@ def test_cpu_path_equals_torchvision_chain_per_image(channels):
             ref = _TV_OPS[op](ref, factors[i, op].item())
         ref = TF.normalize(ref.expand(3, -1, -1), [0.5] * 3, [0.25] * 3)
         torch.testing.assert_close(out[i], ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("channels,out_channels", [(1, 1), (1, 3), (3, 3), (3, 1)])
+def test_fused_cpu_mix_equals_augment_then_mix(channels, out_channels):
+    from uscl.data import mix_views
+
+    g = torch.Generator().manual_seed(channels * 10 + out_channels)
+    frames = torch.randint(0, 256, (5, 3, channels, 40, 36), dtype=torch.uint8, generator=g)
+    aug = BatchAugment(AugmentConfig(size=32, out_channels=out_channels))
+    params = aug.draw(15, generator=torch.Generator().manual_seed(1))
+    lam = torch.tensor([0.3, 1.0, 0.05, 0.99, 0.5])
+    v1, v2 = aug.mix_cpu(frames, params, lam)
+    out = aug.apply(frames.reshape(15, channels, 40, 36), params).view(5, 3, out_channels, 32, 32)
+    r1, r2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam)
+    assert v1.shape == (5, out_channels, 32, 32)
+    torch.testing.assert_close(v1, r1, atol=2e-5, rtol=0)
+    torch.testing.assert_close(v2, r2, atol=2e-5, rtol=0)

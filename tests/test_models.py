@@ -53,3 +53,25 @@ def test_model_without_classes_has_no_classifier():
 def test_bad_classifier_input():
     with pytest.raises(ConfigError, match="classifier_input"):
         build_model("resnet18", num_classes=2, classifier_input="logits")
+
+
+def test_grey_input_equals_repeated_rgb_forward_and_gradients():
+    """A 1-channel batch gives the outputs and the weight gradients of the same batch repeated to RGB."""
+    import torch
+
+    from uscl.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3).train()
+    x = torch.randn(4, 1, 32, 32)
+    out = {}
+    for name, inp in (("grey", x), ("rgb", x.expand(-1, 3, -1, -1).contiguous())):
+        model.zero_grad()
+        _, z, logits = model(inp)
+        loss = z.square().mean() + logits.square().mean()
+        loss.backward()
+        out[name] = (z.detach().clone(), model.backbone.conv1.weight.grad.clone(),
+                     model.backbone.layer4[1].conv2.weight.grad.clone())
+    for a, b in zip(out["grey"], out["rgb"]):
+        torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=1e-3)
+    assert tuple(model.backbone.conv1.weight.shape) == (64, 3, 7, 7)  # checkpoints keep the RGB layout

@@ -229,3 +229,58 @@ def test_views_on_cuda_from_a_pinned_loader(make_store):
         torch.cuda.set_sync_debug_mode("default")
     torch.testing.assert_close(g1.cpu(), c1, atol=1e-4, rtol=0)
     torch.testing.assert_close(g2.cpu(), c2, atol=1e-4, rtol=0)
+
+
+# -- the closed-form batch draws (no gap rules) and whole-batch reads -----------------------
+@pytest.mark.parametrize("t", [3, 5])
+def test_batch_draws_are_uniform_over_ordered_triples(t):
+    from uscl.data.pairs import batch_item_frames
+
+    n = 120 * t * (t - 1) * (t - 2)
+    frames, mixable = batch_item_frames(np.full(n, t), PairSamplingConfig(), 0, 0, np.arange(n))
+    assert mixable.all() and frames.shape == (n, 3)
+    assert (frames >= 0).all() and (frames < t).all()
+    assert (frames[:, 0] != frames[:, 1]).all() and (frames[:, 1] != frames[:, 2]).all()
+    assert (frames[:, 0] != frames[:, 2]).all()
+    counts = Counter(map(tuple, frames.tolist()))
+    assert len(counts) == t * (t - 1) * (t - 2)  # every ordered triple occurs
+    expected = n / len(counts)
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < len(counts) + 6 * np.sqrt(2 * len(counts))  # far inside the chi-square tail
+
+
+def test_batch_draws_short_videos_modes_and_purity():
+    from uscl.data.pairs import batch_item_frames
+
+    cfg = PairSamplingConfig()
+    lengths = np.array([1, 2, 9, 9, 2])
+    frames, mixable = batch_item_frames(lengths, cfg, 3, 4, np.arange(5))
+    assert mixable.tolist() == [False, False, True, True, False]
+    assert frames[0].tolist() == [0, 0, 0]
+    for row in (frames[1], frames[4]):  # two frames: f1 = f2, and f3 the other one
+        assert row[0] == row[1] and {row[0], row[2]} == {0, 1}
+    # a row depends on (seed, epoch, video) only, not on the rest of the batch
+    again, _ = batch_item_frames(lengths[[3, 2]], cfg, 3, 4, np.array([3, 2]))
+    assert again.tolist() == frames[[3, 2]].tolist()
+    assert batch_item_frames(lengths, cfg, 3, 5, np.arange(5))[0].tolist() != frames.tolist()
+    pairs, mix2 = batch_item_frames(np.full(50, 9), PairSamplingConfig(frames_per_item=2), 0, 0, np.arange(50))
+    assert not mix2.any() and (pairs[:, 0] == pairs[:, 1]).all() and (pairs[:, 0] != pairs[:, 2]).all()
+    one, mix1 = batch_item_frames(np.full(50, 9), PairSamplingConfig(mode="simclr"), 0, 0, np.arange(50))
+    assert not mix1.any() and (one == one[:, :1]).all() and len(set(one[:, 0].tolist())) > 3
+
+
+def test_get_batch_equals_items_and_rgb_mix(make_store):
+    store = _store(make_store, n_videos=5, frame_counts=[1, 2, 6, 6, 7], size=8)
+    ds = VideoItemDataset(store, range(5), class_to_index=CLASSES, seed=2)
+    keys = [(3, 4), (3, 0), (3, 2), (3, 1)]
+    batch = ds.get_batch(keys)
+    items = [ds[k] for k in keys]
+    for name in ("frames", "mixable", "label", "video"):
+        assert torch.equal(batch[name], torch.stack([it[name] for it in items])), name
+    assert batch["frames"].shape == (4, 3, 1, 8, 8)
+    fds = FrameDataset(store, [2, 4], CLASSES)
+    fb = fds.get_batch([0, 7, 3])
+    for j, i in enumerate([0, 7, 3]):
+        video, frame = fds.items[i]
+        assert torch.equal(fb["image"][j], torch.from_numpy(np.array(store.frame(video, frame))).permute(2, 0, 1))
+        assert fb["video"][j] == video and fb["frame"][j] == frame

@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from uscl.augment.color import apply_jitter, grey, plan_stages, sample_jitter
+from dataclasses import dataclass
+
+from uscl.augment.color import JitterParams, apply_jitter, grey, plan_stages, sample_jitter
 from uscl.augment.config import AugmentConfig
-from uscl.augment.cpu_path import augment_chunk_cpu, resize_uint8
+from uscl.augment.cpu_path import augment_chunk_cpu, mix_chunk_cpu, resize_uint8
 from uscl.augment.crop import resample, sample_crop_boxes
 
 
@@ -59,6 +61,18 @@ def normalise(x: torch.Tensor, mean: float, std: float, out_channels: int) -> to
     return x
 
 
+@dataclass
+class AugmentParams:
+    """The draws of N images: crop boxes (N, 4) as (top, left, h, w), flips (N,), jitter."""
+
+    boxes: torch.Tensor
+    flip: torch.Tensor
+    jitter: JitterParams | None
+
+    def jitter_slice(self, sl: slice) -> JitterParams | None:
+        return None if self.jitter is None else self.jitter[sl]
+
+
 class BatchAugment:
     """Random resized crop + flip + colour jitter + normalise, one draw per image.
 
@@ -80,11 +94,6 @@ class BatchAugment:
     def __repr__(self) -> str:
         return f"BatchAugment({self.cfg})"
 
-    # On CPU the pipeline runs in chunks whose tensors stay below glibc's mmap
-    # threshold (32 MB): bigger temporaries are fresh mappings, page-faulted
-    # anew on every call, which costs more than the arithmetic.
-    CPU_CHUNK_BYTES = 4 * 2**20
-
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, C, H, W), C in {1, 3}, any device -> float32 (N, out_channels, size, size)."""
         return self.augment(images, generator)
@@ -94,54 +103,91 @@ class BatchAugment:
         """Like ``__call__``; ``out_channels`` overrides the config (1 keeps grey frames
         single-channel, e.g. to mix before repeating to 3 channels)."""
         _check_images(images)
+        params = self.draw(len(images), generator)
+        return self.apply(images, params, out_channels=out_channels)
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> AugmentParams:
+        """The random parameters of ``n`` images, on the generator's device (CPU by default)."""
         cfg = self.cfg
-        out_c = cfg.out_channels if out_channels is None else out_channels
-        n, c = images.shape[:2]
         size = int(cfg.size)
-        device = images.device
-        # random parameters are drawn where the generator lives (CPU by default), then moved
         pdev = generator.device if generator is not None else torch.device("cpu")
         boxes = sample_crop_boxes(n, size, size, cfg.scale, cfg.ratio, generator=generator, device=pdev)
         flip = torch.rand(n, generator=generator, device=pdev) < cfg.flip_p
-        boxes, flip = boxes.to(device, non_blocking=True), flip.to(device, non_blocking=True)
-        if c == 3 and device.type == "cpu" and grey_as_rgb(images):
-            # grey frames stored as RGB: saturation and hue are no-ops, so run the
-            # 1-channel path (a third of the work) and repeat the result
-            images, c = images[:, :1], 1
         jitter = None
         if cfg.jitter_s > 0 and cfg.jitter_p > 0:
             jitter = sample_jitter(n, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p,
                                    generator=generator, device=pdev)
+        return AugmentParams(boxes, flip, jitter)
 
+    def _grey_input(self, images: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Grey frames stored as RGB (checked on CPU only): saturation and hue are
+        no-ops for them, so the 1-channel path does a third of the work."""
+        c = images.shape[1]
+        if c == 3 and images.device.type == "cpu" and grey_as_rgb(images):
+            return images[:, :1], 1
+        return images, c
+
+    def apply(self, images: torch.Tensor, params: AugmentParams, *, out_channels: int | None = None) -> torch.Tensor:
+        """Augment ``images`` with drawn ``params`` -> float32 (N, out_channels, size, size)."""
+        _check_images(images)
+        cfg = self.cfg
+        out_c = cfg.out_channels if out_channels is None else out_channels
+        n = images.shape[0]
+        size = int(cfg.size)
+        device = images.device
+        images, c = self._grey_input(images)
         out = torch.empty((n, out_c, size, size), device=device)
         if device.type == "cpu":
-            return self._augment_cpu(images, boxes, flip, jitter, out)
-        sl = slice(0, n)  # on a GPU: the whole batch in a handful of batched ops
-        if n:
-            x = images[sl]
+            box_list, flip_list = params.boxes.tolist(), params.flip.tolist()
+            for sl in self._cpu_chunks(images, c):
+                augment_chunk_cpu(images[sl], box_list[sl], flip_list[sl], params.jitter_slice(sl),
+                                  size, cfg.mean, cfg.std, out[sl])
+            return out
+        if n:  # on a GPU: the whole batch in a handful of batched ops
+            boxes, flip = params.boxes.to(device, non_blocking=True), params.flip.to(device, non_blocking=True)
+            x = images
             if x.shape[-2:] != (size, size):  # the original resizes to `size` before cropping
                 x = resize(to_float(x), size)
-            x = resample(x, boxes[sl], size, flip[sl])
-            if jitter is not None:
-                part = jitter[sl]
-                plan = [p.to(device) for p in plan_stages(part, x.shape[1])]  # planned where drawn: no sync
-                x = apply_jitter(x, part.to(device), plan=plan)
-            out[sl] = normalise(x, cfg.mean, cfg.std, out_c)
+            x = resample(x, boxes, size, flip)
+            if params.jitter is not None:
+                plan = [p.to(device) for p in plan_stages(params.jitter, x.shape[1])]  # planned where drawn: no sync
+                x = apply_jitter(x, params.jitter.to(device), plan=plan)
+            out[:] = normalise(x, cfg.mean, cfg.std, out_c)
         return out
 
-    def _augment_cpu(self, images, boxes, flip, jitter, out):
-        """CPU: chunks of frames resized together, then cropped, jittered and
-        normalised one by one while in cache (see uscl.augment.cpu_path)."""
-        n, c = images.shape[:2]
+    def mix_cpu(self, frames: torch.Tensor, params: AugmentParams, lam: torch.Tensor, *,
+                out_channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """USCL's two views of CPU items ``frames`` (N, 3, C, H, W), augmented, mixed and normalised
+        item by item while the item's three frames are in cache (same result as ``apply`` +
+        :func:`uscl.data.mix_views`, to rounding). ``params`` are those of the N*3 frames."""
+        cfg = self.cfg
+        out_c = cfg.out_channels if out_channels is None else out_channels
+        n, k = frames.shape[:2]
+        if k != 3:
+            raise ValueError(f"mix_cpu expects 3 frames per item, got {k}")
+        size = int(cfg.size)
+        images, c = self._grey_input(frames.reshape(n * 3, *frames.shape[2:]))
+        v1 = torch.empty((n, out_c, size, size))
+        v2 = torch.empty((n, out_c, size, size))
+        box_list, flip_list, lam_list = params.boxes.tolist(), params.flip.tolist(), lam.tolist()
+        for sl in self._cpu_chunks(images, c, group=3):
+            items = slice(sl.start // 3, sl.stop // 3)
+            mix_chunk_cpu(images[sl], box_list[sl], flip_list[sl], params.jitter_slice(sl), size, cfg.mean,
+                          cfg.std, lam_list[items], v1[items], v2[items])
+        return v1, v2
+
+    # On CPU the pipeline runs in chunks whose tensors stay below glibc's mmap
+    # threshold (32 MB): bigger temporaries are fresh mappings, page-faulted
+    # anew on every call, which costs more than the arithmetic.
+    CPU_CHUNK_BYTES = 4 * 2**20
+
+    def _cpu_chunks(self, images: torch.Tensor, c: int, group: int = 1):
+        n = images.shape[0]
         size = int(self.cfg.size)
-        per_image = max(images[0].numel(), c * size * size) * 4
-        step = max(1, self.CPU_CHUNK_BYTES // per_image)
-        box_list, flip_list = boxes.tolist(), flip.tolist()
+        per_image = max(images[0].numel() if n else 1, c * size * size) * 4
+        step = max(group, self.CPU_CHUNK_BYTES // per_image // group * group)
         for start in range(0, n, step):
-            sl = slice(start, min(n, start + step))
-            augment_chunk_cpu(images[sl], box_list[sl], flip_list[sl], None if jitter is None else jitter[sl],
-                              size, self.cfg.mean, self.cfg.std, out[sl])
-        return out
+            yield slice(start, min(n, start + step))
 
 
 def eval_transform(images: torch.Tensor, size: int, mean: float = 0.5, std: float = 0.25,

@@ -44,42 +44,84 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-def augment_chunk_cpu(x: torch.Tensor, boxes: list, flips: list, jitter: JitterParams | None,
-                      size: int, mean: float, std: float, out: torch.Tensor) -> torch.Tensor:
-    """Augment uint8 or float (n, C, H, W) CPU frames into ``out`` (n, out_c, size, size).
-
-    ``boxes``/``flips`` are Python lists (one ``(top, left, h, w)`` / bool per
-    frame) in the coordinates of the ``size`` x ``size`` image.
-    """
+def _to_float_chunk(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A float32 [0, 1] copy of the chunk at ``size`` x ``size`` (the original's ``Resize``)."""
     if x.shape[-2:] != (size, size):
         x = resize_uint8(x, size) if x.dtype == torch.uint8 else \
             F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
     elif x.dtype != torch.uint8:
-        x = x.to(torch.float32, copy=True)  # frames are changed in place below: never the caller's
-    if x.dtype == torch.uint8:
-        x = x.to(torch.float32).mul_(1.0 / 255.0)
-    c, out_c = x.shape[1], out.shape[1]
-    order = factors = None
-    if jitter is not None:
-        # the ops each image runs, in its drawn order (inactive images: none)
-        active = jitter.active.tolist()
-        order = [o if a else [] for o, a in zip(jitter.order.tolist(), active)]
-        factors = list(zip(jitter.brightness.tolist(), jitter.contrast.tolist(), jitter.saturation.tolist(),
-                           jitter.hue.tolist()))
-    inv_std = 1.0 / std
-    for i, (top, left, h, w) in enumerate(boxes):
-        crop = x[i:i + 1, :, top:top + h, left:left + w]
-        y = crop[0] if (h, w) == (size, size) else \
-            F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0]
-        if flips[i]:
-            y = y.flip(-1)
-        if order is not None and order[i]:
-            jitter_image(y, order[i], factors[i])
-        o = out[i]
-        if c == 3 and out_c == 1:
-            y = grey(y[None])[0]
-        torch.sub(y, mean, out=o[:y.shape[0]])
-        o[:y.shape[0]].mul_(inv_std)
-        if y.shape[0] == 1 and out_c == 3:
-            o[1:].copy_(o[:1].expand(2, -1, -1))
+        return x.to(torch.float32, copy=True)  # frames are changed in place below: never the caller's
+    return x.to(torch.float32).mul_(1.0 / 255.0)
+
+
+def _jitter_lists(jitter: JitterParams | None, n: int):
+    """Per image: the jitter ops in their drawn order (none when inactive) and the factors."""
+    if jitter is None:
+        return [()] * n, [None] * n
+    active = jitter.active.tolist()
+    order = [o if a else () for o, a in zip(jitter.order.tolist(), active)]
+    factors = list(zip(jitter.brightness.tolist(), jitter.contrast.tolist(), jitter.saturation.tolist(),
+                       jitter.hue.tolist()))
+    return order, factors
+
+
+def _augment_image(x: torch.Tensor, i: int, box, flip: bool, order, factors, size: int) -> torch.Tensor:
+    """Image ``i`` of the float chunk ``x``: crop + resize back, flip, jitter -> (C, size, size) in [0, 1]."""
+    top, left, h, w = box
+    crop = x[i:i + 1, :, top:top + h, left:left + w]
+    y = crop[0] if (h, w) == (size, size) else \
+        F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0]
+    if flip:
+        y = y.flip(-1)
+    if order:
+        jitter_image(y, order, factors)
+    return y
+
+
+def _store(o: torch.Tensor, y: torch.Tensor, scale: float, shift: float) -> None:
+    """o = y * scale - shift, with luma for 1 output channel and grey repeated for 3."""
+    if y.shape[0] == 3 and o.shape[0] == 1:
+        y = grey(y[None])[0]
+    c = y.shape[0]
+    torch.mul(y, scale, out=o[:c])
+    o[:c].sub_(shift)
+    if c == 1 and o.shape[0] == 3:
+        o[1:].copy_(o[:1].expand(2, -1, -1))
+
+
+def augment_chunk_cpu(x: torch.Tensor, boxes: list, flips: list, jitter: JitterParams | None,
+                      size: int, mean: float, std: float, out: torch.Tensor) -> torch.Tensor:
+    """Augment uint8 or float (n, C, H, W) CPU frames into ``out`` (n, out_c, size, size), normalised.
+
+    ``boxes``/``flips`` are Python lists (one ``(top, left, h, w)`` / bool per
+    frame) in the coordinates of the ``size`` x ``size`` image.
+    """
+    x = _to_float_chunk(x, size)
+    order, factors = _jitter_lists(jitter, len(boxes))
+    for i, box in enumerate(boxes):
+        y = _augment_image(x, i, box, flips[i], order[i], factors[i], size)
+        _store(out[i], y, 1.0 / std, mean / std)
     return out
+
+
+def mix_chunk_cpu(x: torch.Tensor, boxes: list, flips: list, jitter: JitterParams | None, size: int,
+                  mean: float, std: float, lam: list, out1: torch.Tensor, out2: torch.Tensor) -> None:
+    """USCL views of the items in a chunk of frames (f1, f2, f3 of each item in a row).
+
+    view1 = (lam*f1 + (1-lam)*f2 - mean) / std, view2 likewise with f3: the
+    mix and the normalisation in one pass per view while the item's frames
+    are in cache (mixing commutes with the affine normalisation).
+    """
+    x = _to_float_chunk(x, size)
+    order, factors = _jitter_lists(jitter, len(boxes))
+    for j, lj in enumerate(lam):
+        f1, f2, f3 = (_augment_image(x, i, boxes[i], flips[i], order[i], factors[i], size)
+                      for i in range(3 * j, 3 * j + 3))
+        for o, f in ((out1[j], f1), (out2[j], f3)):
+            if lj == 1.0:  # not mixable: the frame itself
+                _store(o, f, 1.0 / std, mean / std)
+            elif f.shape[0] == o.shape[0]:
+                torch.mul(f2, (1.0 - lj) / std, out=o)
+                o.add_(f, alpha=lj / std).sub_(mean / std)
+            else:
+                _store(o, torch.lerp(f2, f, lj), 1.0 / std, mean / std)

@@ -44,14 +44,55 @@ def label_index(label: str | None, class_to_index: dict[str, int] | None, video_
         ) from None
 
 
-def read_frames(store, video: int, frames: Sequence[int], channels: int) -> torch.Tensor:
-    """uint8 (K, C, H, W) of the given frames of one video (only those pages are read)."""
-    arr = store.frames(video)
-    uniq = sorted(set(frames))
-    data = np.asarray(arr[uniq])  # (U, H, W, C): one read per distinct frame
-    if uniq != list(frames):
-        data = data[[uniq.index(f) for f in frames]]
-    out = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2)
-    if out.shape[1] != channels:
-        out = out.expand(-1, channels, -1, -1)
-    return out.contiguous()
+def split_keys(keys, default_epoch: int) -> tuple[list[int], list[int]]:
+    """Loader keys (an int index, or ``(epoch, index)``) -> (epochs, indices)."""
+    epochs, indices = [], []
+    for key in keys:
+        if isinstance(key, (tuple, list)):
+            epochs.append(int(key[0]))
+            indices.append(int(key[1]))
+        else:
+            epochs.append(int(default_epoch))
+            indices.append(int(key))
+    return epochs, indices
+
+
+def empty_batch(shape: tuple[int, ...], dtype=torch.uint8) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory when made inside a loader worker.
+
+    A worker's batch crosses to the main process through shared memory;
+    allocating it there from the start (as torch's own collate does) saves
+    one copy of every batch.
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape)) if shape else 1
+    try:
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+        return torch.empty(0, dtype=dtype).new(storage).view(shape) if numel else torch.empty(shape, dtype=dtype)
+    except (AttributeError, RuntimeError):  # private API moved: fall back to a copy into shared memory
+        return torch.empty(shape, dtype=dtype).share_memory_()
+
+
+def gather_frames(store, videos: Sequence[int], frames: np.ndarray, channels: int) -> torch.Tensor:
+    """uint8 (N, K, C, H, W): frames ``frames[i]`` (K indices) of video ``videos[i]``, one batch tensor.
+
+    Only the pages of those frames are read from the memory-mapped arrays.
+    Every video must have the frame size of the first.
+    """
+    frames = np.asarray(frames, dtype=np.int64)
+    n, k = frames.shape
+    if n == 0:
+        raise ValueError("an empty batch")
+    first = store.videos[videos[0]]
+    h, w = first.height, first.width
+    out = empty_batch((n, k, channels, h, w))
+    for i, v in enumerate(videos):
+        arr = store.frames(v)  # (T, H, W, C)
+        if arr.shape[-1] == channels == 1:
+            # (T, H, W, 1) and (K, 1, H, W) have the same memory layout: a flat copy
+            np.take(arr, frames[i], axis=0, out=out[i].numpy().reshape(k, h, w, 1), mode="clip")
+        else:  # channels last -> first; a grey video among RGB ones is repeated
+            src = torch.from_numpy(np.ascontiguousarray(arr[frames[i]])).permute(0, 3, 1, 2)
+            out[i].copy_(src.expand(-1, channels, -1, -1) if src.shape[1] != channels else src)
+    return out

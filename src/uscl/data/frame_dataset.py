@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from uscl.data.common import check_indices, common_geometry, label_index, read_frames
+from uscl.data.common import check_indices, common_geometry, gather_frames, label_index, split_keys
 
 
 def spread_frames(num_frames: int, limit: int | None) -> list[int]:
@@ -45,11 +45,17 @@ class FrameDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
-        video, frame = self.items[int(index)]
+    def get_batch(self, keys) -> dict:
+        """The collated batch of items ``keys``, frames read straight into one tensor."""
+        _, indices = split_keys(keys, 0)
+        videos = [self.items[i][0] for i in indices]
+        frames = np.asarray([[self.items[i][1]] for i in indices], dtype=np.int64).reshape(-1, 1)
         return {
-            "image": read_frames(self.store, video, [frame], self.channels)[0],
-            "label": torch.tensor(self.labels[int(index)], dtype=torch.int64),
-            "video": torch.tensor(video, dtype=torch.int64),
-            "frame": torch.tensor(frame, dtype=torch.int64),
+            "image": gather_frames(self.store, videos, frames, self.channels)[:, 0],
+            "label": torch.tensor([self.labels[i] for i in indices], dtype=torch.int64),
+            "video": torch.tensor(videos, dtype=torch.int64),
+            "frame": torch.from_numpy(frames[:, 0].copy()),
         }
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v[0] for k, v in self.get_batch([index]).items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from uscl.data.samplers import DistributedVideoSampler
-from uscl.data.video_dataset import VideoItemDataset
 from uscl.utils.seed import make_generator, worker_init_fn
 
 
@@ -14,13 +13,16 @@ class EpochSampler(torch.utils.data.Sampler):
 
     The sampler runs in the main process, so the epoch reaches persistent
     workers through the keys. ``set_epoch`` updates sampler and dataset; a
-    plain ``dataset.set_epoch`` is picked up too.
+    plain ``dataset.set_epoch`` is picked up too. With ``batched`` it yields
+    one list of keys per step (this rank's slice of a global batch), for
+    datasets that read a whole batch in one call (``get_batch``).
     """
 
-    def __init__(self, inner: DistributedVideoSampler, dataset):
+    def __init__(self, inner: DistributedVideoSampler, dataset, batched: bool = False):
         self.inner = inner
         self.dataset = dataset
-        self.tag = isinstance(dataset, VideoItemDataset)
+        self.tag = hasattr(dataset, "set_epoch")
+        self.batched = batched
 
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
@@ -32,17 +34,34 @@ class EpochSampler(torch.utils.data.Sampler):
         return getattr(self.dataset, "epoch", self.inner.epoch) if self.tag else self.inner.epoch
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return self.inner.num_rank_batches() if self.batched else len(self.inner)
+
+    def _key(self, epoch: int, i: int):
+        return (epoch, i) if self.tag else i
 
     def __iter__(self):
         epoch = self.epoch
         if self.inner.epoch != epoch:
             self.inner.set_epoch(epoch)
-        if not self.tag:
-            yield from self.inner
-            return
-        for i in self.inner:
-            yield (epoch, i)
+        if self.batched:
+            for batch in self.inner.rank_batches():
+                yield [self._key(epoch, i) for i in batch]
+        else:
+            for i in self.inner:
+                yield self._key(epoch, i)
+
+
+class BatchReader(torch.utils.data.Dataset):
+    """Indexed by a list of keys, returns the dataset's collated batch (``get_batch``)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, keys) -> dict:
+        return self.dataset.get_batch(keys)
 
 
 class EpochDataLoader(torch.utils.data.DataLoader):
@@ -57,19 +76,23 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, drop_last
     """Loader yielding per-rank batches of ``batch_size`` items (global batch = batch_size * world_size).
 
     Any dataset gets a :class:`DistributedVideoSampler` (one video per slot of
-    a global batch for :class:`VideoItemDataset`); call ``loader.set_epoch(e)``
-    (or ``loader.sampler.set_epoch(e)``) before each epoch.
+    a global batch for :class:`~uscl.data.VideoItemDataset`); call
+    ``loader.set_epoch(e)`` before each epoch. Datasets with ``get_batch``
+    (the frame-store datasets) are read a whole batch per call: one worker
+    call per batch, frames copied once, straight into the batch tensor.
     """
     sampler = DistributedVideoSampler(len(dataset), batch_size * world_size, world_size=world_size, rank=rank,
                                       shuffle=shuffle, seed=seed, drop_last=drop_last)
+    batched = hasattr(dataset, "get_batch")
+    common = dict(num_workers=num_workers, worker_init_fn=worker_init_fn if num_workers > 0 else None,
+                  generator=make_generator(seed), persistent_workers=num_workers > 0, pin_memory=pin_memory)
+    if batched:
+        return EpochDataLoader(BatchReader(dataset), batch_size=None, sampler=EpochSampler(sampler, dataset, True),
+                               **common)
     return EpochDataLoader(
         dataset,
         batch_size=batch_size,
         sampler=EpochSampler(sampler, dataset),
         drop_last=False,  # the sampler already cut whole global batches
-        num_workers=num_workers,
-        worker_init_fn=worker_init_fn if num_workers > 0 else None,
-        generator=make_generator(seed),
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
+        **common,
     )

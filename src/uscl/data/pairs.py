@@ -39,6 +39,76 @@ class PairSamplingConfig:
                 )
 
 
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, element-wise on uint64 (wrapping arithmetic)."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+    return x ^ (x >> np.uint64(31))
+
+
+def item_uniforms(seed: int, epoch: int, videos, n: int) -> np.ndarray:
+    """(len(videos), n) floats in [0, 1): a counter-based hash of (seed, epoch, video, j).
+
+    A pure function of its arguments, like :func:`item_rng`, but for a whole
+    batch in a few numpy operations (a numpy Generator per item costs more
+    than reading the item's frames).
+    """
+    v = np.asarray(videos, dtype=np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.full(1, int(seed) % 2**64, dtype=np.uint64))
+        key = _splitmix64(key ^ np.uint64(int(epoch) % 2**64))
+        x = _splitmix64(key ^ _splitmix64(v * np.uint64(0x9E3779B97F4A7C15) + np.arange(n, dtype=np.uint64)))
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def uses_fast_draws(cfg: PairSamplingConfig) -> bool:
+    """No gap rule: frames are distinct and otherwise uniform, drawn in closed form per batch."""
+    return cfg.min_gap <= 1 and cfg.max_gap is None
+
+
+def batch_item_frames(num_frames, cfg: PairSamplingConfig, seed: int, epoch: int, videos) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames (N, 3) int64, mixable (N,) bool)`` for the items of ``videos`` in ``epoch``.
+
+    Each row depends only on (seed, epoch, video): the same whatever batch,
+    worker or rank draws it. Same rules as :func:`item_frames`: without gap
+    rules, ``k`` distinct frames uniformly at random in random order (closed
+    form, vectorised); with gap rules, :func:`draw_frames` item by item.
+    """
+    t = np.asarray(num_frames, dtype=np.int64).reshape(-1)
+    videos = np.asarray(videos, dtype=np.int64).reshape(-1)
+    if (t < 1).any():
+        raise ValueError("a video has no frames")
+    n = len(t)
+    if not uses_fast_draws(cfg):
+        rows = [item_frames(int(ti), cfg, item_rng(seed, epoch, int(v))) for ti, v in zip(t, videos)]
+        return (np.array([r[0] for r in rows], dtype=np.int64).reshape(n, 3),
+                np.array([r[1] for r in rows], dtype=bool).reshape(n))
+    u = item_uniforms(seed, epoch, videos, 3)
+    if cfg.mode == "simclr":
+        f = np.minimum((u[:, 0] * t).astype(np.int64), t - 1)
+        return np.repeat(f[:, None], 3, axis=1), np.zeros(n, dtype=bool)
+    # ordered draws without replacement: a of t, b of the t-1 others, c of the t-2 left
+    a = np.minimum((u[:, 0] * t).astype(np.int64), t - 1)
+    b = np.minimum((u[:, 1] * np.maximum(t - 1, 1)).astype(np.int64), np.maximum(t - 2, 0))
+    b = b + (b >= a)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    c = np.minimum((u[:, 2] * np.maximum(t - 2, 1)).astype(np.int64), np.maximum(t - 3, 0))
+    c = c + (c >= lo)
+    c = c + (c >= hi)
+    three = (t >= 3) & (cfg.frames_per_item == 3)
+    two = ~three & (t >= 2)
+    frames = np.empty((n, 3), dtype=np.int64)
+    frames[three] = np.stack([a, b, c], axis=1)[three]
+    frames[two] = np.stack([a, a, b], axis=1)[two]  # two distinct frames as f1 and f3, never mixed
+    one = t == 1
+    frames[one] = 0
+    return frames, three
+
+
 def item_rng(seed: int, epoch: int, video: int) -> np.random.Generator:
     """The RNG of one (seed, epoch, video) triple, independent of worker and order."""
     return np.random.default_rng([int(seed) % 2**63, int(epoch), int(video), 0x5C1])

@@ -92,7 +92,16 @@ class DistributedVideoSampler(torch.utils.data.Sampler):
             batches.append(last)
         return batches
 
-    def __iter__(self):
+    def rank_batches(self):
+        """This rank's slice of each global batch, one list per step."""
         for batch in self.global_batches():
             b = len(batch) // self.world_size
-            yield from (int(i) for i in batch[self.rank * b:(self.rank + 1) * b])
+            yield [int(i) for i in batch[self.rank * b:(self.rank + 1) * b]]
+
+    def num_rank_batches(self) -> int:
+        full, rest = self._layout()
+        return full + (1 if rest else 0)
+
+    def __iter__(self):
+        for batch in self.rank_batches():
+            yield from batch

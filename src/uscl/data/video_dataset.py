@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
-from uscl.data.common import check_indices, common_geometry, label_index, read_frames
-from uscl.data.pairs import PairSamplingConfig, item_frames, item_rng
+from uscl.data.common import check_indices, common_geometry, gather_frames, label_index, split_keys
+from uscl.data.pairs import PairSamplingConfig, batch_item_frames
 from uscl.errors import UsclError
 
 
@@ -62,17 +63,34 @@ class VideoItemDataset(torch.utils.data.Dataset):
 
     def frame_indices(self, index: int, epoch: int | None = None) -> tuple[list[int], bool]:
         """The (f1, f2, f3) frames item ``index`` gets in ``epoch``, and whether it is mixable."""
-        video = self.video_indices[index]
-        rng = item_rng(self.seed, self.epoch if epoch is None else epoch, video)
-        return item_frames(self.store.videos[video].num_frames, self.cfg, rng)
+        frames, mixable = self.batch_frame_indices([index], self.epoch if epoch is None else epoch)
+        return [int(f) for f in frames[0]], bool(mixable[0])
+
+    def batch_frame_indices(self, indices, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        videos = np.asarray([self.video_indices[int(i)] for i in indices], dtype=np.int64)
+        lengths = np.asarray([self.store.videos[v].num_frames for v in videos], dtype=np.int64)
+        return batch_item_frames(lengths, self.cfg, self.seed, epoch, videos)
+
+    def get_batch(self, keys) -> dict:
+        """A collated batch of the items ``keys`` (ints or ``(epoch, index)``), read in one go.
+
+        Frames go straight from the memory-mapped arrays into one batch
+        tensor (in shared memory inside a loader worker, so nothing is copied
+        again on the way to the main process).
+        """
+        epochs, indices = split_keys(keys, self.epoch)
+        frames = np.empty((len(indices), 3), dtype=np.int64)
+        mixable = np.empty(len(indices), dtype=bool)
+        for epoch in sorted(set(epochs)):  # one epoch per batch in practice
+            sel = [j for j, e in enumerate(epochs) if e == epoch]
+            frames[sel], mixable[sel] = self.batch_frame_indices([indices[j] for j in sel], epoch)
+        videos = [self.video_indices[i] for i in indices]
+        return {
+            "frames": gather_frames(self.store, videos, frames, self.channels),
+            "mixable": torch.from_numpy(mixable),
+            "label": torch.tensor([self.labels[i] for i in indices], dtype=torch.int64),
+            "video": torch.tensor(videos, dtype=torch.int64),
+        }
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
-        frames, mixable = self.frame_indices(index, epoch)
-        video = self.video_indices[index]
-        return {
-            "frames": read_frames(self.store, video, frames, self.channels),
-            "mixable": torch.tensor(mixable),
-            "label": torch.tensor(self.labels[index], dtype=torch.int64),
-            "video": torch.tensor(video, dtype=torch.int64),
-        }
+        return {k: v[0] for k, v in self.get_batch([key]).items()}

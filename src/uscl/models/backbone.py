@@ -7,6 +7,8 @@ Nothing is downloaded: weights are always ``None``.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
@@ -19,12 +21,40 @@ ARCHITECTURES = {
 }
 
 
+class GreyAwareConv2d(nn.Conv2d):
+    """An RGB input convolution that also takes 1-channel (grey) images.
+
+    For a grey image x repeated to three channels, conv(W, [x, x, x]) equals
+    conv(W_r + W_g + W_b, x): the same output, a third of the input work and
+    no 3-channel copy of every batch. The weight keeps its RGB shape (so
+    checkpoints, ImageNet weights and exports are unchanged), and its
+    gradient is the one the repeated input would give.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1 and self.in_channels == 3:
+            return F.conv2d(x, self.weight.sum(dim=1, keepdim=True), self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
+        return super().forward(x)
+
+
+def grey_aware(conv: nn.Conv2d) -> GreyAwareConv2d:
+    """The same convolution (same parameters, same state-dict keys) as a :class:`GreyAwareConv2d`."""
+    new = GreyAwareConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                          padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                          bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    new.weight = conv.weight
+    new.bias = conv.bias
+    return new
+
+
 def build_backbone(arch: str) -> tuple[nn.Module, int]:
-    """Return (ResNet with ``fc = Identity``, feature dimension)."""
+    """Return (ResNet with ``fc = Identity``, feature dimension); it takes RGB or grey input."""
     try:
         ctor, dim = ARCHITECTURES[arch]
     except KeyError:
         raise ConfigError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})") from None
     net = ctor(weights=None)
     net.fc = nn.Identity()
+    net.conv1 = grey_aware(net.conv1)
     return net, dim

@@ -320,8 +320,11 @@ class _Run:
         self.optimizer = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         d = cfg.dataset
+        # grey frames stay 1-channel: the backbone's first convolution takes them as RGB-repeated
+        self.view_channels = 1 if self.channels == 1 else 3
         self.augment = BatchAugment(AugmentConfig(size=d.image_size, scale=d.scale, ratio=d.ratio, flip_p=d.flip_p,
-                                                  jitter_s=d.s, jitter_p=d.jitter_p, mean=d.mean, std=d.std))
+                                                  jitter_s=d.s, jitter_p=d.jitter_p, mean=d.mean, std=d.std,
+                                                  out_channels=self.view_channels))
 
     def _init_from(self, model: nn.Module, spec: str) -> None:
         path = Path(spec)
@@ -444,7 +447,8 @@ class _Run:
             lam = sample_lambda(b, cfg.alpha, generator=gen)
             if b < 2:
                 continue
-            x = eval_transform(frames.flatten(0, 1), d.image_size, d.mean, d.std).unflatten(0, (b, 3))
+            x = eval_transform(frames.flatten(0, 1), d.image_size, d.mean, d.std,
+                               self.view_channels).unflatten(0, (b, 3))
             f1, f2, f3 = x[:, 0], x[:, 1], x[:, 2]
             mixable = batch["mixable"].to(self.device).bool()
             if self.spec.mixup:
