@@ -284,3 +284,23 @@ def test_get_batch_equals_items_and_rgb_mix(make_store):
         video, frame = fds.items[i]
         assert torch.equal(fb["image"][j], torch.from_numpy(np.array(store.frame(video, frame))).permute(2, 0, 1))
         assert fb["video"][j] == video and fb["frame"][j] == frame
+
+
+def test_device_batch_loader_gives_the_loaders_batches(make_store):
+    from uscl.data import DeviceBatchLoader, DeviceFrames
+
+    store = _store(make_store, n_videos=7, frame_counts=[1, 2, 5, 6, 6, 9, 4], size=8)
+    ds = VideoItemDataset(store, [6, 0, 2, 3, 5], class_to_index=CLASSES, seed=4)
+    frames = DeviceFrames(store, ds.video_indices, ds.channels, "cpu")
+    assert frames.nbytes == sum(store.videos[v].num_frames for v in ds.video_indices) * 64
+    for world, rank in ((1, 0), (2, 1)):
+        ref = make_loader(ds, 2, shuffle=True, seed=1, drop_last=True, world_size=world, rank=rank)
+        dev = DeviceBatchLoader(ds, frames, 2, shuffle=True, seed=1, drop_last=True, world_size=world, rank=rank)
+        assert len(ref) == len(dev)
+        for epoch in range(2):
+            ref.set_epoch(epoch)
+            dev.set_epoch(epoch)
+            for a, b in zip(ref, dev, strict=True):
+                assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(KeyError):
+        frames.read([1], np.zeros((1, 3), dtype=np.int64))  # video 1 was not loaded

@@ -212,3 +212,19 @@ def test_cli_pretrain_and_resume(make_store, tmp_path, capsys):
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
     assert main(["pretrain", "--resume", str(out), "--epochs", "3", "--arch", "resnet50"]) == 2
     assert "resnet50" in capsys.readouterr().err
+
+
+def test_frames_on_device_trains_exactly_like_the_loader(make_store, tmp_path):
+    """Frames held on the device (here the CPU) give the same batches, so the same weights."""
+    store = make_store(n_videos=10, frames=6, size=32, labelled=0.6)
+    runs = {}
+    for mode in ("never", "always"):
+        cfg = tiny(store, tmp_path / mode, dataset=DatasetConfig(image_size=32, valid_size=0.25, frames_on_device=mode))
+        runs[mode] = pretrain(cfg)
+    a, _ = load_weights(runs["never"].last_path)
+    b, _ = load_weights(runs["always"].last_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["total_loss"] for r in runs["never"].metrics] == [r["total_loss"] for r in runs["always"].metrics]
+    assert validate_config(PretrainConfig(dataset=DatasetConfig(frames_on_device=True))).dataset.frames_on_device == "always"
+    with pytest.raises(ConfigError, match="frames_on_device"):
+        validate_config(PretrainConfig(dataset=DatasetConfig(frames_on_device="sometimes")))

@@ -28,6 +28,7 @@ OVERRIDES = {
     "image_size": "dataset.image_size", "lr": "lr", "seed": "seed", "device": "device",
     "workers": "dataset.num_workers", "arch": "model.base_model", "label_rate": "label_rate",
     "data_rate": "data_rate", "alpha": "alpha", "precision": "precision",
+    "frames_on_device": "dataset.frames_on_device",
 }
 
 
@@ -47,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="CUDA mixed precision (default bf16)")
     p.add_argument("--workers", type=int, help="data loader worker processes")
+    p.add_argument("--frames-on-device", choices=["auto", "always", "never"],
+                   help="hold the training frames on the GPU and gather batches there, no workers "
+                        "(default auto: on CUDA when they fit in a quarter of the free GPU memory)")
     p.add_argument("--label-rate", type=float, help="fraction of labelled videos whose labels are used")
     p.add_argument("--data-rate", type=float, help="fraction of the store's videos used")
     p.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for the mixup weight (default 0.5)")

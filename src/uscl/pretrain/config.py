@@ -47,6 +47,9 @@ class LossConfig:
     lambda_sup: float = 0.2  # weight of each view's cross-entropy (uscl only)
 
 
+FRAMES_ON_DEVICE = ("auto", "always", "never")
+
+
 @dataclass
 class DatasetConfig:
     image_size: int = 224
@@ -60,6 +63,9 @@ class DatasetConfig:
     mean: float = 0.5
     std: float = 0.25
     num_workers: int = 0
+    # keep every training frame on the GPU and gather batches there (no loader workers):
+    # auto = on CUDA when the frames take at most a quarter of the free GPU memory
+    frames_on_device: bool | str = "auto"  # auto | always | never (or true / false)
     frames_per_item: int = 3
     min_gap: int = 0
     max_gap: int | None = None
@@ -226,6 +232,10 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     need(len(d.ratio) == 2 and 0 < d.ratio[0] <= d.ratio[1], f"dataset.ratio must be (lo, hi) with 0 < lo <= hi, got {d.ratio}")
     need(d.std > 0, f"dataset.std must be > 0, got {d.std}")
     need(d.num_workers >= 0, f"dataset.num_workers must be >= 0, got {d.num_workers}")
+    if isinstance(d.frames_on_device, bool):  # YAML true/false/yes/no
+        cfg.dataset.frames_on_device = d.frames_on_device = "always" if d.frames_on_device else "never"
+    need(d.frames_on_device in FRAMES_ON_DEVICE,
+         f"dataset.frames_on_device must be one of {', '.join(FRAMES_ON_DEVICE)}, got {d.frames_on_device!r}")
     need(d.frames_per_item == 3, f"dataset.frames_per_item must be 3 (f1, f2 anchor, f3), got {d.frames_per_item}")
     need(d.min_gap >= 0 and (d.max_gap is None or d.max_gap >= d.min_gap),
          f"dataset.min_gap/max_gap: need 0 <= min_gap <= max_gap, got {d.min_gap}/{d.max_gap}")

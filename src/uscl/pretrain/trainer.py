@@ -282,9 +282,19 @@ class _Run:
         pairs = PairSamplingConfig(frames_per_item=d.frames_per_item, min_gap=d.min_gap, max_gap=d.max_gap,
                                    mode=self.spec.sampling_mode)
         self.train_ds = VideoItemDataset(store, train, pairs, class_to_index=c2i, use_label=use_label, seed=cfg.seed)
-        self.train_loader = make_loader(self.train_ds, batch // world, shuffle=True, seed=cfg.seed, drop_last=True,
-                                        num_workers=d.num_workers, world_size=world, rank=self.dinfo.rank,
-                                        pin_memory=self.device.type == "cuda")
+        self.frames_on_device = self._frames_on_device(store, train)
+        if self.frames_on_device:
+            from uscl.data import DeviceBatchLoader, DeviceFrames
+
+            frames = DeviceFrames(store, train, self.train_ds.channels, self.device)
+            log.info(f"training frames on {self.device.type}: {frames.nbytes / 2**30:.2f} GiB, "
+                     "batches gathered there (no loader workers)")
+            self.train_loader = DeviceBatchLoader(self.train_ds, frames, batch // world, shuffle=True, seed=cfg.seed,
+                                                  drop_last=True, world_size=world, rank=self.dinfo.rank)
+        else:
+            self.train_loader = make_loader(self.train_ds, batch // world, shuffle=True, seed=cfg.seed,
+                                            drop_last=True, num_workers=d.num_workers, world_size=world,
+                                            rank=self.dinfo.rank, pin_memory=self.device.type == "cuda")
         self.val_loader = None
         if val:
             # fixed draws: the same frames every evaluation (seed offset, epoch 0)
@@ -293,6 +303,18 @@ class _Run:
                                           drop_last=False, num_workers=0)
         self.train_videos, self.val_videos = train, val
         self.channels = self.train_ds.channels
+
+    def _frames_on_device(self, store, videos) -> bool:
+        """Whether to hold the training frames on the device (dataset.frames_on_device)."""
+        from uscl.data import frames_nbytes
+
+        mode = self.cfg.dataset.frames_on_device
+        if mode != "auto":
+            return mode == "always"
+        if self.device.type != "cuda":
+            return False  # on the CPU the memory-mapped store already is in memory
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return frames_nbytes(store, videos, self.train_ds.channels) <= free // 4
 
     def _model(self):
         from uscl.augment import AugmentConfig, BatchAugment
