@@ -18,10 +18,16 @@ including the paired per-fold difference against the random baseline.
 Name an init with NAME=SPEC; otherwise checkpoint runs are named by their
 pretraining method (uscl, simclr...).
 
-example:
+--only-folds 0,2 runs only those folds for every init (same folds, so still
+paired; the table says "folds 0, 2 of 5 only"). --resume keeps DIR's folds and
+continues each init's run: complete folds are kept, the rest trained.
+
+examples:
   uscl compare --store pocus_store --out runs/compare --init random \\
       --init checkpoint:runs/uscl --init checkpoint:runs/simclr \\
       --init imagenet=imagenet:weights/resnet18.pth --config configs/finetune_paper.yaml
+  uscl compare --store pocus_store --out runs/compare --init random --init checkpoint:runs/uscl \\
+      --config configs/finetune_paper.yaml --only-folds 0      # then the same with --resume for all folds
 """
 
 
@@ -29,13 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_finetune_arguments(p, with_init=False)
     p.add_argument("--init", action="append", dest="inits", required=True, metavar="[NAME=]SPEC",
                    help="an init to compare (repeat): random | imagenet:PATH | checkpoint:RUN | uscl-official:PATH")
-    p.add_argument("--resume", action="store_true", help="keep DIR's folds and skip inits that already finished")
 
 
 def run(args: argparse.Namespace) -> int:
     from uscl.finetune.compare import compare
 
     cfg = config_from_args(args)
-    result = compare(cfg, args.inits, cfg.out, resume=args.resume)
+    result = compare(cfg, args.inits, cfg.out)
     print(f"wrote {result.out}/comparison.json, comparison.md and {result.report}")
     return 0

@@ -23,16 +23,27 @@ the best epoch on a validation split carved from the training fold by video
 (--select val). --select-on-test reproduces the original's selection on the
 test fold and marks every output as optimistic.
 
-example:
+--only-folds 0,2 trains and evaluates only those folds of the split (the split
+is still made over all folds, so fold 2 holds the same videos either way);
+metrics.json and the report then say "folds 0, 2 of 5 only". --resume
+continues a run folder with the same settings: folds whose outputs are
+complete are kept, unfinished ones are redone; a setting that differs is
+refused by name. Together they fill in the missing folds later.
+
+examples:
   uscl finetune --store pocus_store --out runs/ft_uscl --init checkpoint:runs/uscl \\
       --config configs/finetune_paper.yaml --classes covid,pneumonia,regular --where probe=convex
+  uscl finetune --store pocus_store --out runs/ft_uscl --init checkpoint:runs/uscl \\
+      --config configs/finetune_paper.yaml --only-folds 0,1          # a quick look at 2 of 5 folds
+  uscl finetune --store pocus_store --out runs/ft_uscl --init checkpoint:runs/uscl \\
+      --config configs/finetune_paper.yaml --resume                   # the other folds (or after a kill)
 """
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser, *, with_init: bool = True) -> None:
     """Flags shared by `finetune` and `compare` (defaults None: the YAML/dataclass decides)."""
     p.add_argument("--store", help="frame store folder (made by `uscl prepare`)")
-    p.add_argument("--out", help="output folder (refused if not empty, unless --overwrite)")
+    p.add_argument("--out", help="output folder (refused if not empty, unless --overwrite or --resume)")
     if with_init:
         p.add_argument("--init", help="random | imagenet:PATH | checkpoint:RUN_OR_FILE | uscl-official:PATH (default random)")
     p.add_argument("--mode", choices=["paper", "full", "linear", "knn"], help="what trains (default paper)")
@@ -63,11 +74,18 @@ def add_finetune_arguments(p: argparse.ArgumentParser, *, with_init: bool = True
                    help="UNSAFE: allow loading a legacy full-pickle .pth (runs code from the file)")
     p.add_argument("--config", help="YAML file with FinetuneConfig keys; flags override it")
     p.add_argument("--overwrite", action="store_true", default=None, help="reuse a non-empty output folder")
+    p.add_argument("--only-folds", metavar="K,K,...",
+                   help="train and evaluate only these folds (0-based indices of the split), e.g. 0,2; "
+                        "the results then say they are partial")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run(s) in --out with the same settings: keep folds whose outputs are "
+                        "complete, redo unfinished ones (with --only-folds: fill in those folds)")
 
 
 _FIELDS = ("store", "out", "init", "mode", "arch", "folds", "splits", "classes", "merge_small_folds", "epochs", "lr",
            "weight_decay", "batch_size", "image_size", "max_frames_per_video", "select", "val_fraction",
-           "select_on_test", "knn_k", "seed", "device", "workers", "amp", "unsafe_pickle", "overwrite")
+           "select_on_test", "knn_k", "seed", "device", "workers", "amp", "unsafe_pickle", "overwrite", "only_folds",
+           "resume")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -94,5 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     result = finetune(cfg)
-    print(f"wrote {result.run_dir}/metrics.json (per fold and summary); report: uscl report {result.run_dir}")
+    cov = result.metrics.get("coverage")
+    print(f"wrote {result.run_dir}/metrics.json (per fold and summary"
+          + (f"; {cov}: add the other folds with --resume" if cov else "")
+          + f"); report: uscl report {result.run_dir}")
     return 0

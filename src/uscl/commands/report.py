@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 NAME = "report"
 ORDER = 42
@@ -25,5 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from uscl.finetune.report import report
 
     path = report(args.path)
-    print(f"wrote {path} (and metrics.json, *.png beside it)")
+    metrics = json.loads((path.parent / "metrics.json").read_text())
+    partial = sorted({m["coverage"] for m in [metrics, *metrics.get("per_init", {}).values()] if m.get("coverage")})
+    print(f"wrote {path} (and metrics.json, *.png beside it)"
+          + (f"; note: partial cross-validation ({'; '.join(partial)}), not a full k-fold estimate" if partial else ""))
     return 0

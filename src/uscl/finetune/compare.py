@@ -1,7 +1,10 @@
 """Several initialisations fine-tuned over the SAME folds, then one table and one report.
 
 ``DIR/splits.json`` is made once; every init runs into ``DIR/<name>/`` with
-those folds, so per-fold differences are paired. ``DIR/comparison.json`` and
+those folds, so per-fold differences are paired. ``only_folds`` is passed to
+every init, so a partial comparison still compares the same folds; ``resume``
+continues each init's run (complete folds kept, the rest redone), which also
+fills in folds a partial comparison left out. ``DIR/comparison.json`` and
 ``comparison.md`` hold the table; :func:`uscl.finetune.report.report` adds
 report.md, metrics.json and plots.
 """
@@ -16,6 +19,7 @@ from uscl.errors import UsclError
 from uscl.finetune.config import FinetuneConfig
 from uscl.finetune.init import load_init, name_for, parse_init
 from uscl.finetune.report import comparison_data, load_run, markdown_table, paired_table, report
+from uscl.finetune.splits import select_folds
 from uscl.finetune.train import build_model, build_splits, finetune
 from uscl.utils.atomic import atomic_write_json, atomic_write_text, prepare_output_dir
 
@@ -48,14 +52,17 @@ def resolve_names(inits: list[str], unsafe_pickle: bool = False) -> list[tuple[s
 def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: bool = False, log=print) -> CompareResult:
     """Run ``finetune`` once per init over one shared split; write the comparison and the report.
 
-    ``resume`` keeps a folder's splits.json and skips inits whose run already finished.
+    ``resume`` (or ``base.resume``) keeps the folder's splits.json and resumes each init's run:
+    its complete folds are kept, missing or partial ones trained. ``base.only_folds`` applies
+    to every init.
     """
     from uscl.store import FrameStore
 
     if not inits:
         raise UsclError("give at least one --init")
     out = Path(out)
-    base = dataclasses.replace(base, out=str(out))
+    resume = resume or base.resume
+    base = dataclasses.replace(base, out=str(out), resume=resume)
     base.validate()
     store = FrameStore(base.store)
     named = resolve_names(inits, base.unsafe_pickle)
@@ -68,17 +75,16 @@ def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: 
         splits = build_splits(splits_cfg, store)
     else:
         splits = build_splits(base, store)
+        select_folds(splits, base.only_folds)  # a bad --only-folds is refused before anything is written
         prepare_output_dir(out, overwrite=base.overwrite, marker="comparison.json")
         splits.save(shared)
+    selected = select_folds(splits, base.only_folds)
     log(f"compare {', '.join(n for n, _, _ in named)} over the same folds:\n{splits.summary()}")
+    if base.only_folds is not None:
+        log(f"--only-folds: every init trains fold(s) {', '.join(str(f.index) for f in selected)} of {splits.n_folds}")
 
     for name, spec, _ in named:
-        run_dir = out / name
-        if resume and (run_dir / "metrics.json").is_file():
-            log(f"{name}: finished run found in {run_dir}, kept (--resume)")
-            continue
-        cfg = dataclasses.replace(base, init=spec, out=str(run_dir), splits=None,
-                                  overwrite=base.overwrite or resume)
+        cfg = dataclasses.replace(base, init=spec, out=str(out / name), splits=None)
         finetune(cfg, splits=splits, log=log)
 
     runs = {name: load_run(out / name) for name, _, _ in named}

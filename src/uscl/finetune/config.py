@@ -27,6 +27,12 @@ class FinetuneConfig:
     the training fold by video. ``select_on_test`` reproduces the original's
     per-fold choice of the epoch with the best *test* accuracy; every output
     then says so.
+
+    ``only_folds`` trains and evaluates only these fold indices of the split
+    (the split itself is always made over all folds, so fold 2 holds the same
+    videos either way); the outputs then say the estimate is partial.
+    ``resume`` continues a run folder whose saved settings match: folds with
+    complete outputs are kept, the others are redone from scratch.
     """
 
     store: str = ""
@@ -57,6 +63,8 @@ class FinetuneConfig:
     amp: bool = True  # bf16 autocast on CUDA (always fp32 on CPU)
     unsafe_pickle: bool = False
     overwrite: bool = False
+    only_folds: list[int] | None = None  # fold indices to run (None: all)
+    resume: bool = False  # continue a matching run folder: keep complete folds, redo the rest
 
     def validate(self) -> "FinetuneConfig":
         if not self.store:
@@ -78,6 +86,17 @@ class FinetuneConfig:
             raise ConfigError("choose one of --select val and --select-on-test")
         if self.mode in ("linear", "knn") and (self.select_on_test or self.select == "val"):
             raise ConfigError(f"mode {self.mode} has no epochs to select; drop --select val / --select-on-test")
+        if self.resume and self.overwrite:
+            raise ConfigError("choose one of --resume (keep finished folds) and --overwrite (start again)")
+        if self.only_folds is not None:
+            if not self.only_folds:
+                raise ConfigError("--only-folds is empty; give fold indices such as 0,2")
+            negative = [k for k in self.only_folds if k < 0]
+            if negative:
+                raise ConfigError(f"--only-folds: fold indices start at 0, got {negative[0]}")
+            twice = sorted({k for k in self.only_folds if self.only_folds.count(k) > 1})
+            if twice:
+                raise ConfigError(f"--only-folds lists fold(s) {', '.join(map(str, twice))} more than once")
         return self
 
     @property

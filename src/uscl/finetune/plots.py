@@ -49,8 +49,12 @@ def confusion_matrices(path: Path, matrices: dict[str, list], classes: Sequence[
     return _save(fig, path)
 
 
-def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str) -> Path:
-    """Grouped bars: per fold, one bar per init; one panel per level (frame, video)."""
+def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str,
+                  fold_labels: Sequence[str] | None = None) -> Path:
+    """Grouped bars: per fold, one bar per init; one panel per level (frame, video).
+
+    ``fold_labels`` names the bar groups (default ``fold 0..n-1``), for runs of only some folds.
+    """
     plt = _plt()
     levels = list(next(iter(per_init.values())).keys())
     fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 3.4), squeeze=False)
@@ -62,7 +66,7 @@ def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str) 
         for i, name in enumerate(names):
             vals = [np.nan if v is None else v for v in per_init[name][level]]
             ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name)
-        ax.set_xticks(x, [f"fold {k}" for k in range(n_folds)])
+        ax.set_xticks(x, list(fold_labels) if fold_labels is not None else [f"fold {k}" for k in range(n_folds)])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"{level} accuracy")
         ax.grid(axis="y", alpha=0.3)

@@ -6,6 +6,10 @@ metric from ``fold{k}/predictions.csv`` and writes ``report.md``,
 ``metrics.json`` and PNG plots beside them. Against the baseline (``random``
 when present) it gives the paired per-fold difference, because the inits share
 the same folds and fold-to-fold variation would otherwise swamp the effect.
+
+A run of only some folds (``--only-folds``) is reported as such ("folds 0, 2
+of 5 only") wherever its numbers appear; runs are paired only when they cover
+the same folds.
 """
 
 from __future__ import annotations
@@ -46,7 +50,10 @@ def load_run(run_dir: str | Path) -> dict:
         histories.append(_read_history(run_dir / f"fold{k}" / "history.csv"))
     pooled = M.pooled_metrics([v for p in preds for v in p.video_ids], np.concatenate([p.labels for p in preds]),
                               np.concatenate([p.probs for p in preds]), classes)
-    metrics = {**meta, "folds": folds, "summary": M.summarize(folds, classes, pooled)}
+    folds_run = [f["fold"] for f in folds]
+    coverage = M.folds_coverage(folds_run, meta["n_folds"])
+    metrics = {**meta, "folds_run": folds_run, "complete": coverage is None, "coverage": coverage,
+               "folds": folds, "summary": M.summarize(folds, classes, pooled)}
     return {"dir": run_dir, "metrics": metrics, "predictions": preds, "histories": [h for h in histories if h]}
 
 
@@ -57,9 +64,10 @@ def _read_history(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _fold_tests(run_dir: Path) -> list[list[str]]:
+def _fold_tests(run_dir: Path, folds_run: list[int] | None = None) -> list[list[str]]:
+    """Test videos of each fold the run evaluated (all folds of its splits.json when ``folds_run`` is None)."""
     data = json.loads((run_dir / "splits.json").read_text())
-    return [sorted(f["test"]) for f in data["folds"]]
+    return [sorted(f["test"]) for f in data["folds"] if folds_run is None or f["index"] in folds_run]
 
 
 def label_of(metrics: dict, name: str | None = None) -> str:
@@ -74,7 +82,7 @@ def comparison_data(runs: dict[str, dict], baseline: str | None = None) -> dict:
     if not names:
         raise UsclError("nothing to compare: no finished runs")
     baseline = baseline if baseline in runs else ("random" if "random" in runs else names[0])
-    tests = {n: _fold_tests(r["dir"]) for n, r in runs.items()}
+    tests = {n: _fold_tests(r["dir"], r["metrics"].get("folds_run")) for n, r in runs.items()}
     same_folds = all(t == tests[baseline] for t in tests.values())
     out = {
         "format": COMPARISON_FORMAT,
@@ -93,6 +101,9 @@ def comparison_data(runs: dict[str, dict], baseline: str | None = None) -> dict:
             "mode": m.get("mode"),
             "arch": m.get("arch"),
             "selection": m.get("selection"),
+            "n_folds": m.get("n_folds"),
+            "folds_run": m.get("folds_run"),
+            "coverage": m.get("coverage"),  # e.g. "folds 0, 2 of 5 only"; None for a full k-fold run
             "selected_on_test": bool(m.get("selected_on_test")),
             "warning": SELECTED_ON_TEST if m.get("selected_on_test") else None,
             "summary": {lvl: {k: m["summary"][lvl][k] for k, _ in TABLE_METRICS} for lvl in ("frame", "video")},
@@ -121,6 +132,8 @@ def markdown_table(data: dict) -> str:
     lines = ["| init | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for n, r in data["runs"].items():
         name = f"{n} **[{SELECTED_ON_TEST}]**" if r["selected_on_test"] else n
+        if r.get("coverage"):
+            name += f" ({r['coverage']})"
         cells = [_pm(r["summary"][lvl][k]) for lvl in ("frame", "video") for k, _ in TABLE_METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -129,7 +142,8 @@ def markdown_table(data: dict) -> str:
 def paired_table(data: dict) -> str:
     if not data["paired_vs_baseline"]:
         if not data["same_folds"]:
-            return "_The runs do not share the same folds: no paired comparison._"
+            covered = "; ".join(f"{n}: {r.get('coverage') or 'all folds'}" for n, r in data["runs"].items())
+            return f"_The runs do not share the same folds ({covered}): no paired comparison._"
         return "_Only one init: nothing to compare against._"
     lines = [f"Paired per-fold difference vs **{data['baseline']}** (same folds; positive = better than the baseline):",
              "", "| init | level | metric | Δ mean ± std | per-fold Δ | better in folds | paired t-test p |",
@@ -206,11 +220,17 @@ def write_plots(path: Path, runs: dict[str, dict], classes) -> list[Path]:
         y = np.concatenate([p.labels for p in r["predictions"]])
         pr = np.concatenate([p.probs for p in r["predictions"]])
         figs.append(plots.roc_curves(path / f"roc{sfx}.png", y, pr, classes, f"ROC, frames: {label_of(m, n)}"))
-    figs.append(plots.fold_accuracy(
-        path / "fold_accuracy.png",
-        {label_of(r["metrics"], n): {lvl: r["metrics"]["summary"][lvl]["accuracy"]["values"] for lvl in ("frame", "video")}
-         for n, r in runs.items()},
-        "test accuracy per fold"))
+    # bars aligned by fold index, so runs of different folds (--only-folds) do not shift
+    indices = sorted({f["fold"] for r in runs.values() for f in r["metrics"]["folds"]})
+    per_init = {}
+    for n, r in runs.items():
+        by_fold = {f["fold"]: f for f in r["metrics"]["folds"]}
+        per_init[label_of(r["metrics"], n)] = {
+            lvl: [by_fold[k][lvl]["accuracy"] if k in by_fold else None for k in indices] for lvl in ("frame", "video")}
+    coverage = next((r["metrics"].get("coverage") for r in runs.values() if r["metrics"].get("coverage")), None)
+    figs.append(plots.fold_accuracy(path / "fold_accuracy.png", per_init,
+                                    "test accuracy per fold" + (f" ({coverage})" if coverage else ""),
+                                    fold_labels=[f"fold {k}" for k in indices]))
     hist = {n: r["histories"] for n, r in runs.items() if r["histories"]}
     if hist:
         figs.append(plots.training_curves(path / "training_curves.png", hist, "training curves"))
@@ -220,12 +240,19 @@ def write_plots(path: Path, runs: dict[str, dict], classes) -> list[Path]:
 def render_markdown(title: str, data: dict, runs: dict, figs: list[Path]) -> str:
     any_test = any(r["selected_on_test"] for r in data["runs"].values())
     first = next(iter(runs.values()))["metrics"]
+    coverages = sorted({r.get("coverage") for r in data["runs"].values() if r.get("coverage")})
     lines = [f"# {title}", ""]
+    if coverages:
+        partial = (f"> **Partial cross-validation: {'; '.join(coverages)}** (`--only-folds`). The numbers below "
+                   f"cover those folds only; they are not a full {first['n_folds']}-fold estimate. "
+                   "Fill in the other folds with `uscl finetune --resume` (or `uscl compare --resume`).")
+        lines += [partial, ""]
     if any_test:
         lines += [f"> **WARNING: {SELECTED_ON_TEST}.** Runs marked so kept, per fold, the epoch with the best "
                   "accuracy on the test fold (the original release's protocol); their numbers are inflated.", ""]
     lines += [
-        f"Classes: {', '.join(data['classes'])}. Folds: {first['n_folds']} ({first.get('split_method')}), "
+        f"Classes: {', '.join(data['classes'])}. Folds: "
+        f"{'; '.join(coverages) if coverages else first['n_folds']} ({first.get('split_method')}), "
         f"split by video/patient, the same for every init: {'yes' if data['same_folds'] else 'NO'}.",
         f"Store: `{first.get('store')}` (id {first.get('store_id')}). Mode: {first.get('mode')}, arch {first.get('arch')}.",
         "Metrics: mean ± std (ddof 1) over folds; video level = mean of frame probabilities per video.",

@@ -300,6 +300,27 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> Sp
     return splits
 
 
+def select_folds(splits: Splits, only: Sequence[int] | None) -> list[Fold]:
+    """The folds a run trains (``--only-folds``), in split order; all of them when ``only`` is None.
+
+    Selection never changes a fold's videos: the split is always made over all folds.
+    """
+    if only is None:
+        return list(splits.folds)
+    indices = [f.index for f in splits.folds]
+    twice = sorted({k for k in only if list(only).count(k) > 1})
+    if twice:
+        raise UsclError(f"--only-folds lists fold(s) {', '.join(map(str, twice))} more than once")
+    bad = [k for k in only if k not in indices]
+    if bad:
+        raise UsclError(
+            f"--only-folds {', '.join(map(str, bad))}: out of range; the split has {splits.n_folds} folds "
+            f"(indices {min(indices)}-{max(indices)})"
+        )
+    wanted = set(only)
+    return [f for f in splits.folds if f.index in wanted]
+
+
 # -- leakage ------------------------------------------------------------------
 def check_leakage(splits: Splits, store=None) -> None:
     """Fail loudly if any video or patient sits on two sides of a fold.

@@ -1,10 +1,13 @@
 """k-fold fine-tuning and evaluation: :func:`finetune` (the Python API behind ``uscl finetune``).
 
-One run = one init x one mode over all folds of one split. Per fold it writes
-``fold{k}/model.safetensors`` (+ JSON metadata with the classes and the
-preprocessing, enough for ``uscl predict``), ``history.csv``,
-``predictions.csv`` and ``metrics.json``; the run root gets ``config.yaml``,
-``splits.json`` and ``metrics.json`` (per fold and summary).
+One run = one init x one mode over the folds of one split (all of them, or
+``only_folds``). Per fold it writes ``fold{k}/model.safetensors`` (+ JSON
+metadata with the classes and the preprocessing, enough for ``uscl predict``),
+``history.csv``, ``predictions.csv`` and, last, ``metrics.json``; the run root
+gets ``config.yaml``, ``splits.json`` and ``metrics.json`` (per fold and
+summary, with ``folds_run`` and ``complete``: whether every fold of the split
+is in it). ``resume`` keeps the complete folds of a matching run folder and
+redoes the rest (:mod:`uscl.finetune.run_folder`).
 
 Model selection is honest by default: the model after the fixed epoch budget
 (``select=last``) or the best epoch on a validation split carved from the
@@ -30,21 +33,21 @@ from torch import nn
 from uscl.finetune import metrics as M
 from uscl.finetune.config import SELECTED_ON_TEST, FinetuneConfig
 from uscl.finetune.init import InitSpec, apply_init, load_init, name_for, parse_init
-from uscl.finetune.predictions import Predictions, write_predictions
+from uscl.finetune.predictions import Predictions, read_predictions, write_predictions
+from uscl.finetune.run_folder import clear_fold, fold_dir, open_run
 from uscl.finetune.splits import (
     Splits,
     carve_validation,
     check_leakage,
     load_splits,
     make_splits,
+    select_folds,
 )
 from uscl.utils.atomic import (
     atomic_write_json,
     atomic_write_text,
     atomic_write_with,
-    prepare_output_dir,
 )
-from uscl.utils.config import dump_yaml
 from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.progress import progress
 
@@ -119,18 +122,22 @@ def train_mode(model: nn.Module, freeze_bn_stats: bool) -> None:
 # -- data -------------------------------------------------------------------------------
 def _loader(store, indices, class_to_index, cfg: FinetuneConfig, *, train: bool, seed: int, max_frames=None):
     from uscl.data.frame_dataset import FrameDataset
+    from uscl.data.loader import BatchReader
     from uscl.utils.seed import make_generator, worker_init_fn
 
     ds = FrameDataset(store, indices, class_to_index, max_frames_per_video=max_frames)
     n = len(ds)
+    generator = make_generator(seed)
+    order = torch.utils.data.RandomSampler(ds, generator=generator) if train else torch.utils.data.SequentialSampler(ds)
+    batches = torch.utils.data.BatchSampler(order, cfg.batch_size,
+                                            drop_last=train and n > 1 and n % cfg.batch_size == 1)  # 1-image batch: BatchNorm fails
     return torch.utils.data.DataLoader(
-        ds,
-        batch_size=cfg.batch_size,
-        shuffle=train,
-        drop_last=train and n > 1 and n % cfg.batch_size == 1,  # a 1-image batch breaks BatchNorm
+        BatchReader(ds),  # one read per batch, straight into the batch tensor
+        batch_size=None,
+        sampler=batches,
         num_workers=cfg.workers,
         worker_init_fn=worker_init_fn if cfg.workers else None,
-        generator=make_generator(seed),
+        generator=generator,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
@@ -155,7 +162,10 @@ class _Runner:
 
         x = images.to(self.device, non_blocking=True)
         mean, std = cfg_mean_std(self.cfg)
-        x = self.augment(x, generator=generator) if train else eval_transform(x, self.cfg.image_size, mean, std, 3)
+        # grey frames stay 1-channel: the backbone's first convolution takes them as RGB-repeated
+        out_c = 1 if x.shape[1] == 1 else 3
+        x = self.augment.augment(x, generator, out_channels=out_c) if train else \
+            eval_transform(x, self.cfg.image_size, mean, std, out_c)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -316,11 +326,11 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 # -- the run --------------------------------------------------------------------------
 def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) -> FinetuneResult:
-    """Fine-tune and evaluate one init over all folds; see the module docstring for the outputs.
+    """Fine-tune and evaluate one init over the folds; see the module docstring for the outputs.
 
-    Every input is checked (store, labels, folds, leakage, init weights and
-    architecture) before anything is written, so bad input never touches an
-    existing run folder.
+    Every input is checked (store, labels, folds, ``only_folds``, leakage, init
+    weights and architecture, and with ``resume`` the saved settings) before
+    anything is written, so bad input never touches an existing run folder.
     """
     from uscl.store import FrameStore
     from uscl.utils.seed import seed_everything
@@ -340,11 +350,12 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
     build_model(arch, len(classes), init_sd, spec.spec)  # validates keys/arch before any output exists
     init_name = name_for(spec, init_meta)
     device = resolve_device(cfg.device)
+    selected = select_folds(splits, cfg.only_folds)
 
-    run = prepare_output_dir(cfg.out, overwrite=cfg.overwrite, marker="metrics.json")
-    atomic_write_text(run / "config.yaml", dump_yaml(cfg))
-    splits.save(run / "splits.json")
+    run, kept = open_run(cfg, splits, store.store_id, log=log)
     log(f"finetune {init_name} ({spec.spec}) mode={cfg.mode} arch={arch} on {device}; {splits.summary()}")
+    if cfg.only_folds is not None:
+        log(f"--only-folds: training fold(s) {', '.join(str(f.index) for f in selected)} of {splits.n_folds}")
     if cfg.select_on_test:
         log(f"WARNING: {SELECTED_ON_TEST}")
 
@@ -368,9 +379,15 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
         "selection": cfg.selection,
         "selected_on_test": cfg.select_on_test,
     }
-    fold_results, all_pred = [], []
-    for fold in splits.folds:
-        fold_dir = run / f"fold{fold.index}"
+    done: dict[int, dict] = {k: kf.metrics for k, kf in kept.items()}  # fold index -> its metrics.json
+    trained = []
+    for fold in selected:
+        if fold.index in kept:
+            log(f"  fold {fold.index}: complete outputs found, kept (--resume)")
+            continue
+        fdir = fold_dir(run, fold.index)
+        if clear_fold(fdir):
+            log(f"  fold {fold.index}: deleted the partial outputs of an unfinished run, redoing it")
         fold_seed = cfg.seed * 1000 + fold.index
         seed_everything(fold_seed)
         idx = {side: [store.index_of(v) for v in getattr(fold, side)] for side in ("train", "val", "test")}
@@ -407,27 +424,32 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
                 meta_extra = {"head": "knn", "knn_k": cfg.knn_k}
         video_ids = [store.videos[int(v)].video_id for v in vids]
         pred = Predictions(video_ids, vids, frames, labels, probs, classes)
-        write_predictions(fold_dir / "predictions.csv", pred)
+        write_predictions(fdir / "predictions.csv", pred)
         if history:
-            write_history(fold_dir / "history.csv", history)
+            write_history(fdir / "history.csv", history)
         state = {k: v for k, v in model.state_dict().items() if not (cfg.mode == "knn" and k.startswith("head."))}
         state.update(tensors_extra)
-        save_model(fold_dir / "model.safetensors", state,
+        save_model(fdir / "model.safetensors", state,
                    {**base_meta, **meta_extra, "fold": fold.index, "train_videos": len(fold.train),
                     "test_videos": fold.test, "val_videos": fold.val})
         fm = M.fold_metrics(video_ids, labels, probs, classes)
         fres = {"fold": fold.index, "selected_epoch": sel_epoch, "n_train_videos": len(fold.train),
                 "n_val_videos": len(fold.val), "n_test_videos": len(fold.test), **fm}
-        atomic_write_json(fold_dir / "metrics.json", fres)
-        fold_results.append(fres)
-        all_pred.append(pred)
+        atomic_write_json(fdir / "metrics.json", fres)  # last: its presence marks the fold complete
+        done[fold.index] = fres
+        trained.append(fold.index)
         log(f"  fold {fold.index}: frame acc {fm['frame']['accuracy']:.3f}, video acc {fm['video']['accuracy']:.3f}"
             + (f" (epoch {sel_epoch} {'ON TEST' if cfg.select_on_test else 'on val'})" if cfg.select_on_test or cfg.select == "val" else ""))
         del model, loaders
 
+    folds_run = [f.index for f in splits.folds if f.index in done]
+    fold_results = [done[k] for k in folds_run]
+    # pooled over the saved predictions, so a resumed run and `uscl report` give the same numbers
+    all_pred = [read_predictions(fold_dir(run, k) / "predictions.csv", classes) for k in folds_run]
     pooled = M.pooled_metrics(
         [v for p in all_pred for v in p.video_ids], np.concatenate([p.labels for p in all_pred]),
         np.concatenate([p.probs for p in all_pred]), classes)
+    coverage = M.folds_coverage(folds_run, splits.n_folds)
     metrics = {
         "format": METRICS_FORMAT,
         "version": 1,
@@ -441,6 +463,11 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
         "selected_on_test": cfg.select_on_test,
         "warning": SELECTED_ON_TEST if cfg.select_on_test else None,
         "n_folds": splits.n_folds,
+        "folds_run": folds_run,
+        "complete": coverage is None,  # False: a partial k-fold run (--only-folds), not a full estimate
+        "coverage": coverage,
+        "folds_trained_now": trained,
+        "folds_kept": sorted(k for k in kept if k in done),
         "split_method": splits.method,
         "store": str(cfg.store),
         "store_id": store.store_id,
@@ -452,7 +479,10 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
     atomic_write_json(run / "metrics.json", metrics)
     s = metrics["summary"]
     log(f"{init_name}: frame acc {_pm(s['frame']['accuracy'])}, video acc {_pm(s['video']['accuracy'])}"
+        + (f"  [{coverage}: not a full {splits.n_folds}-fold estimate]" if coverage else "")
         + (f"  [{SELECTED_ON_TEST}]" if cfg.select_on_test else ""))
+    if trained and (run / "report.md").is_file():
+        log(f"note: {run}/report.md predates this run's new folds; refresh it with `uscl report {run}`")
     return FinetuneResult(run, metrics, splits, init_name)
 
 

@@ -1,0 +1,179 @@
+"""The folder of a fine-tuning run: start it, replace it (``--overwrite``) or continue it (``--resume``).
+
+A run folder holds ``config.yaml``, ``splits.json`` and one ``fold{k}/`` per
+fold trained. A fold is *complete* when its ``metrics.json`` exists: it is
+written last and atomically, after the predictions, the history and the
+model, so a killed run never leaves a fold that looks finished. Resuming keeps
+the complete folds and redoes the others from scratch (their partial files are
+deleted first), but only when the saved settings and folds match the ones
+asked for; otherwise the differing keys are named and nothing is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import yaml
+
+from uscl.errors import UsclError
+from uscl.finetune.config import DEFAULT_LR, FinetuneConfig
+from uscl.finetune.predictions import Predictions, read_predictions
+from uscl.finetune.splits import Fold, Splits
+from uscl.utils.atomic import atomic_write_text
+from uscl.utils.config import dump_yaml, load_yaml
+
+CONFIG_FILE = "config.yaml"
+SPLITS_FILE = "splits.json"
+FOLD_METRICS = "metrics.json"  # per fold; written last
+
+# settings that may change between a run and its resumption: where and how it runs, and which
+# folds this invocation trains. The store and the splits are compared by content instead of by
+# path (store id of the kept folds' models; the folds' video lists).
+RESUME_FREE = ("out", "overwrite", "resume", "only_folds", "device", "workers", "unsafe_pickle", "store", "splits")
+
+_FOLD_DIR = re.compile(r"fold(\d+)$")
+
+
+@dataclass
+class KeptFold:
+    """A complete fold of an earlier invocation: its metrics.json and its predictions."""
+
+    metrics: dict
+    predictions: Predictions
+
+
+def fold_dir(run: Path, index: int) -> Path:
+    return run / f"fold{index}"
+
+
+def fold_files(mode: str) -> list[str]:
+    """What a complete fold holds besides metrics.json."""
+    return ["predictions.csv", "model.safetensors", "model.json"] + (["history.csv"] if mode in ("paper", "full") else [])
+
+
+def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print) -> tuple[Path, dict[int, KeptFold]]:
+    """Create, replace or continue ``cfg.out``; returns the folder and the complete folds to keep.
+
+    Called after every input was checked, so a refusal here leaves the folder as it was.
+    """
+    run = Path(cfg.out)
+    if run.exists() and not run.is_dir():
+        raise UsclError(f"{run} exists and is not a folder")
+    occupied = run.is_dir() and any(run.iterdir())
+    kept: dict[int, KeptFold] = {}
+    if occupied and cfg.resume:
+        check_resumable(run, cfg, splits)
+        kept = complete_folds(run, splits, cfg.mode, store_id, classes=splits.classes)
+        log(f"resuming {run}: " + (f"fold(s) {', '.join(map(str, sorted(kept)))} complete, kept" if kept
+                                   else "no complete fold yet"))
+    elif occupied and not cfg.overwrite:
+        is_run = (run / CONFIG_FILE).is_file() and (run / SPLITS_FILE).is_file()
+        hint = " (it holds a fine-tuning run: continue it with --resume)" if is_run else ""
+        raise UsclError(f"output folder {run} is not empty{hint}; choose another --out, or pass --overwrite")
+    elif occupied:  # --overwrite: the old run's folds must not mix with the new ones
+        old = [d for d in run.iterdir() if d.is_dir() and _FOLD_DIR.match(d.name)]
+        for d in old:
+            shutil.rmtree(d)
+        if old:
+            log(f"--overwrite: removed {len(old)} fold folder(s) of the previous run in {run}")
+    elif cfg.resume:
+        log(f"--resume: nothing to resume in {run}, starting a new run")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / CONFIG_FILE, dump_yaml(replace(cfg, resume=False, overwrite=False)))
+    if not (run / SPLITS_FILE).is_file() or not cfg.resume:
+        splits.save(run / SPLITS_FILE)
+    return run, kept
+
+
+def check_resumable(run: Path, cfg: FinetuneConfig, splits: Splits) -> None:
+    """Refuse to continue ``run`` unless its saved settings and folds are the ones asked for."""
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        raise UsclError(f"cannot resume {run}: no {CONFIG_FILE} (is it a `uscl finetune` run folder?)")
+    diffs = config_differences(load_yaml(path), cfg)
+    if diffs:
+        raise UsclError(
+            f"cannot resume {run}: its settings differ from the ones given: {'; '.join(diffs)}. "
+            f"Use the run's settings (see {path}) or another --out"
+        )
+    if (run / SPLITS_FILE).is_file():
+        problem = splits_difference(json.loads((run / SPLITS_FILE).read_text()), splits)
+        if problem:
+            raise UsclError(f"cannot resume {run}: {problem} (its {SPLITS_FILE} vs the folds asked for); "
+                            "use the same --folds/--seed/--splits/--classes or another --out")
+
+
+def config_differences(saved: dict, cfg: FinetuneConfig) -> list[str]:
+    """``key (run: X, now: Y)`` for every setting that decides the results and differs."""
+    now = yaml.safe_load(dump_yaml(cfg))  # the same YAML round trip as the saved file
+    defaults = yaml.safe_load(dump_yaml(FinetuneConfig()))
+    out = []
+    for f in fields(FinetuneConfig):
+        if f.name in RESUME_FREE:
+            continue
+        a, b = saved.get(f.name, defaults[f.name]), now.get(f.name)
+        if f.name == "lr":  # unset means the mode's default; compare what was used
+            a = a if a is not None else DEFAULT_LR.get(saved.get("mode", defaults["mode"]))
+            b = b if b is not None else DEFAULT_LR.get(now["mode"])
+        if f.name == "where":
+            a, b = a or {}, b or {}
+        if a != b:
+            out.append(f"{f.name} (run: {a!r}, now: {b!r})")
+    return out
+
+
+def splits_difference(saved: dict, splits: Splits) -> str | None:
+    """Why the saved splits.json is not these folds, or None when the folds are the same."""
+    if list(saved.get("classes", [])) != list(splits.classes):
+        return f"classes differ (run: {','.join(saved.get('classes', []))}, now: {','.join(splits.classes)})"
+    old = {int(f["index"]): f for f in saved.get("folds", [])}
+    if sorted(old) != [f.index for f in splits.folds]:
+        return f"the run has {len(old)} folds, the split asked for has {splits.n_folds}"
+    for f in splits.folds:
+        for side in ("train", "val", "test"):
+            if sorted(old[f.index].get(side, [])) != sorted(getattr(f, side)):
+                return f"fold {f.index} has other {side} videos"
+    return None
+
+
+def complete_folds(run: Path, splits: Splits, mode: str, store_id: str, classes) -> dict[int, KeptFold]:
+    """The folds of ``run`` whose outputs are complete and fit ``splits``; partial ones are left for redoing."""
+    kept = {}
+    for fold in splits.folds:
+        k = load_complete_fold(fold_dir(run, fold.index), fold, mode, store_id, classes)
+        if k is not None:
+            kept[fold.index] = k
+    return kept
+
+
+def load_complete_fold(d: Path, fold: Fold, mode: str, store_id: str, classes) -> KeptFold | None:
+    if not (d / FOLD_METRICS).is_file() or not all((d / name).is_file() for name in fold_files(mode)):
+        return None
+    try:
+        metrics = json.loads((d / FOLD_METRICS).read_text())
+        meta = json.loads((d / "model.json").read_text())
+        preds = read_predictions(d / "predictions.csv", classes)
+    except (OSError, ValueError, UsclError):
+        return None
+    if metrics.get("fold") != fold.index or metrics.get("n_test_videos") != len(fold.test):
+        return None
+    if set(preds.video_ids) != set(fold.test):
+        return None
+    if meta.get("store_id") != store_id:
+        raise UsclError(
+            f"cannot resume: {d} was trained on a frame store with id {meta.get('store_id')}, but the --store "
+            f"given has id {store_id} (its content changed); start a new run with another --out"
+        )
+    return KeptFold(metrics, preds)
+
+
+def clear_fold(d: Path) -> bool:
+    """Delete a fold folder's partial outputs before the fold is redone; True when there were any."""
+    if d.is_dir() and any(d.iterdir()):
+        shutil.rmtree(d)
+        return True
+    return False
