@@ -1,18 +1,22 @@
 """Pretraining throughput on a CUDA device: end to end vs the model alone, plus a mixed-precision smoke run.
 
-Self-contained (builds its own random 256 px grey store in a temp folder) and
-sized to finish in well under 5 minutes on one GPU. For each image size:
+Self-contained (builds random grey stores at the training size, as
+`uscl prepare --size` would, in a temp folder) and sized to finish in well
+under 5 minutes on one GPU. For each image size:
 
 * model only: ResNet-18 forward of both views + NT-Xent + CE + backward +
   Adam on random tensors already on the device (the ceiling);
-* end to end: the real path: DataLoader (≤ 4 workers, pinned memory) → SPG
-  frames → gpu_batch_to_views (batched augmentation + mixup on the GPU) →
-  the same step.
+* end to end, frames on the device (what `uscl pretrain` does on CUDA when
+  the frames fit): SPG draws on the host, batches gathered on the GPU,
+  gpu_batch_to_views (batched augmentation + mixup), the same step;
+* end to end through loader workers (≤ 4, pinned memory): memory-mapped
+  store → worker → shared memory → pinned → device, then the same;
+* the loader alone (+ copy to the device), to tell a starved model from a slow step.
 
 bf16 autocast and channels_last, as `uscl pretrain` does on CUDA; --compile
 adds torch.compile. Then `uscl.pretrain.pretrain` runs 2 epochs on a small
 store with device cuda and bf16 and its losses must be finite. Prints JSON
-(GPU name, images/s of both, their ratio, target 0.8) and writes it to --out.
+(GPU name, images/s, ratios, target 0.8) and writes it to --out.
 
     python benchmarks/bench_gpu.py --out gpu.json
     python benchmarks/bench_gpu.py --device cpu --tiny       # checks the script itself, no GPU needed
@@ -53,7 +57,8 @@ def endless(loader):
 def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
     """images/s of the model alone and of the real data path + model, at ``size`` px."""
     from uscl.augment import AugmentConfig, BatchAugment
-    from uscl.data import PairSamplingConfig, VideoItemDataset, gpu_batch_to_views, make_loader
+    from uscl.data import (DeviceBatchLoader, DeviceFrames, PairSamplingConfig, VideoItemDataset,
+                            gpu_batch_to_views, make_loader)
     from uscl.models import build_model
     from uscl.pretrain.trainer import resolve_precision
     from uscl.store import FrameStore
@@ -95,13 +100,31 @@ def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
     t_compile = time.perf_counter() - t_compile
 
     ds = VideoItemDataset(store, range(len(store)), PairSamplingConfig(), {c: i for i, c in enumerate(classes)}, seed=0)
+    # as `uscl pretrain` does: grey frames stay 1-channel (the backbone's conv1 takes them)
+    augment = BatchAugment(AugmentConfig(size=size, out_channels=1 if ds.channels == 1 else 3))
+    gen = make_generator(0)  # CPU generator: augmentation parameters drawn on the host, no sync
+
+    def end_to_end(batches) -> tuple[float, float, float]:
+        """(images/s, share of the time spent waiting for batches, last loss) of the real step."""
+        wait, loss = 0.0, None
+        for i in range(args.warmup + args.steps):
+            if i == args.warmup:
+                sync(device)
+                t0, wait = time.perf_counter(), 0.0
+            tw = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - tw
+            v1, v2, labels = gpu_batch_to_views(batch, augment, 0.5, True, device, generator=gen)
+            loss = step(v1, v2, labels)
+        sync(device)
+        elapsed = time.perf_counter() - t0
+        return 2 * b * args.steps / elapsed, wait / elapsed, float(loss)
+
+    # 1. loader worker processes (memory-mapped store -> shared memory -> pinned -> device)
     loader = make_loader(ds, b, shuffle=True, seed=0, drop_last=True, num_workers=args.workers,
                          pin_memory=device.type == "cuda")
-    augment = BatchAugment(AugmentConfig(size=size))
-    gen = make_generator(0)  # CPU generator: augmentation parameters drawn on the host, no sync
     batches = endless(loader)
-    # the loader alone (+ the copy to the device): can the workers feed the model at all?
-    for _ in range(args.warmup):
+    for _ in range(args.warmup):  # the loader alone (+ the copy to the device): can it feed the model?
         next(batches)
     sync(device)
     t_load = time.perf_counter()
@@ -109,37 +132,38 @@ def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
         next(batches)["frames"].to(device, non_blocking=True)
     sync(device)
     loader_items_s = b * args.steps / (time.perf_counter() - t_load)
-    wait = 0.0
-    loss = None
-    for i in range(args.warmup + args.steps):
-        if i == args.warmup:
-            sync(device)
-            t0, wait = time.perf_counter(), 0.0
-        tw = time.perf_counter()
-        batch = next(batches)
-        wait += time.perf_counter() - tw
-        v1, v2, labels = gpu_batch_to_views(batch, augment, 0.5, True, device, generator=gen)
-        loss = step(v1, v2, labels)
-    sync(device)
-    e2e_s = time.perf_counter() - t0
-    e2e = 2 * b * args.steps / e2e_s
+    e2e_workers, wait_workers, _ = end_to_end(batches)
     del batches, loader  # stops the workers
+    # 2. frames held on the device (`uscl pretrain`'s default on CUDA when they fit): no workers
+    t_up = time.perf_counter()
+    frames = DeviceFrames(store, range(len(store)), ds.channels, device)
+    sync(device)
+    upload_s = time.perf_counter() - t_up
+    e2e_dev, wait_dev, loss = end_to_end(endless(DeviceBatchLoader(ds, frames, b, shuffle=True, seed=0,
+                                                                   drop_last=True)))
+    del frames
     after = model_only(0)
     ceiling = (before + after) / 2
     result = {
         "image_size": size,
+        "store_frame_size": store.videos[0].height,
         "batch_videos": b,
         "images_per_step": 2 * b,
         "steps_timed": args.steps,
         "precision": precision,
+        "view_channels": augment.cfg.out_channels,
         "model_only_images_per_s": round(ceiling, 1),
         "model_only_before_after": [round(before, 1), round(after, 1)],
-        "end_to_end_images_per_s": round(e2e, 1),
-        "ratio_end_to_end_over_model": round(e2e / ceiling, 3),
-        "data_wait_share": round(wait / e2e_s, 3),
+        "end_to_end_images_per_s": round(e2e_dev, 1),
+        "ratio_end_to_end_over_model": round(e2e_dev / ceiling, 3),
+        "data_wait_share": round(wait_dev, 3),
+        "frames_on_device_upload_s": round(upload_s, 2),
+        "workers_end_to_end_images_per_s": round(e2e_workers, 1),
+        "workers_ratio_end_to_end_over_model": round(e2e_workers / ceiling, 3),
+        "workers_data_wait_share": round(wait_workers, 3),
         "loader_only_items_per_s": round(loader_items_s, 1),
         "loader_only_images_per_s": round(2 * loader_items_s, 1),
-        "last_loss": round(float(loss), 4),
+        "last_loss": round(loss, 4),
         "first_model_only_pass_s": round(t_compile, 1),
     }
     if device.type == "cuda":
@@ -189,18 +213,19 @@ def run(args) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="uscl_bench_gpu_") as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
         videos = max(2 * args.batch_size, args.batch_size * args.epoch_batches)
-        store = common.make_random_store(tmp / "store", videos, args.frames, args.store_size)
-        report["store"] = {"videos": videos, "frames_per_video": args.frames, "size": args.store_size,
-                           "channels": 1, "write_s": round(time.perf_counter() - t0, 1)}
+        report["store"] = {"videos": videos, "frames_per_video": args.frames, "channels": 1,
+                           "size": args.store_size or "the training size (as `uscl prepare --size`)"}
         report["results"] = []
         for size in args.sizes:
+            store = common.make_random_store(tmp / f"store{size}", videos, args.frames, args.store_size or size)
             r = bench_size(store, size, args, device)
             report["results"].append(r)
             print(f"bench_gpu: {size} px: model only {r['model_only_images_per_s']:.0f} img/s, end to end "
-                  f"{r['end_to_end_images_per_s']:.0f} img/s, ratio {r['ratio_end_to_end_over_model']:.2f}, loader alone "
-                  f"{r['loader_only_images_per_s']:.0f} img/s",
+                  f"{r['end_to_end_images_per_s']:.0f} img/s (frames on the device), ratio "
+                  f"{r['ratio_end_to_end_over_model']:.2f}; with {args.workers} workers "
+                  f"{r['workers_end_to_end_images_per_s']:.0f} img/s, ratio {r['workers_ratio_end_to_end_over_model']:.2f}, "
+                  f"loader alone {r['loader_only_images_per_s']:.0f} img/s",
                   file=sys.stderr, flush=True)
         if not args.skip_smoke:
             small = common.make_random_store(tmp / "small_store", args.smoke_videos, 6, args.smoke_size)
@@ -223,7 +248,7 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="bf16", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (adds about a minute)")
     p.add_argument("--frames", type=int, default=4, help="frames per video of the benchmark store")
-    p.add_argument("--store-size", type=int, default=256)
+    p.add_argument("--store-size", type=int, default=0, help="px of the store's frames (default: the training size)")
     p.add_argument("--epoch-batches", type=int, default=8, help="store videos = batch size x this")
     p.add_argument("--smoke-epochs", type=int, default=2)
     p.add_argument("--smoke-videos", type=int, default=80)
@@ -237,7 +262,7 @@ def parse_args(argv=None):
         p.error("--workers: the GPU target is about at most 4 loader workers")
     if args.tiny:
         args.sizes, args.batch_size, args.steps, args.warmup = [32], 4, 2, 1
-        args.store_size, args.frames, args.epoch_batches, args.workers = 48, 4, 2, min(args.workers, 2)
+        args.store_size, args.frames, args.epoch_batches, args.workers = 0, 4, 2, min(args.workers, 2)
         args.smoke_videos, args.smoke_batch, args.smoke_size = 12, 4, 32
     return args
 

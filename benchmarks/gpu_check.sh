@@ -80,9 +80,11 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print("device:", r["device"])
 for x in r["results"]:
-    print(f"  {x['image_size']} px, batch {x['batch_videos']} videos: model only {x['model_only_images_per_s']} img/s, "
-          f"end to end {x['end_to_end_images_per_s']} img/s, ratio {x['ratio_end_to_end_over_model']} "
-          f"(target {r['target_ratio']}), data wait {x['data_wait_share']}, loader alone {x.get('loader_only_images_per_s')} img/s")
+    print(f"  {x['image_size']} px, batch {x['batch_videos']} videos: model only {x['model_only_images_per_s']} img/s; "
+          f"frames on the device: end to end {x['end_to_end_images_per_s']} img/s, ratio {x['ratio_end_to_end_over_model']} "
+          f"(target {r['target_ratio']}), data wait {x['data_wait_share']}; {r['loader_workers']} workers: "
+          f"{x['workers_end_to_end_images_per_s']} img/s, ratio {x['workers_ratio_end_to_end_over_model']}, "
+          f"data wait {x['workers_data_wait_share']}, loader alone {x['loader_only_images_per_s']} img/s")
 print("  smoke pretrain finite:", r.get("smoke_ok"), r.get("pretrain_smoke", {}).get("train_loss"))
 EOF
 

@@ -304,3 +304,15 @@ def test_device_batch_loader_gives_the_loaders_batches(make_store):
                 assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(KeyError):
         frames.read([1], np.zeros((1, 3), dtype=np.int64))  # video 1 was not loaded
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_frames_on_cuda_give_the_loaders_batches(make_store):
+    from uscl.data import DeviceBatchLoader, DeviceFrames
+
+    store = _store(make_store, n_videos=6, frame_counts=[2, 5, 6, 6, 9, 4], size=8)
+    ds = VideoItemDataset(store, range(6), class_to_index=CLASSES, seed=1)
+    dev = DeviceBatchLoader(ds, DeviceFrames(store, range(6), ds.channels, "cuda"), 3, shuffle=True, seed=2,
+                            drop_last=True)
+    for a, b in zip(make_loader(ds, 3, shuffle=True, seed=2, drop_last=True), dev, strict=True):
+        assert b["frames"].device.type == "cuda" and torch.equal(a["frames"], b["frames"].cpu())
