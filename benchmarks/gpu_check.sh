@@ -88,7 +88,7 @@ for x in r["results"]:
 print("  smoke pretrain finite:", r.get("smoke_ok"), r.get("pretrain_smoke", {}).get("train_loss"))
 EOF
 
-# -- 2. torchrun, 1 process, 2 epochs on a tiny store ---------------------------------------
+# -- 2. torchrun, 1 process, 2 epochs on a tiny store, fp16 + GradScaler (bf16 ran above) ------
 STORE="$OUT/torchrun_store"
 rm -rf "$STORE" "$OUT/torchrun_run"
 "$PY" - "$STORE" "$MODE" <<'EOF' >>"$OUT/torchrun.log" 2>&1
@@ -102,7 +102,7 @@ print("store written", sys.argv[1])
 EOF
 t0=$SECONDS
 timeout "$TORCHRUN_TIMEOUT" "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m uscl pretrain \
-  --store "$STORE" --out "$OUT/torchrun_run" --epochs 2 --device "$DEVICE" --precision bf16 "${RUN_ARGS[@]}" \
+  --store "$STORE" --out "$OUT/torchrun_run" --epochs 2 --device "$DEVICE" --precision fp16 "${RUN_ARGS[@]}" \
   >>"$OUT/torchrun.log" 2>&1
 rc=$?
 note "torchrun pretrain: exit $rc in $((SECONDS - t0)) s$([ $rc = 124 ] && echo ' (timed out)')"

