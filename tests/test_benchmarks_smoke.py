@@ -45,8 +45,12 @@ def test_datapath_tiny(tmp_path):
     data = run_bench("bench_datapath.py", "--tiny", tmp_path=tmp_path)
     assert data["benchmark"] == "datapath" and data["torch_threads"] == 1
     expected = {"reference", "ours_loader_only_grey", "ours_cpu_augment_grey", "ours_loader_only_rgb",
-                "ours_cpu_augment_rgb"}
+                "ours_cpu_augment_rgb", "reference_grey_train_size", "ours_loader_only_grey_train_size",
+                "ours_cpu_augment_grey_train_size"}
     assert set(data["results"]) == expected
+    # the headline: both on frames prepared at the training size
+    assert data["results"]["ours_cpu_augment_grey_train_size"]["reference"] == "reference_grey_train_size"
+    assert positive(data["ratio_ours_cpu_augment_over_reference_store_size"])
     for r in data["results"].values():
         assert {"items", "wall_s", "cpu_s", "items_per_s_wall", "items_per_s_cpu", "ratio_over_reference"} <= set(r)
         assert r["items"] > 0 and positive(r["items_per_s_cpu"]) and positive(r["ratio_over_reference"])

@@ -163,12 +163,18 @@ def jitter_image(y: torch.Tensor, order: list[int], factors: tuple[float, float,
     to run (BRIGHTNESS..HUE); saturation and hue are skipped for 1 channel.
     """
     rgb = y.shape[0] == 3
+    if not rgb and [op for op in order if op in (BRIGHTNESS, CONTRAST)] == [CONTRAST, BRIGHTNESS]:
+        # grey, contrast then brightness: clamp(b * clamp(c*y + (1-c)*m, 0, 1), 0, 1) is
+        # clamp(b*c*y + b*(1-c)*m, 0, min(1, b)) for b >= 0: one pass fewer of each
+        b, c = factors[BRIGHTNESS], factors[CONTRAST]
+        m = float(y.mean())
+        return y.mul_(b * c).add_(b * (1.0 - c) * m).clamp_(0.0, min(1.0, b))
     for op in order:
         f = factors[op]
         if op == BRIGHTNESS:
             y.mul_(f)
         elif op == CONTRAST:
-            m = (grey(y[None]) if rgb else y).mean()
+            m = float((grey(y[None]) if rgb else y).mean())
             y.mul_(f).add_(m * (1.0 - f))
         elif op == SATURATION and rgb:
             lum = grey(y[None])[0]

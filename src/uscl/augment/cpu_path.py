@@ -44,14 +44,13 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-def _to_float_chunk(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A float32 [0, 1] copy of the chunk at ``size`` x ``size`` (the original's ``Resize``)."""
-    if x.shape[-2:] != (size, size):
-        x = resize_uint8(x, size) if x.dtype == torch.uint8 else \
-            F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
-    elif x.dtype != torch.uint8:
-        return x.to(torch.float32, copy=True)  # frames are changed in place below: never the caller's
-    return x.to(torch.float32).mul_(1.0 / 255.0)
+def _at_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The chunk at ``size`` x ``size`` (the original's ``Resize``): uint8 stays uint8."""
+    if x.shape[-2:] == (size, size):
+        return x
+    if x.dtype == torch.uint8:
+        return resize_uint8(x, size)
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
 
 
 def _jitter_lists(jitter: JitterParams | None, n: int):
@@ -66,11 +65,19 @@ def _jitter_lists(jitter: JitterParams | None, n: int):
 
 
 def _augment_image(x: torch.Tensor, i: int, box, flip: bool, order, factors, size: int) -> torch.Tensor:
-    """Image ``i`` of the float chunk ``x``: crop + resize back, flip, jitter -> (C, size, size) in [0, 1]."""
+    """Image ``i`` of the chunk ``x`` (uint8 or float, at ``size``): crop + resize back, flip,
+    jitter -> a new float (C, size, size) in [0, 1]. uint8 crops become float one at a
+    time, so the pixels stay in cache."""
     top, left, h, w = box
     crop = x[i:i + 1, :, top:top + h, left:left + w]
-    y = crop[0] if (h, w) == (size, size) else \
-        F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0]
+    uint8 = crop.dtype == torch.uint8
+    crop = crop.to(torch.float32)  # a copy when uint8 (or resampled below), else a view
+    if (h, w) != (size, size):
+        y = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0]
+    else:
+        y = crop[0] if uint8 else crop[0].clone()  # changed in place below: never the caller's
+    if uint8:
+        y.mul_(1.0 / 255.0)
     if flip:
         y = y.flip(-1)
     if order:
@@ -96,7 +103,7 @@ def augment_chunk_cpu(x: torch.Tensor, boxes: list, flips: list, jitter: JitterP
     ``boxes``/``flips`` are Python lists (one ``(top, left, h, w)`` / bool per
     frame) in the coordinates of the ``size`` x ``size`` image.
     """
-    x = _to_float_chunk(x, size)
+    x = _at_size(x, size)
     order, factors = _jitter_lists(jitter, len(boxes))
     for i, box in enumerate(boxes):
         y = _augment_image(x, i, box, flips[i], order[i], factors[i], size)
@@ -112,7 +119,7 @@ def mix_chunk_cpu(x: torch.Tensor, boxes: list, flips: list, jitter: JitterParam
     mix and the normalisation in one pass per view while the item's frames
     are in cache (mixing commutes with the affine normalisation).
     """
-    x = _to_float_chunk(x, size)
+    x = _at_size(x, size)
     order, factors = _jitter_lists(jitter, len(boxes))
     for j, lj in enumerate(lam):
         f1, f2, f3 = (_augment_image(x, i, boxes[i], flips[i], order[i], factors[i], size)
