@@ -154,3 +154,22 @@ def test_nothing_predictable_exits_non_zero(tiny, tmp_path, capsys):
     assert main(["predict", str(tmp_path), str(tiny / "broken.mp4")]) == 2  # not a model folder
     assert "fold" in capsys.readouterr().err
     assert main(["predict", str(tiny / "ft"), str(tiny / "synth"), "--fold", "7"]) == 2
+
+
+def test_unfinished_folds_are_left_out(tiny, tmp_path):
+    """A fold whose metrics.json is missing (an interrupted run) is not part of the ensemble."""
+    import shutil
+
+    from uscl.errors import UsclError
+    from uscl.infer.model import fold_paths
+
+    run = tmp_path / "ft"
+    shutil.copytree(tiny / "ft", run)
+    (run / "fold1" / "metrics.json").unlink()
+    with pytest.warns(UserWarning, match="folds 1 did not finish"):
+        assert [k for _, k in fold_paths(run)] == [0]
+    with pytest.raises(UsclError, match="fold 1 .* did not finish"):
+        fold_paths(run, fold=1)
+    (run / "fold0" / "metrics.json").unlink()
+    with pytest.raises(UsclError, match="no finished"):
+        fold_paths(run)

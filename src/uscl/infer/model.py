@@ -11,6 +11,7 @@ by hand.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,14 +250,25 @@ def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, in
         return [(p / MODEL_FILE, int(m.group(1)) if m else None)]
     found = sorted(((int(m.group(1)), d / MODEL_FILE) for d in p.iterdir()
                     if d.is_dir() and (m := _FOLD_DIR.match(d.name)) and (d / MODEL_FILE).is_file()))
-    if not found:
-        raise UsclError(f"{p} holds no fold*/{MODEL_FILE}: is it a finished `uscl finetune` run folder?")
+    # a fold is finished once its metrics.json is written (last, atomically); a model without
+    # it is what an interrupted run leaves behind
+    complete = [(k, f) for k, f in found if (f.parent / "metrics.json").is_file()]
+    unfinished = [k for k, f in found if (k, f) not in complete]
+    if not complete:
+        raise UsclError(f"{p} holds no finished fold*/{MODEL_FILE}"
+                        + (f" (folds {', '.join(map(str, unfinished))} were interrupted: `uscl finetune --resume`"
+                           " completes them)" if unfinished else ": is it a `uscl finetune` run folder?"))
     if fold is None:
-        return [(f, k) for k, f in found]
-    for k, f in found:
+        if unfinished:
+            warnings.warn(f"{p}: folds {', '.join(map(str, unfinished))} did not finish (no metrics.json); "
+                          "the ensemble uses the finished ones only", stacklevel=2)
+        return [(f, k) for k, f in complete]
+    for k, f in complete:
         if k == fold:
             return [(f, k)]
-    raise UsclError(f"{p} has no fold {fold} (folds: {', '.join(str(k) for k, _ in found)})")
+    if fold in unfinished:
+        raise UsclError(f"fold {fold} of {p} did not finish (no metrics.json); `uscl finetune --resume` completes it")
+    raise UsclError(f"{p} has no fold {fold} (folds: {', '.join(str(k) for k, _ in complete)})")
 
 
 _SHARED_KEYS = ("classes", "image_size", "mean", "std", "store_options", "arch")
