@@ -228,3 +228,17 @@ def test_frames_on_device_trains_exactly_like_the_loader(make_store, tmp_path):
     assert validate_config(PretrainConfig(dataset=DatasetConfig(frames_on_device=True))).dataset.frames_on_device == "always"
     with pytest.raises(ConfigError, match="frames_on_device"):
         validate_config(PretrainConfig(dataset=DatasetConfig(frames_on_device="sometimes")))
+
+
+def test_select_last_exports_the_final_epoch_and_small_validation_is_flagged(make_store, tmp_path):
+    store = make_store(n_videos=10, frames=5, size=32, labelled=0.8)
+    res = pretrain(tiny(store, tmp_path / "run", select="last", epochs=3))
+    sd, meta = load_backbone(res.run_dir)
+    last, _ = load_weights(res.last_path)
+    assert meta["source"] == "last" and meta["epoch"] == 3
+    assert all(torch.equal(sd[k], last[f"backbone.{k}"]) for k in sd)
+    best = pretrain(tiny(store, tmp_path / "best"))
+    assert any("validation loss is measured on" in w for w in best.warnings)  # 2-3 validation videos
+    assert load_backbone(best.run_dir)[1]["source"] == "best"
+    with pytest.raises(ConfigError):
+        config_from_dict({"select": "median"})

@@ -28,7 +28,7 @@ OVERRIDES = {
     "image_size": "dataset.image_size", "lr": "lr", "seed": "seed", "device": "device",
     "workers": "dataset.num_workers", "arch": "model.base_model", "label_rate": "label_rate",
     "data_rate": "data_rate", "alpha": "alpha", "precision": "precision",
-    "frames_on_device": "dataset.frames_on_device",
+    "frames_on_device": "dataset.frames_on_device", "select": "select",
 }
 
 
@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mix.add_argument("--no-mixup", dest="mixup", action="store_false", default=None, help="ablation: views f1 and f3, unmixed")
     mix.add_argument("--mixup", dest="mixup", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--select", choices=["best", "last"],
+                   help="checkpoint exported as backbone.safetensors: best = lowest validation loss (default, "
+                        "as the original), last = the final epoch")
 
 
 def build_config(args: argparse.Namespace):

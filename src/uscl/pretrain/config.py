@@ -91,6 +91,9 @@ class PretrainConfig:
     fp16_precision: bool | None = None  # original key: true → fp16 on CUDA
     channels_last: bool = True
     compile: bool = False
+    # which checkpoint becomes RUN/backbone.safetensors: "best" = lowest validation loss (the
+    # original); "last" = the final epoch (a small validation set makes "best" a noisy choice)
+    select: Literal["best", "last"] = "best"
     sync_bn: bool = True  # SyncBatchNorm under DDP on CUDA
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0

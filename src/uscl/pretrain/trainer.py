@@ -67,6 +67,7 @@ METRICS_FILE = "metrics.csv"
 STATE_FILE = "train_state.pt"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+SMALL_VALIDATION = 32  # validation videos below which "best by validation loss" is flagged as noisy
 BACKBONE = "backbone.safetensors"
 METRIC_COLUMNS = ["epoch", "total_loss", "contrastive_loss", "supervised_loss", "lr", "val_loss",
                   "images_per_s", "data_wait_share", "epoch_time_s", "labelled_items"]
@@ -254,6 +255,9 @@ class _Run:
             log.warn(f"too few videos ({len(used)}) to hold out a validation set; the best checkpoint is "
                      "chosen by the training loss")
             train, val = list(used), []
+        elif val and cfg.select == "best" and len(val) < SMALL_VALIDATION:
+            log.warn(f"the validation loss is measured on {len(val)} videos: a noisy guide, whose lowest value "
+                     "may fall on an early epoch by chance; `--select last` exports the final epoch instead")
         if len(train) < 2 * world:
             raise UsclError(f"pretraining needs at least {2 * world} training videos "
                             f"({'2 per process' if world > 1 else 'NT-Xent needs negatives'}); the store gives {len(train)}")
@@ -539,16 +543,18 @@ class _Run:
         return int(state["epoch"])
 
     def _export_backbone(self) -> None:
-        """RUN/backbone.safetensors: the best checkpoint's backbone with torchvision key names."""
-        best = self.run_dir / BEST
-        if not best.is_file():
+        """RUN/backbone.safetensors: the selected checkpoint's backbone (``select``: best or
+        last) with torchvision key names."""
+        source = self.cfg.select
+        path = self.run_dir / (LAST if source == "last" else BEST)
+        if not path.is_file():
             return
-        state, meta = load_weights(best)
+        state, meta = load_weights(path)
         backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         keep = ("arch", "feature_dim", "method", "epoch", "val_loss", "train_loss", "selected_by", "store_id",
                 "image_size", "channels", "mean", "std", "class_names", "uscl_version")
         save_weights(self.run_dir / BACKBONE, backbone,
-                     {k: meta.get(k) for k in keep} | {"source": "best", "run": str(self.run_dir), "key_format": "torchvision"})
+                     {k: meta.get(k) for k in keep} | {"source": source, "run": str(self.run_dir), "key_format": "torchvision"})
 
     def _tensorboard(self):
         if not self.dinfo.is_main:
@@ -628,7 +634,7 @@ class _Run:
                 self._export_backbone()
         best = (f"best epoch {self.best_epoch} ({self.selected_by.replace('_', ' ')} {self.best_score:.4f})"
                 if self.best_score is not None else "no best epoch")
-        log.info(f"done: {self.run_dir} ({best})")
+        log.info(f"done: {self.run_dir} ({best}; backbone.safetensors from the {cfg.select} checkpoint)")
         return PretrainResult(
             run_dir=self.run_dir, last_path=self.run_dir / LAST, best_path=self.run_dir / BEST,
             backbone_path=self.run_dir / BACKBONE, metrics=list(self.metrics), best_epoch=self.best_epoch,
