@@ -316,3 +316,49 @@ def test_device_frames_on_cuda_give_the_loaders_batches(make_store):
                             drop_last=True)
     for a, b in zip(make_loader(ds, 3, shuffle=True, seed=2, drop_last=True), dev, strict=True):
         assert b["frames"].device.type == "cuda" and torch.equal(a["frames"], b["frames"].cpu())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("out_channels,frame_size", [(1, 16), (3, 20)])
+def test_cuda_graph_views_equal_the_eager_views(out_channels, frame_size):
+    """Replayed batch after batch (new frames, new draws), the graph gives the eager views."""
+    g = torch.Generator().manual_seed(0)
+    graphed = BatchAugment(AugmentConfig(size=16, out_channels=out_channels))
+    eager = BatchAugment(AugmentConfig(size=16, out_channels=out_channels), cuda_graphs=False)
+    ga, ge = make_generator(5), make_generator(5)
+    for _ in range(3):
+        batch = {"frames": torch.randint(0, 256, (6, 3, 1, frame_size, frame_size), dtype=torch.uint8,
+                                         generator=g).cuda(),
+                 "mixable": torch.tensor([True, True, False, True, True, True]),
+                 "label": torch.arange(6)}
+        a1, a2, _ = gpu_batch_to_views(batch, graphed, 0.5, True, "cuda", ga)
+        e1, e2, _ = gpu_batch_to_views(batch, eager, 0.5, True, "cuda", ge)
+        torch.testing.assert_close(a1, e1, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a2, e2, atol=1e-5, rtol=0)
+    assert [v for v in graphed._graphed_views.values()] and all(v is not None for v in graphed._graphed_views.values())
+
+
+@pytest.mark.parametrize("out_channels,frame_size", [(1, 16), (3, 20)])
+def test_graphed_views_body_equals_the_eager_views_on_cpu(out_channels, frame_size):
+    """What the CUDA graph replays (packed draws -> views), run eagerly on the CPU: same views."""
+    from uscl.data.graphed_views import GraphedViews
+    from uscl.data.views import eager_views
+
+    aug = BatchAugment(AugmentConfig(size=16, out_channels=out_channels))
+    frames = torch.randint(0, 256, (5, 3, 1, frame_size, frame_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    gen = make_generator(2)
+    params = aug.draw(15, gen)
+    lam = torch.tensor([0.2, 1.0, 0.7, 0.5, 0.01])
+    body = GraphedViews.__new__(GraphedViews)  # the graph's parts, without CUDA
+    body.augment, body.n, body.device, body.jitter = aug, 5, torch.device("cpu"), True
+    body.frames = frames.clone()
+    body.packed = torch.zeros(5 * 3 * 9 + 5)
+    body.pack(params, lam, body.packed)
+    v1, v2 = body._body()
+    e1, e2 = eager_views(frames, params, lam, aug, "cpu", mix=True)
+    assert v1.shape == (5, out_channels, 16, 16)
+    # the CPU eager path rounds the resized frame to uint8 (as PIL does); the batched path does not
+    tol = 1e-5 if frame_size == 16 else 0.02
+    torch.testing.assert_close(v1, e1, atol=tol, rtol=0)
+    torch.testing.assert_close(v2, e2, atol=tol, rtol=0)

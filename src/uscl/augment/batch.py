@@ -88,8 +88,10 @@ class BatchAugment:
     channel (saturation and hue cannot change them).
     """
 
-    def __init__(self, cfg: AugmentConfig | None = None):
+    def __init__(self, cfg: AugmentConfig | None = None, cuda_graphs: bool = True):
         self.cfg = cfg if cfg is not None else AugmentConfig()
+        # USCL views of grey CUDA batches replayed as a CUDA graph (uscl.data.graphed_views)
+        self.cuda_graphs = cuda_graphs
 
     def __repr__(self) -> str:
         return f"BatchAugment({self.cfg})"

@@ -41,30 +41,48 @@ def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: 
     are not augmented at all. The random draws (crop, flip, jitter of every
     frame, then lam) are made on the generator's device in the same order
     on any device, so CPU and GPU give the same views up to rounding. On a
-    GPU the whole batch goes through a handful of batched ops; on the CPU
-    item by item while its frames are in cache. Pass a CPU generator (or
-    none) for CUDA work: see :class:`BatchAugment`.
+    GPU the whole batch goes through a handful of batched ops (for mixable
+    grey batches replayed as one CUDA graph per batch shape, checked once
+    against the eager ops; ``BatchAugment(cuda_graphs=False)`` turns it
+    off); on the CPU item by item while its frames are in cache. Pass a CPU
+    generator (or none) for CUDA work: see :class:`BatchAugment`.
     """
     device = torch.device(device)
     frames = batch["frames"]  # (N, 3, C, H, W) uint8
     mix = bool(mixup) and bool(batch["mixable"].any())  # on the host copy: no device sync
     labels = batch["label"].to(device, non_blocking=True)
     n, _, c = frames.shape[:3]
-    out_c = augment.cfg.out_channels
-    k = 3 if mix else 2  # f1, f2, f3 or only f1, f3
-    params = augment.draw(n * k, generator)
+    params = augment.draw(n * (3 if mix else 2), generator)  # f1, f2, f3 or only f1, f3
     lam = None
     if mix:
         lam = sample_lambda(n, alpha, generator=generator)
         lam = torch.where(batch["mixable"].bool(), lam, torch.ones_like(lam))
+    if device.type == "cuda" and mix and c == 1 and augment.cuda_graphs and params.boxes.device.type == "cpu":
+        from uscl.data.graphed_views import graphed_views_for
+
+        frames = frames.to(device, non_blocking=True)
+        graphed = graphed_views_for(augment, frames, params, lam)
+        if graphed is not None:
+            view1, view2 = graphed(frames, params, lam)
+            return view1, view2, labels
+    view1, view2 = eager_views(frames, params, lam, augment, device, mix)
+    return view1, view2, labels
+
+
+def eager_views(frames: torch.Tensor, params, lam: torch.Tensor | None, augment: BatchAugment, device,
+                mix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The views of ``frames`` (N, 3, C, H, W) uint8 from drawn ``params`` (and ``lam`` when ``mix``)."""
+    device = torch.device(device)
+    n, _, c = frames.shape[:3]
+    out_c = augment.cfg.out_channels
+    k = 3 if mix else 2
     if device.type == "cpu":
         keep_step_buffers_mapped()
         if mix:
-            view1, view2 = augment.mix_cpu(frames, params, lam)
-            return view1, view2, labels
+            return augment.mix_cpu(frames, params, lam)
         out = augment.apply(frames[:, 0::2].reshape(n * 2, *frames.shape[2:]), params)
         out = out.view(n, 2, *out.shape[1:])
-        return out[:, 0].contiguous(), out[:, 1].contiguous(), labels
+        return out[:, 0].contiguous(), out[:, 1].contiguous()
     frames = frames.to(device, non_blocking=True)
     picked = frames if mix else frames[:, 0::2]
     # grey frames stay single-channel through mixing; repeated to out_channels at the end
@@ -78,4 +96,4 @@ def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: 
     if work_c != out_c:
         view1 = view1.expand(-1, out_c, -1, -1)
         view2 = view2.expand(-1, out_c, -1, -1)
-    return view1.contiguous(), view2.contiguous(), labels
+    return view1.contiguous(), view2.contiguous()

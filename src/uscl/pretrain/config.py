@@ -91,6 +91,7 @@ class PretrainConfig:
     fp16_precision: bool | None = None  # original key: true → fp16 on CUDA
     channels_last: bool = True
     compile: bool = False
+    cuda_graphs: bool = True  # replay the augmentation of grey CUDA batches as a CUDA graph
     # which checkpoint becomes RUN/backbone.safetensors: "best" = lowest validation loss (the
     # original); "last" = the final epoch (a small validation set makes "best" a noisy choice)
     select: Literal["best", "last"] = "best"

@@ -355,7 +355,8 @@ class _Run:
         self.view_channels = 1 if self.channels == 1 else 3
         self.augment = BatchAugment(AugmentConfig(size=d.image_size, scale=d.scale, ratio=d.ratio, flip_p=d.flip_p,
                                                   jitter_s=d.s, jitter_p=d.jitter_p, mean=d.mean, std=d.std,
-                                                  out_channels=self.view_channels))
+                                                  out_channels=self.view_channels),
+                                    cuda_graphs=cfg.cuda_graphs)
 
     def _init_from(self, model: nn.Module, spec: str) -> None:
         path = Path(spec)
