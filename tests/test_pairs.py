@@ -222,6 +222,7 @@ def test_views_on_cuda_from_a_pinned_loader(make_store):
     v1, v2, labels = gpu_batch_to_views(batch, aug, 0.5, True, "cuda", make_generator(0, "cuda"))
     c1, c2, _ = gpu_batch_to_views(batch, aug, 0.5, True, "cpu", make_generator(0))
     assert v1.device.type == "cuda" and labels.device.type == "cuda" and v1.shape == (3, 3, 16, 16)
+    gpu_batch_to_views(batch, aug, 0.5, True, "cuda", make_generator(0))  # first use: graph made and checked
     torch.cuda.set_sync_debug_mode("error")  # a CPU generator must not make the host wait on the GPU
     try:
         g1, g2, _ = gpu_batch_to_views(batch, aug, 0.5, True, "cuda", make_generator(0))

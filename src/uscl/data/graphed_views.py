@@ -55,7 +55,8 @@ class GraphedViews:
                 self._body()
         torch.cuda.current_stream(self.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: a loader's pin-memory thread may call CUDA while this thread captures
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.view1, self.view2 = self._body()
 
     def _pack_defaults(self) -> None:
