@@ -332,15 +332,16 @@ def test_cuda_graph_views_equal_the_eager_views(out_channels, frame_size):
                                          generator=g).cuda(),
                  "mixable": torch.tensor([True, True, False, True, True, True]),
                  "label": torch.arange(6)}
-        a1, a2, _ = gpu_batch_to_views(batch, graphed, 0.5, True, "cuda", ga)
-        e1, e2, _ = gpu_batch_to_views(batch, eager, 0.5, True, "cuda", ge)
-        torch.testing.assert_close(a1, e1, atol=1e-5, rtol=0)
-        torch.testing.assert_close(a2, e2, atol=1e-5, rtol=0)
-    assert [v for v in graphed._graphed_views.values()] and all(v is not None for v in graphed._graphed_views.values())
+        for mixup in (True, False):  # mixed, and f1/f3 unmixed (SimCLR)
+            a1, a2, _ = gpu_batch_to_views(batch, graphed, 0.5, mixup, "cuda", ga)
+            e1, e2, _ = gpu_batch_to_views(batch, eager, 0.5, mixup, "cuda", ge)
+            torch.testing.assert_close(a1, e1, atol=1e-5, rtol=0)
+            torch.testing.assert_close(a2, e2, atol=1e-5, rtol=0)
+    assert len(graphed._graphed_views) == 2 and all(v is not None for v in graphed._graphed_views.values())
 
 
-@pytest.mark.parametrize("out_channels,frame_size", [(1, 16), (3, 20)])
-def test_graphed_views_body_equals_the_eager_views_on_cpu(out_channels, frame_size):
+@pytest.mark.parametrize("out_channels,frame_size,mix", [(1, 16, True), (3, 20, True), (1, 16, False)])
+def test_graphed_views_body_equals_the_eager_views_on_cpu(out_channels, frame_size, mix):
     """What the CUDA graph replays (packed draws -> views), run eagerly on the CPU: same views."""
     from uscl.data.graphed_views import GraphedViews
     from uscl.data.views import eager_views
@@ -349,15 +350,16 @@ def test_graphed_views_body_equals_the_eager_views_on_cpu(out_channels, frame_si
     frames = torch.randint(0, 256, (5, 3, 1, frame_size, frame_size), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))
     gen = make_generator(2)
-    params = aug.draw(15, gen)
-    lam = torch.tensor([0.2, 1.0, 0.7, 0.5, 0.01])
+    k = 3 if mix else 2
+    params = aug.draw(5 * k, gen)
+    lam = torch.tensor([0.2, 1.0, 0.7, 0.5, 0.01]) if mix else None
     body = GraphedViews.__new__(GraphedViews)  # the graph's parts, without CUDA
-    body.augment, body.n, body.device, body.jitter = aug, 5, torch.device("cpu"), True
+    body.augment, body.n, body.device, body.jitter, body.mix, body.k = aug, 5, torch.device("cpu"), True, mix, k
     body.frames = frames.clone()
-    body.packed = torch.zeros(5 * 3 * 9 + 5)
+    body.packed = torch.zeros(5 * k * 9 + 5)
     body.pack(params, lam, body.packed)
     v1, v2 = body._body()
-    e1, e2 = eager_views(frames, params, lam, aug, "cpu", mix=True)
+    e1, e2 = eager_views(frames, params, lam, aug, "cpu", mix=mix)
     assert v1.shape == (5, out_channels, 16, 16)
     # the CPU eager path rounds the resized frame to uint8 (as PIL does); the batched path does not
     tol = 1e-5 if frame_size == 16 else 0.02

@@ -28,22 +28,26 @@ _ALL_GREY_OPS = (True, True, False, False)  # brightness, contrast (saturation, 
 
 
 class GraphedViews:
-    """``(view1, view2)`` of mixable grey batches of one shape, by CUDA-graph replay.
+    """``(view1, view2)`` of grey batches of one shape, by CUDA-graph replay.
 
-    Same draws, same kernels as :func:`uscl.data.gpu_batch_to_views` with
-    ``mix`` (tested equal on CUDA); the views returned are fresh tensors.
+    Same draws, same kernels as :func:`uscl.data.gpu_batch_to_views` (tested
+    equal on CUDA); the views returned are fresh tensors. ``mix``: the three
+    frames of each item are augmented and mixed; else only f1 and f3 are
+    augmented, unmixed (SimCLR, or a batch where no item is mixable).
     """
 
-    def __init__(self, augment: BatchAugment, n: int, frame_shape: tuple[int, int, int], device):
+    def __init__(self, augment: BatchAugment, n: int, frame_shape: tuple[int, int, int], device, mix: bool = True):
         c, h, w = frame_shape
         if c != 1:
             raise ValueError("GraphedViews takes grey (1-channel) frames")
         self.augment = augment
         self.n = n
+        self.mix = bool(mix)
+        self.k = 3 if self.mix else 2  # frames augmented per item
         self.device = torch.device(device)
         self.jitter = augment.cfg.jitter_s > 0 and augment.cfg.jitter_p > 0
         self.frames = torch.zeros((n, 3, c, h, w), dtype=torch.uint8, device=self.device)
-        self.packed = torch.zeros(n * 3 * _COLUMNS + n, device=self.device)
+        self.packed = torch.zeros(n * self.k * _COLUMNS + n, device=self.device)
         self.staging = [torch.zeros(self.packed.shape, pin_memory=True) for _ in range(2)]
         self.staged = [torch.cuda.Event(), torch.cuda.Event()]
         self.turn = 0
@@ -62,18 +66,18 @@ class GraphedViews:
     def _pack_defaults(self) -> None:
         """A valid batch for the warm-up and capture: full crops, no flip, identity jitter, lam 1."""
         size = int(self.augment.cfg.size)
-        p = self.packed[: self.n * 3 * _COLUMNS].view(-1, _COLUMNS)
+        p = self.packed[: self.n * self.k * _COLUMNS].view(-1, _COLUMNS)
         p[:, _H] = size
         p[:, _W] = size
         p[:, _OP0] = -1
         p[:, _OP1] = -1
         p[:, _B] = 1
         p[:, _C] = 1
-        self.packed[self.n * 3 * _COLUMNS:] = 1
+        self.packed[self.n * self.k * _COLUMNS:] = 1
 
     def pack(self, params, lam: torch.Tensor, out: torch.Tensor) -> None:
         """Write the draws (CPU tensors) into a flat buffer laid out as ``self.packed``."""
-        n3 = self.n * 3
+        n3 = self.n * self.k
         p = out[: n3 * _COLUMNS].view(n3, _COLUMNS)
         p[:, _TOP:_W + 1] = params.boxes
         p[:, _FLIP] = params.flip
@@ -82,15 +86,16 @@ class GraphedViews:
                 p[:, col] = stage.op
             p[:, _B] = params.jitter.brightness
             p[:, _C] = params.jitter.contrast
-        out[n3 * _COLUMNS:] = lam
+        out[n3 * _COLUMNS:] = 1.0 if lam is None else lam
 
     def _body(self) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.augment.cfg
         size = int(cfg.size)
-        n3 = self.n * 3
+        n3 = self.n * self.k
         p = self.packed[: n3 * _COLUMNS].view(n3, _COLUMNS)
         lam = self.packed[n3 * _COLUMNS:]
-        x = self.frames.view(n3, *self.frames.shape[2:])
+        picked = self.frames if self.mix else self.frames[:, 0::2]
+        x = picked.reshape(n3, *self.frames.shape[2:])
         if x.shape[-2:] != (size, size):
             x = resize(to_float(x), size)
         x = resample(x, p[:, _TOP:_W + 1].round().long(), size, p[:, _FLIP] > 0.5)
@@ -102,15 +107,19 @@ class GraphedViews:
             empty = torch.zeros(0, dtype=torch.long, device=self.device)
             plan = [StagePlan(p[:, col].round().long(), _ALL_GREY_OPS, empty) for col in (_OP0, _OP1)]
             x = apply_jitter(x, params, plan=plan)
-        out = normalise(x, cfg.mean, cfg.std, 1).view(self.n, 3, 1, size, size)
-        view1, view2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam)
+        out = normalise(x, cfg.mean, cfg.std, 1).view(self.n, self.k, 1, size, size)
+        if self.mix:
+            view1, view2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam)
+        else:
+            view1, view2 = out[:, 0], out[:, 1]
         if cfg.out_channels == 3:
             view1, view2 = view1.expand(-1, 3, -1, -1), view2.expand(-1, 3, -1, -1)
         return view1.contiguous(), view2.contiguous()
 
-    def __call__(self, frames: torch.Tensor, params, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, frames: torch.Tensor, params, lam: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of ``frames`` (N, 3, 1, H, W) uint8 (device or pinned host) with the drawn
-        ``params`` (:class:`uscl.augment.AugmentParams` of the N*3 frames, on the CPU) and ``lam`` (N,)."""
+        ``params`` (:class:`uscl.augment.AugmentParams` of the N*k frames, on the CPU) and
+        ``lam`` (N,) (None without mixing)."""
         buf = self.staging[self.turn]
         self.staged[self.turn].synchronize()  # its previous copy to the device is done
         self.pack(params, lam, buf)
@@ -122,16 +131,17 @@ class GraphedViews:
         return self.view1.clone(), self.view2.clone()
 
 
-def graphed_views_for(augment: BatchAugment, frames: torch.Tensor, params, lam: torch.Tensor):
+def graphed_views_for(augment: BatchAugment, frames: torch.Tensor, params, lam: torch.Tensor | None):
     """The cached :class:`GraphedViews` for this batch shape, checked once against the eager
     path; None (and a warning, once) where a graph cannot be made or disagrees."""
     cache = augment.__dict__.setdefault("_graphed_views", {})
-    key = (tuple(frames.shape), str(frames.device))
+    mix = lam is not None
+    key = (tuple(frames.shape), str(frames.device), mix)
     if key in cache:
         return cache[key]
     cache[key] = None
     try:
-        graphed = GraphedViews(augment, frames.shape[0], tuple(frames.shape[2:]), frames.device)
+        graphed = GraphedViews(augment, frames.shape[0], tuple(frames.shape[2:]), frames.device, mix=mix)
         got = graphed(frames, params, lam)
     except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly
         warnings.warn(f"the views could not be captured as a CUDA graph ({type(exc).__name__}: {exc}); "
@@ -139,7 +149,7 @@ def graphed_views_for(augment: BatchAugment, frames: torch.Tensor, params, lam: 
         return None
     from uscl.data.views import eager_views
 
-    want = eager_views(frames, params, lam, augment, frames.device, mix=True)
+    want = eager_views(frames, params, lam, augment, frames.device, mix=mix)
     diff = max(float((a - b).abs().max()) for a, b in zip(got, want))
     if diff > 1e-4:
         warnings.warn(f"the CUDA-graph views differ from the eager ones by {diff:.2e}; running them eagerly",

@@ -41,8 +41,8 @@ def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: 
     are not augmented at all. The random draws (crop, flip, jitter of every
     frame, then lam) are made on the generator's device in the same order
     on any device, so CPU and GPU give the same views up to rounding. On a
-    GPU the whole batch goes through a handful of batched ops (for mixable
-    grey batches replayed as one CUDA graph per batch shape, checked once
+    GPU the whole batch goes through a handful of batched ops (for grey
+    batches replayed as one CUDA graph per batch shape, checked once
     against the eager ops; ``BatchAugment(cuda_graphs=False)`` turns it
     off); on the CPU item by item while its frames are in cache. Pass a CPU
     generator (or none) for CUDA work: see :class:`BatchAugment`.
@@ -57,7 +57,7 @@ def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: 
     if mix:
         lam = sample_lambda(n, alpha, generator=generator)
         lam = torch.where(batch["mixable"].bool(), lam, torch.ones_like(lam))
-    if device.type == "cuda" and mix and c == 1 and augment.cuda_graphs and params.boxes.device.type == "cpu":
+    if device.type == "cuda" and c == 1 and augment.cuda_graphs and params.boxes.device.type == "cpu":
         from uscl.data.graphed_views import graphed_views_for
 
         frames = frames.to(device, non_blocking=True)
