@@ -38,7 +38,7 @@ class DeviceFrames:
         self.offset[videos] = starts
         self.frames = torch.empty((int(sum(counts)), channels, h, w), dtype=torch.uint8, device=self.device)
         for v, start, count in zip(videos, starts, counts):
-            src = torch.from_numpy(np.ascontiguousarray(store.frames(v))).permute(0, 3, 1, 2)
+            src = torch.from_numpy(np.array(store.frames(v))).permute(0, 3, 1, 2)  # a writable copy, once
             if src.shape[1] != channels:
                 src = src.expand(-1, channels, -1, -1)
             self.frames[start:start + count].copy_(src)
