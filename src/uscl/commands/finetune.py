@@ -63,6 +63,9 @@ def add_finetune_arguments(p: argparse.ArgumentParser, *, with_init: bool = True
     p.add_argument("--max-frames-per-video", type=int, help="training frames per video, evenly spread (default all)")
     p.add_argument("--select", choices=["last", "val"], help="model selection: last epoch (default) or best on validation")
     p.add_argument("--val-fraction", type=float, help="validation share of each training fold, by video (default 0.2)")
+    p.add_argument("--allow-pretraining-labels", action="store_true", default=None,
+                   help="run even if the init's pretraining used the labels of videos tested here "
+                        "(refused by default; every output then says the results are optimistic)")
     p.add_argument("--select-on-test", action="store_true", default=None,
                    help="REPRODUCTION ONLY: keep the epoch with the best test accuracy (optimistic)")
     p.add_argument("--knn-k", type=int, help="neighbours for --mode knn (default 10)")
@@ -85,7 +88,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser, *, with_init: bool = True
 _FIELDS = ("store", "out", "init", "mode", "arch", "folds", "splits", "classes", "merge_small_folds", "epochs", "lr",
            "weight_decay", "batch_size", "image_size", "max_frames_per_video", "select", "val_fraction",
            "select_on_test", "knn_k", "seed", "device", "workers", "amp", "unsafe_pickle", "overwrite", "only_folds",
-           "resume")
+           "resume", "allow_pretraining_labels")
 
 
 def config_from_args(args: argparse.Namespace):

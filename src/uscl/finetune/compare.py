@@ -18,6 +18,7 @@ from pathlib import Path
 from uscl.errors import UsclError
 from uscl.finetune.config import FinetuneConfig
 from uscl.finetune.init import load_init, name_for, parse_init
+from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.report import comparison_data, load_run, markdown_table, paired_table, report
 from uscl.finetune.splits import select_folds
 from uscl.finetune.train import build_model, build_splits, finetune
@@ -49,6 +50,12 @@ def resolve_names(inits: list[str], unsafe_pickle: bool = False) -> list[tuple[s
     return out
 
 
+def _check_labels(store, splits, named, base: FinetuneConfig) -> None:
+    """An init pretrained with the test videos' labels is refused before anything runs or is written."""
+    for _, spec, _ in named:
+        check_pretraining_labels(store, splits, parse_init(spec), base.allow_pretraining_labels, log=lambda *a: None)
+
+
 def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: bool = False, log=print) -> CompareResult:
     """Run ``finetune`` once per init over one shared split; write the comparison and the report.
 
@@ -73,9 +80,11 @@ def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: 
     if resume and shared.is_file():
         splits_cfg = dataclasses.replace(base, splits=str(shared), classes=None, where={})
         splits = build_splits(splits_cfg, store)
+        _check_labels(store, splits, named, base)
     else:
         splits = build_splits(base, store)
         select_folds(splits, base.only_folds)  # a bad --only-folds is refused before anything is written
+        _check_labels(store, splits, named, base)
         prepare_output_dir(out, overwrite=base.overwrite, marker="comparison.json")
         splits.save(shared)
     selected = select_folds(splits, base.only_folds)

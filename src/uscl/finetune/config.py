@@ -65,6 +65,8 @@ class FinetuneConfig:
     overwrite: bool = False
     only_folds: list[int] | None = None  # fold indices to run (None: all)
     resume: bool = False  # continue a matching run folder: keep complete folds, redo the rest
+    # run even when the init was pretrained with labels of the test videos (outputs say so)
+    allow_pretraining_labels: bool = False
 
     def validate(self) -> "FinetuneConfig":
         if not self.store:

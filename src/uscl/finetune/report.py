@@ -24,6 +24,7 @@ from uscl.errors import UsclError
 from uscl.finetune import metrics as M
 from uscl.finetune import plots
 from uscl.finetune.config import SELECTED_ON_TEST
+from uscl.finetune.pretraining_labels import LEAKAGE_NOTE
 from uscl.finetune.predictions import read_predictions
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -105,7 +106,8 @@ def comparison_data(runs: dict[str, dict], baseline: str | None = None) -> dict:
             "folds_run": m.get("folds_run"),
             "coverage": m.get("coverage"),  # e.g. "folds 0, 2 of 5 only"; None for a full k-fold run
             "selected_on_test": bool(m.get("selected_on_test")),
-            "warning": SELECTED_ON_TEST if m.get("selected_on_test") else None,
+            "label_leakage": m.get("pretraining_label_leakage"),
+            "warning": m.get("warning") or (SELECTED_ON_TEST if m.get("selected_on_test") else None),
             "summary": {lvl: {k: m["summary"][lvl][k] for k, _ in TABLE_METRICS} for lvl in ("frame", "video")},
             "pooled": {lvl: {k: m["summary"]["pooled"][lvl][k] for k, _ in TABLE_METRICS} for lvl in ("frame", "video")},
         }
@@ -132,6 +134,8 @@ def markdown_table(data: dict) -> str:
     lines = ["| init | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for n, r in data["runs"].items():
         name = f"{n} **[{SELECTED_ON_TEST}]**" if r["selected_on_test"] else n
+        if r.get("label_leakage"):
+            name += f" **[{LEAKAGE_NOTE}]**"
         if r.get("coverage"):
             name += f" ({r['coverage']})"
         cells = [_pm(r["summary"][lvl][k]) for lvl in ("frame", "video") for k, _ in TABLE_METRICS]
@@ -247,6 +251,11 @@ def render_markdown(title: str, data: dict, runs: dict, figs: list[Path]) -> str
                    f"cover those folds only; they are not a full {first['n_folds']}-fold estimate. "
                    "Fill in the other folds with `uscl finetune --resume` (or `uscl compare --resume`).")
         lines += [partial, ""]
+    leaky = {n: r["label_leakage"] for n, r in data["runs"].items() if r.get("label_leakage")}
+    for n, leak in leaky.items():
+        lines += [f"> **WARNING: {LEAKAGE_NOTE} ({n}).** {leak['note'][0].upper() + leak['note'][1:]}. "
+                  "Run with `--allow-pretraining-labels`; pretrain with `--method uscl-selfsup` or on other "
+                  "videos for an honest estimate.", ""]
     if any_test:
         lines += [f"> **WARNING: {SELECTED_ON_TEST}.** Runs marked so kept, per fold, the epoch with the best "
                   "accuracy on the test fold (the original release's protocol); their numbers are inflated.", ""]

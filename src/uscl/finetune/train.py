@@ -34,6 +34,7 @@ from uscl.finetune import metrics as M
 from uscl.finetune.config import SELECTED_ON_TEST, FinetuneConfig
 from uscl.finetune.init import InitSpec, apply_init, load_init, name_for, parse_init
 from uscl.finetune.predictions import Predictions, read_predictions, write_predictions
+from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.run_folder import clear_fold, fold_dir, open_run
 from uscl.finetune.splits import (
     Splits,
@@ -349,6 +350,7 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
     arch = cfg.arch or init_meta.get("arch") or "resnet18"
     build_model(arch, len(classes), init_sd, spec.spec)  # validates keys/arch before any output exists
     init_name = name_for(spec, init_meta)
+    leakage = check_pretraining_labels(store, splits, spec, cfg.allow_pretraining_labels, log=log)
     device = resolve_device(cfg.device)
     selected = select_folds(splits, cfg.only_folds)
 
@@ -461,7 +463,9 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
         "classes": classes,
         "selection": cfg.selection,
         "selected_on_test": cfg.select_on_test,
-        "warning": SELECTED_ON_TEST if cfg.select_on_test else None,
+        "warning": "; ".join(w for w in (SELECTED_ON_TEST if cfg.select_on_test else None,
+                                         leakage["note"] if leakage else None) if w) or None,
+        "pretraining_label_leakage": leakage,
         "n_folds": splits.n_folds,
         "folds_run": folds_run,
         "complete": coverage is None,  # False: a partial k-fold run (--only-folds), not a full estimate

@@ -3,6 +3,7 @@
 Run folder::
 
     RUN/config.yaml                       resolved configuration
+    RUN/labelled_videos.json              the videos whose labels the supervised term used
     RUN/metrics.csv                       one row per epoch (rewritten atomically)
     RUN/last.safetensors + last.json      weights after the latest epoch
     RUN/best.safetensors + best.json      lowest validation loss so far (a hard link to that epoch's last)
@@ -63,6 +64,7 @@ from uscl.utils.progress import progress
 from uscl.utils.seed import make_generator, seed_everything
 
 CONFIG_FILE = "config.yaml"
+LABELLED_FILE = "labelled_videos.json"
 METRICS_FILE = "metrics.csv"
 STATE_FILE = "train_state.pt"
 LAST = "last.safetensors"
@@ -282,6 +284,11 @@ class _Run:
         c2i = {c: i for i, c in enumerate(self.classes)} if self.spec.supervised else None
         use_label = choose_labelled(store, train, cfg.label_rate, cfg.seed) if self.spec.supervised else None
         self.labelled_videos = sum(use_label) if use_label else 0
+        # which videos' labels the supervised term sees: fine-tuning checks its test videos against them
+        self.labelled_records = [{"video_id": store.videos[v].video_id, "source": store.videos[v].source,
+                                  "content_hash": store.videos[v].content_hash}
+                                 for v, used in zip(train, use_label or []) if used]
+        self.store_id = store.store_id
         d = cfg.dataset
         pairs = PairSamplingConfig(frames_per_item=d.frames_per_item, min_gap=d.min_gap, max_gap=d.max_gap,
                                    mode=self.spec.sampling_mode)
@@ -594,6 +601,9 @@ class _Run:
                             p.unlink()
         if self.dinfo.is_main:
             atomic_write_text(self.run_dir / CONFIG_FILE, config_to_yaml(dataclasses.replace(cfg, resume=None, overwrite=False)))
+            atomic_write_json(self.run_dir / LABELLED_FILE, {
+                "what": "videos whose labels the supervised term of this pretraining run used",
+                "store": cfg.store, "store_id": self.store_id, "method": cfg.method, "videos": self.labelled_records})
         dist.barrier()
         log.info(f"pretraining {cfg.method} ({cfg.arch}, {cfg.dataset.image_size} px) on {len(self.train_videos)} videos "
                  f"(+{len(self.val_videos)} validation), batch {self.global_batch}, "
