@@ -15,6 +15,7 @@ broadcast over a batch). So here:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,9 +34,18 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     if c == 1:
         k = n - n % 3
         if k:
-            packed = x[:k].reshape(k // 3, 3, *x.shape[2:]).contiguous(memory_format=torch.channels_last)
-            res = F.interpolate(packed, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            out[:k].view(k // 3, 3, size, size).copy_(res)
+            # interleave / de-interleave plane by plane in numpy: a strided copy per plane is
+            # ~3x faster than torch's uint8 permute-copy (0.33 vs 1.1 ms for 18 frames of 256 px)
+            planes = x[:k].reshape(k // 3, 3, *x.shape[2:]).numpy()
+            packed = np.empty((k // 3, *x.shape[2:], 3), dtype=np.uint8)
+            for ch in range(3):
+                packed[..., ch] = planes[:, ch]
+            res = F.interpolate(torch.from_numpy(packed).permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                antialias=True, align_corners=False)
+            interleaved = res.permute(0, 2, 3, 1).contiguous().numpy()  # already NHWC: no copy
+            dest = out[:k].view(k // 3, 3, size, size).numpy()
+            for ch in range(3):
+                dest[:, ch] = interleaved[..., ch]
         if k < n:
             out[k:] = F.interpolate(x[k:], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return out

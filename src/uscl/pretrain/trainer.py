@@ -318,7 +318,7 @@ class _Run:
         if (first.height, first.width) != (d.image_size, d.image_size):
             log.info(f"store frames are {first.height}x{first.width} px, views {d.image_size} px: each step resizes "
                      f"them first; a store prepared at the training size (`uscl prepare --size {d.image_size}`) "
-                     "skips that (about 1.7x faster augmentation on a CPU)")
+                     "skips that (about 1.4x faster augmentation on a CPU)")
 
     def _frames_on_device(self, store, videos) -> bool:
         """Whether to hold the training frames on the device (dataset.frames_on_device)."""
