@@ -242,3 +242,15 @@ def test_select_last_exports_the_final_epoch_and_small_validation_is_flagged(mak
     assert load_backbone(best.run_dir)[1]["source"] == "best"
     with pytest.raises(ConfigError):
         config_from_dict({"select": "median"})
+
+
+def test_report_on_a_pretraining_run(make_store, tmp_path, capsys):
+    store = make_store(n_videos=10, frames=5, size=32, labelled=0.8)
+    res = pretrain(tiny(store, tmp_path / "run"))
+    assert main(["report", str(res.run_dir)]) == 0
+    text = (res.run_dir / "report.md").read_text()
+    assert "Method **uscl**" in text and "Epochs run: 2 of 2" in text and "best (val loss)" in text
+    assert "holds the **best** checkpoint" in text and "Labels used by the supervised term" in text
+    png = (res.run_dir / "pretrain_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "pretrain_curves.png" in capsys.readouterr().out

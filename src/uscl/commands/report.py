@@ -7,23 +7,32 @@ import json
 
 NAME = "report"
 ORDER = 42
-HELP = "write report.md, metrics.json and plots for a finetune run or a compare folder"
+HELP = "write report.md and plots for a finetune run, a compare folder or a pretraining run"
 DESCRIPTION = """\
 Recompute every metric from the saved per-fold predictions of a `uscl finetune`
 run or a `uscl compare` folder and write report.md, metrics.json and PNG plots
 (confusion matrices, per-fold accuracy, ROC curves, training curves) into it.
+For a `uscl pretrain` run folder: report.md with the losses, the exported
+checkpoint and the labels used, and pretrain_curves.png.
 
-example:
+examples:
   uscl report runs/compare
+  uscl report runs/uscl          # a pretraining run
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a finetune run folder or a compare folder")
+    p.add_argument("path", help="a finetune run folder, a compare folder or a pretraining run folder")
 
 
 def run(args: argparse.Namespace) -> int:
     from uscl.finetune.report import report
+    from uscl.pretrain.report import is_pretrain_run, pretrain_report
+
+    if is_pretrain_run(args.path):
+        path = pretrain_report(args.path)
+        print(f"wrote {path} and {path.parent / 'pretrain_curves.png'}")
+        return 0
 
     path = report(args.path)
     metrics = json.loads((path.parent / "metrics.json").read_text())

@@ -1,0 +1,106 @@
+"""report.md and loss curves for a pretraining run folder (from its metrics.csv and checkpoints)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from uscl.errors import UsclError
+from uscl.finetune.plots import _plt, _save
+from uscl.utils.atomic import atomic_write_text
+
+CURVES = "pretrain_curves.png"
+
+
+def is_pretrain_run(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "metrics.csv").is_file() and (path / "config.yaml").is_file() and (path / "last.json").is_file()
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise UsclError(f"{path}/metrics.csv has no epochs yet")
+    out = []
+    for r in rows:
+        out.append({k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()})
+    return out
+
+
+def _curves(path: Path, rows: list[dict], best_epoch: int | None) -> Path:
+    plt = _plt()
+    ep = [int(r["epoch"]) for r in rows]
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_l.plot(ep, [r["contrastive_loss"] for r in rows], label="train contrastive")
+    if any(not math.isnan(r.get("val_loss", math.nan)) for r in rows):
+        ax_l.plot(ep, [r["val_loss"] for r in rows], "--", label="validation contrastive (unaugmented)")
+    if any(r.get("supervised_loss", 0) > 0 for r in rows):
+        ax_l.plot(ep, [r["supervised_loss"] for r in rows], ":", label="train supervised")
+    if best_epoch:
+        ax_l.axvline(best_epoch, color="grey", lw=0.8, label=f"best epoch {best_epoch}")
+    ax_l.set_xlabel("epoch")
+    ax_l.set_ylabel("loss")
+    ax_l.legend(fontsize=7)
+    ax_r.plot(ep, [r["lr"] for r in rows], color="tab:green")
+    ax_r.set_xlabel("epoch")
+    ax_r.set_ylabel("learning rate", color="tab:green")
+    speed = ax_r.twinx()
+    speed.plot(ep, [r["images_per_s"] for r in rows], color="tab:purple", alpha=0.6)
+    speed.set_ylabel("images/s", color="tab:purple")
+    fig.suptitle(f"pretraining: {path.name}")
+    return _save(fig, path / CURVES)
+
+
+def pretrain_report(path: str | Path) -> Path:
+    """Write RUN/report.md and RUN/pretrain_curves.png; returns report.md."""
+    from uscl.pretrain.config import load_config
+
+    path = Path(path)
+    if not is_pretrain_run(path):
+        raise UsclError(f"{path} is not a pretraining run folder (needs metrics.csv, config.yaml, last.json)")
+    rows = _rows(path)
+    cfg = load_config(path / "config.yaml")
+    last = json.loads((path / "last.json").read_text())
+    best = json.loads((path / "best.json").read_text()) if (path / "best.json").is_file() else {}
+    backbone = json.loads((path / "backbone.json").read_text()) if (path / "backbone.json").is_file() else {}
+    labelled = json.loads((path / "labelled_videos.json").read_text()) if (path / "labelled_videos.json").is_file() else {}
+    figure = _curves(path, rows, best.get("epoch"))
+    first, final = rows[0], rows[-1]
+    seconds = sum(r["epoch_time_s"] for r in rows)
+
+    def fmt(x):
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+    lines = [
+        f"# Pretraining run `{path.name}`",
+        "",
+        f"Method **{cfg.method}** ({cfg.arch}, {cfg.dataset.image_size} px, batch {cfg.batch_size} videos), "
+        f"store `{cfg.store}` (id {last.get('store_id')}). Epochs run: {len(rows)} of {cfg.epochs}"
+        + ("" if len(rows) >= cfg.epochs else " (**unfinished**: `uscl pretrain --resume` continues it)") + ".",
+        f"Labels used by the supervised term: {len(labelled.get('videos') or [])} videos"
+        + (" (fine-tuning refuses to test on them; see labelled_videos.json)." if labelled.get("videos") else "."),
+        "",
+        "| | epoch | train contrastive | validation contrastive |",
+        "|---|---:|---:|---:|",
+        f"| first | {int(first['epoch'])} | {fmt(first['contrastive_loss'])} | {fmt(first.get('val_loss'))} |",
+        f"| last | {int(final['epoch'])} | {fmt(final['contrastive_loss'])} | {fmt(final.get('val_loss'))} |",
+    ]
+    if best:
+        lines.append(f"| best ({best.get('selected_by', 'val_loss').replace('_', ' ')}) | {best.get('epoch')} | "
+                     f"{fmt(best.get('train_loss'))} | {fmt(best.get('val_loss'))} |")
+    lines += [
+        "",
+        f"`backbone.safetensors` (torchvision keys) holds the **{backbone.get('source', cfg.select)}** checkpoint"
+        + (f", epoch {backbone.get('epoch')}" if backbone.get("epoch") else "")
+        + f" (`select: {cfg.select}`).",
+        f"Training time: {seconds / 60:.1f} min over {len(rows)} epochs; last epoch "
+        f"{final['images_per_s']:.1f} images/s, {100 * final.get('data_wait_share', 0):.0f}% of it waiting for data.",
+        "",
+        f"![loss curves]({figure.name})",
+        "",
+    ]
+    atomic_write_text(path / "report.md", "\n".join(lines))
+    return path / "report.md"
