@@ -43,69 +43,32 @@ class DemoResult:
 
 
 def run_demo(cfg: DemoConfig, log=print) -> DemoResult:
-    from uscl.finetune.compare import compare
-    from uscl.finetune.config import FinetuneConfig
-    from uscl.pretrain import pretrain
-    from uscl.pretrain.config import config_from_dict
-    from uscl.store.prepare import PrepareOptions, prepare
+    from uscl.pipeline import PipelineConfig, run_pipeline
     from uscl.synth import generate
 
     out = prepare_output_dir(cfg.out, overwrite=cfg.overwrite)
-    seconds: dict[str, float] = {}
     t_all = time.perf_counter()
-
-    def step(name: str, title: str):
-        log(f"\n== {title}")
-        return name, time.perf_counter()
-
     # Two disjoint synthetic sets, as in the paper (pretrain on US-4, evaluate on POCUS): the
     # pretraining videos (and the labels USCL's supervised term uses) never reach a test fold.
-    stores = {}
+    t0 = time.perf_counter()
+    log(f"\n== 1/{4 + len(cfg.methods)} synthesise {3 * cfg.pretrain_videos_per_class} pretraining and "
+        f"{3 * cfg.videos_per_class} downstream lung-ultrasound videos ({cfg.frames} frames, {cfg.synth_size} px)")
     for part, n, seed in (("pretrain", cfg.pretrain_videos_per_class, cfg.seed + 1000),
                           ("downstream", cfg.videos_per_class, cfg.seed)):
-        name, t0 = step(f"synth_{part}", f"1/5 synthesise {3 * n} {part} lung-ultrasound videos "
-                        f"({cfg.frames} frames, {cfg.synth_size} px, seed {seed})")
         synth = generate(out / f"{part}_videos", videos_per_class=n, frames=cfg.frames,
                          size=cfg.synth_size, seed=seed, overwrite=cfg.overwrite)
-        seconds[name] = time.perf_counter() - t0
-        log(f"   {len(synth.videos)} videos in {out / f'{part}_videos'} ({seconds[name]:.1f} s)")
-
-        name, t0 = step(f"prepare_{part}", f"2/5 ingest the {part} videos into a frame store")
-        summary = prepare(out / f"{part}_videos", out / f"{part}_store", PrepareOptions(size=cfg.store_size),
-                          labels_csv=out / f"{part}_videos" / "labels.csv", overwrite=cfg.overwrite,
-                          show_progress=False)
-        seconds[name] = time.perf_counter() - t0
-        log("   " + summary.format().replace("\n", "\n   "))
-        stores[part] = out / f"{part}_store"
-
-    inits = ["random"]
-    for method in cfg.methods:
-        name, t0 = step(f"pretrain_{method}", f"3/5 pretrain {method} ({cfg.pretrain_epochs} epochs, {cfg.image_size} px)")
-        res = pretrain(config_from_dict(dict(
-            store=str(stores["pretrain"]), out=str(out / "pretrain" / method), method=method,
-            epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch, seed=cfg.seed,
-            device=cfg.device, overwrite=cfg.overwrite,
-            # ~10 validation videos make "lowest validation loss" a noisy pick: keep the final epoch
-            select="last", dataset={"image_size": cfg.image_size},
-        )))
-        seconds[name] = time.perf_counter() - t0
-        log(f"   final epoch kept; lowest validation loss {res.best_val_loss:.4f} at epoch {res.best_epoch} "
-            f"({seconds[name]:.0f} s)")
-        inits.append(f"{method}=checkpoint:{res.run_dir}")
-
-    name, t0 = step("compare", f"4/5 fine-tune {', '.join(i.split('=')[0] for i in inits)} over {cfg.folds} video-level folds "
-                    f"(mode {cfg.finetune_mode}, {cfg.finetune_epochs} epochs, model after the last epoch)")
-    base = FinetuneConfig(
-        store=str(stores["downstream"]), out=str(out / "compare"), mode=cfg.finetune_mode, folds=cfg.folds,
-        epochs=cfg.finetune_epochs, image_size=cfg.image_size, seed=cfg.seed, device=cfg.device,
-        max_frames_per_video=cfg.max_frames_per_video, batch_size=32, overwrite=cfg.overwrite,
-    )
-    result = compare(base, inits, out / "compare", log=lambda msg: log("   " + str(msg)))
-    seconds[name] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - t_all
-
-    log("\n== 5/5 results (mean ± std over folds; frame and video level)\n")
-    log(result.table)
-    log(f"\nreport: {result.report}")
+        log(f"   {part}: {len(synth.videos)} videos in {out / f'{part}_videos'} (seed {seed})")
+    synth_s = time.perf_counter() - t0
+    result = run_pipeline(PipelineConfig(
+        videos=str(out / "downstream_videos"), labels=str(out / "downstream_videos" / "labels.csv"),
+        pretrain_videos=str(out / "pretrain_videos"), pretrain_labels=str(out / "pretrain_videos" / "labels.csv"),
+        out=str(out), methods=list(cfg.methods), image_size=cfg.image_size, store_size=cfg.store_size,
+        pretrain_epochs=cfg.pretrain_epochs, pretrain_batch=cfg.pretrain_batch,
+        # ~10 validation videos make "lowest validation loss" a noisy pick: keep the final epoch
+        select="last", finetune_mode=cfg.finetune_mode, finetune_epochs=cfg.finetune_epochs,
+        max_frames_per_video=cfg.max_frames_per_video, folds=cfg.folds, seed=cfg.seed, device=cfg.device,
+        overwrite=cfg.overwrite,
+    ), log=log, step_offset=1, out_ready=True)
+    seconds = {"synth": synth_s, **result.seconds, "total": time.perf_counter() - t_all}
     log(f"total time {seconds['total'] / 60:.1f} min")
     return DemoResult(out=out, table=result.table, report=result.report, seconds=seconds)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig(
         out=args.out, videos_per_class=args.videos_per_class, frames=args.frames,
-        image_size=args.image_size, store_size=max(args.image_size, 128) if args.image_size <= 128 else args.image_size,
+        image_size=args.image_size, store_size=args.image_size,  # stores at the training size: no resize per step
         pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
         finetune_mode=args.finetune_mode, folds=args.folds, seed=args.seed, device=args.device,
         overwrite=args.overwrite,

@@ -1,0 +1,135 @@
+"""From a folder of labelled ultrasound videos to a report: ingest, pretrain, compare, report.
+
+The honest default: without separate pretraining videos, the videos being
+evaluated are also the pretraining set, so USCL runs without its supervised
+term (``uscl-selfsup``) and no test label can reach a backbone. Given
+``pretrain_videos`` (another labelled set, as the paper pretrains on US-4 and
+evaluates on POCUS), USCL uses their labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uscl.errors import ConfigError
+from uscl.utils.atomic import prepare_output_dir
+
+SELF_SUPERVISED = {"uscl": "uscl-selfsup"}
+
+
+@dataclass
+class PipelineConfig:
+    videos: str = ""  # the labelled videos to evaluate on (anything `uscl prepare` reads)
+    out: str = "uscl-pipeline"
+    labels: str | None = None  # labels CSV for `videos` (default: the parent folder names)
+    pretrain_videos: str | None = None  # separate videos to pretrain on (default: `videos`, without labels)
+    pretrain_labels: str | None = None
+    methods: list[str] = field(default_factory=lambda: ["uscl", "simclr"])
+    image_size: int = 112  # model input size
+    store_size: int | None = None  # frame size of the stores (default: image_size, so no step resizes)
+    fps: float | None = None  # frames per second kept at ingest (default: all)
+    max_frames: int | None = None  # frames kept per video at ingest
+    crop: bool = False  # crop black margins, mask static overlays
+    where: list[str] = field(default_factory=list)  # keep inputs whose label CSV columns match, e.g. probe=convex
+    classes: list[str] | None = None  # the classes to evaluate (default: every label)
+    pretrain_epochs: int = 50
+    pretrain_batch: int = 32
+    select: str = "last"  # which pretraining checkpoint is evaluated (last | best by validation loss)
+    finetune_mode: str = "linear"
+    finetune_epochs: int = 10
+    max_frames_per_video: int | None = None
+    folds: int = 5
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+    def validate(self) -> "PipelineConfig":
+        if not self.videos:
+            raise ConfigError("no videos folder given")
+        if not self.methods:
+            raise ConfigError("give at least one pretraining method (uscl, uscl-selfsup, simclr)")
+        return self
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    table: str
+    report: Path
+    pretrain_runs: dict[str, Path]
+    seconds: dict
+
+
+def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_ready: bool = False) -> PipelineResult:
+    """Ingest, pretrain each method, compare them with random init over video-level folds, report.
+
+    ``step_offset``/``out_ready``: for a caller (the demo) that ran steps of its own in ``cfg.out``.
+    """
+    from uscl.finetune.compare import compare
+    from uscl.finetune.config import FinetuneConfig
+    from uscl.pretrain import pretrain
+    from uscl.pretrain.config import config_from_dict
+    from uscl.store.prepare import PrepareOptions, prepare
+
+    cfg.validate()
+    out = Path(cfg.out) if out_ready else prepare_output_dir(cfg.out, overwrite=cfg.overwrite)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+    total = step_offset + 3 + len(cfg.methods)
+    number = iter(range(step_offset + 1, total + 1))
+
+    def step(title: str) -> float:
+        log(f"\n== {next(number)}/{total} {title}")
+        return time.perf_counter()
+
+    size = cfg.store_size or cfg.image_size
+    options = PrepareOptions(size=size, fps=cfg.fps, max_frames=cfg.max_frames, crop=cfg.crop)
+    separate = cfg.pretrain_videos is not None
+    sets = [("downstream", cfg.videos, cfg.labels)] + ([("pretrain", cfg.pretrain_videos, cfg.pretrain_labels)]
+                                                     if separate else [])
+    t0 = step(f"ingest the {' and '.join(name for name, _, _ in sets)} videos into frame stores ({size} px)")
+    stores = {}
+    for name, src, labels in sets:
+        summary = prepare(src, out / f"{name}_store", options, labels_csv=labels, where=cfg.where or None,
+                          overwrite=cfg.overwrite, show_progress=False)
+        log(f"   {name}: " + summary.format().replace("\n", "\n   "))
+        stores[name] = out / f"{name}_store"
+    seconds["prepare"] = time.perf_counter() - t0
+    pretrain_store = stores["pretrain" if separate else "downstream"]
+
+    inits, runs = ["random"], {}
+    for method in cfg.methods:
+        actual = method if separate else SELF_SUPERVISED.get(method, method)
+        t0 = step(f"pretrain {actual} ({cfg.pretrain_epochs} epochs, {cfg.image_size} px)")
+        if actual != method:
+            log("   the pretraining videos are the evaluation videos: USCL runs without its supervised term, "
+                "so no test label reaches the backbone (give separate pretraining videos to use labels)")
+        res = pretrain(config_from_dict(dict(
+            store=str(pretrain_store), out=str(out / "pretrain" / method), method=actual,
+            epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch, seed=cfg.seed, device=cfg.device,
+            overwrite=cfg.overwrite, select=cfg.select, dataset={"image_size": cfg.image_size},
+        )))
+        seconds[f"pretrain_{method}"] = time.perf_counter() - t0
+        kept = f"epoch {len(res.metrics)} kept" if cfg.select == "last" else f"best epoch {res.best_epoch} kept"
+        log(f"   {kept}; lowest validation loss {res.best_val_loss:.4f} at epoch {res.best_epoch} "
+            f"({seconds[f'pretrain_{method}']:.0f} s)" if res.best_val_loss is not None else f"   {kept}")
+        inits.append(f"{method}=checkpoint:{res.run_dir}")
+        runs[method] = res.run_dir
+
+    t0 = step(f"fine-tune {', '.join(i.split('=')[0] for i in inits)} over {cfg.folds} video-level folds "
+              f"(mode {cfg.finetune_mode}, {cfg.finetune_epochs} epochs, model after the last epoch)")
+    base = FinetuneConfig(
+        store=str(stores["downstream"]), out=str(out / "compare"), mode=cfg.finetune_mode, folds=cfg.folds,
+        epochs=cfg.finetune_epochs, image_size=cfg.image_size, seed=cfg.seed, device=cfg.device,
+        classes=cfg.classes, max_frames_per_video=cfg.max_frames_per_video, batch_size=32, overwrite=cfg.overwrite,
+    )
+    result = compare(base, inits, out / "compare", log=lambda msg: log("   " + str(msg)))
+    seconds["compare"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_all
+
+    step("results (mean ± std over folds; frame and video level)")
+    log(result.table)
+    log(f"\nreport: {result.report}")
+    return PipelineResult(out=out, table=result.table, report=result.report, pretrain_runs=runs, seconds=seconds)

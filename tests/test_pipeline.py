@@ -1,0 +1,39 @@
+"""`uscl pipeline` at toy sizes: your videos in, report out, and no test label in a backbone."""
+
+import json
+
+from uscl.cli import main
+
+
+def _videos(root, seed):
+    from uscl.synth import generate
+
+    generate(root, videos_per_class=3, frames=5, size=40, seed=seed)
+    return root
+
+
+def test_pipeline_on_one_folder_pretrains_without_labels(tmp_path, capsys):
+    videos = _videos(tmp_path / "videos", 0)
+    args = ["pipeline", str(videos), "--labels", str(videos / "labels.csv"), "--out", str(tmp_path / "run"),
+            "--image-size", "32", "--pretrain-epochs", "1", "--pretrain-batch", "4", "--finetune-mode", "knn",
+            "--folds", "3", "--device", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "USCL runs without its supervised term" in out and "| uscl |" in out
+    run = tmp_path / "run"
+    assert json.loads((run / "pretrain" / "uscl" / "labelled_videos.json").read_text())["method"] == "uscl-selfsup"
+    assert (run / "compare" / "report.md").is_file() and not (run / "pretrain_store").exists()
+    assert main(args) == 2  # a second run refuses the non-empty folder
+
+
+def test_pipeline_with_separate_pretraining_videos_uses_their_labels(tmp_path):
+    from uscl.pipeline import PipelineConfig, run_pipeline
+
+    videos, other = _videos(tmp_path / "videos", 0), _videos(tmp_path / "other", 7)
+    res = run_pipeline(PipelineConfig(
+        videos=str(videos), labels=str(videos / "labels.csv"), pretrain_videos=str(other),
+        pretrain_labels=str(other / "labels.csv"), out=str(tmp_path / "run"), methods=["uscl"], image_size=32,
+        pretrain_epochs=1, pretrain_batch=4, finetune_mode="knn", folds=3, device="cpu"), log=lambda *a: None)
+    listing = json.loads((res.pretrain_runs["uscl"] / "labelled_videos.json").read_text())
+    assert listing["method"] == "uscl" and listing["videos"]  # labels of the other set, never of a test video
+    assert "| uscl |" in res.table and res.report.is_file()
