@@ -118,8 +118,10 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
         inits.append(f"{method}=checkpoint:{res.run_dir}")
         runs[method] = res.run_dir
 
+    trained = cfg.finetune_mode in ("paper", "full")
     t0 = step(f"fine-tune {', '.join(i.split('=')[0] for i in inits)} over {cfg.folds} video-level folds "
-              f"(mode {cfg.finetune_mode}, {cfg.finetune_epochs} epochs, model after the last epoch)")
+              f"(mode {cfg.finetune_mode}" + (f", {cfg.finetune_epochs} epochs, model after the last epoch)"
+                                             if trained else ": frozen backbone, no epochs)"))
     base = FinetuneConfig(
         store=str(stores["downstream"]), out=str(out / "compare"), mode=cfg.finetune_mode, folds=cfg.folds,
         epochs=cfg.finetune_epochs, image_size=cfg.image_size, seed=cfg.seed, device=cfg.device,
