@@ -20,6 +20,7 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from uscl.commands.pipeline import add_run_options
     from uscl.demo import DemoConfig
 
     d = DemoConfig()
@@ -28,12 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=d.frames, help="frames per synthetic video")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input size in pixels")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
-    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
-    p.add_argument("--finetune-mode", default=d.finetune_mode, choices=["paper", "full", "linear", "knn"])
-    p.add_argument("--folds", type=int, default=d.folds)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
+    add_run_options(p, d)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,9 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch, help="videos per pretraining batch")
     p.add_argument("--select", default=d.select, choices=["last", "best"],
                    help="pretraining checkpoint evaluated: last epoch (default) or lowest validation loss")
+    p.add_argument("--max-frames-per-video", type=int, help="training frames per video in fine-tuning")
+    add_run_options(p, d)
+
+
+def add_run_options(p: argparse.ArgumentParser, d) -> None:
+    """The fine-tuning and run flags `uscl pipeline` and `uscl demo` share (defaults from config ``d``)."""
     p.add_argument("--finetune-mode", default=d.finetune_mode, choices=["paper", "full", "linear", "knn"])
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
-    p.add_argument("--max-frames-per-video", type=int, help="training frames per video in fine-tuning")
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
