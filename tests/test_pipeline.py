@@ -37,3 +37,39 @@ def test_pipeline_with_separate_pretraining_videos_uses_their_labels(tmp_path):
     listing = json.loads((res.pretrain_runs["uscl"] / "labelled_videos.json").read_text())
     assert listing["method"] == "uscl" and listing["videos"]  # labels of the other set, never of a test video
     assert "| uscl |" in res.table and res.report.is_file()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_pipeline_resume_keeps_finished_steps(tmp_path, monkeypatch):
+    import pytest
+
+    import uscl.pipeline as pipeline
+    from uscl.errors import UsclError
+
+    videos = _videos(tmp_path / "videos", 0)
+    cfg = dict(videos=str(videos), labels=str(videos / "labels.csv"), out=str(tmp_path / "run"),
+               methods=["uscl", "simclr"], image_size=32, pretrain_epochs=1, pretrain_batch=4, finetune_mode="knn",
+               folds=3, device="cpu")
+    real_step = pipeline._pretrain_step
+
+    def killed_at_simclr(run_dir, settings, resume, log):
+        if settings["method"] == "simclr":
+            raise Killed()
+        return real_step(run_dir, settings, resume, log)
+
+    monkeypatch.setattr(pipeline, "_pretrain_step", killed_at_simclr)
+    with pytest.raises(Killed):
+        pipeline.run_pipeline(pipeline.PipelineConfig(**cfg), log=lambda *a: None)
+    monkeypatch.setattr(pipeline, "_pretrain_step", real_step)
+    first = (tmp_path / "run" / "pretrain" / "uscl" / "metrics.csv").read_bytes()
+    lines = []
+    with pytest.raises(UsclError, match="not empty"):
+        pipeline.run_pipeline(pipeline.PipelineConfig(**cfg), log=lines.append)  # without --resume: refused
+    with pytest.raises(UsclError, match="pretrain_epochs"):
+        pipeline.run_pipeline(pipeline.PipelineConfig(**{**cfg, "pretrain_epochs": 2}, resume=True), log=lines.append)
+    res = pipeline.run_pipeline(pipeline.PipelineConfig(**cfg, resume=True), log=lines.append)
+    assert (tmp_path / "run" / "pretrain" / "uscl" / "metrics.csv").read_bytes() == first  # not retrained
+    assert "| simclr |" in res.table and any("resuming" in line for line in lines)

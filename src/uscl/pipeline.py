@@ -13,10 +13,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uscl.errors import ConfigError
-from uscl.utils.atomic import prepare_output_dir
+from uscl.errors import ConfigError, UsclError
+from uscl.utils.atomic import atomic_write_text, prepare_output_dir
+from uscl.utils.config import dump_yaml, from_dict, load_yaml, to_dict
 
 SELF_SUPERVISED = {"uscl": "uscl-selfsup"}
+SETTINGS_FILE = "pipeline.yaml"
+# settings a resumed run may change: where things are, and how to run (not what is computed)
+MAY_DIFFER = ("out", "overwrite", "resume", "device")
 
 
 @dataclass
@@ -44,6 +48,7 @@ class PipelineConfig:
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
+    resume: bool = False  # continue a killed run in `out`: finished steps kept, the rest resumed
 
     def validate(self) -> "PipelineConfig":
         if not self.videos:
@@ -69,12 +74,21 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
     """
     from uscl.finetune.compare import compare
     from uscl.finetune.config import FinetuneConfig
-    from uscl.pretrain import pretrain
-    from uscl.pretrain.config import config_from_dict
     from uscl.store.prepare import PrepareOptions, prepare
 
     cfg.validate()
-    out = Path(cfg.out) if out_ready else prepare_output_dir(cfg.out, overwrite=cfg.overwrite)
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues a run, --overwrite replaces it: give one of them")
+    if out_ready:
+        out = Path(cfg.out)
+    elif cfg.resume and (Path(cfg.out) / SETTINGS_FILE).is_file():
+        out = Path(cfg.out)
+        _check_settings(out, cfg)
+        log(f"resuming {out}: finished steps are kept")
+    else:
+        out = prepare_output_dir(cfg.out, overwrite=cfg.overwrite)
+    if not out_ready:
+        atomic_write_text(out / SETTINGS_FILE, dump_yaml(to_dict(cfg)))
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
     total = step_offset + 3 + len(cfg.methods)
@@ -106,11 +120,11 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
         if actual != method:
             log("   the pretraining videos are the evaluation videos: USCL runs without its supervised term, "
                 "so no test label reaches the backbone (give separate pretraining videos to use labels)")
-        res = pretrain(config_from_dict(dict(
+        res = _pretrain_step(out / "pretrain" / method, dict(
             store=str(pretrain_store), out=str(out / "pretrain" / method), method=actual,
             epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch, seed=cfg.seed, device=cfg.device,
             overwrite=cfg.overwrite, select=cfg.select, dataset={"image_size": cfg.image_size},
-        )))
+        ), cfg.resume, log)
         seconds[f"pretrain_{method}"] = time.perf_counter() - t0
         kept = f"epoch {len(res.metrics)} kept" if cfg.select == "last" else f"best epoch {res.best_epoch} kept"
         log(f"   {kept}; lowest validation loss {res.best_val_loss:.4f} at epoch {res.best_epoch} "
@@ -127,7 +141,7 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
         epochs=cfg.finetune_epochs, image_size=cfg.image_size, seed=cfg.seed, device=cfg.device,
         classes=cfg.classes, max_frames_per_video=cfg.max_frames_per_video, batch_size=32, overwrite=cfg.overwrite,
     )
-    result = compare(base, inits, out / "compare", log=lambda msg: log("   " + str(msg)))
+    result = compare(base, inits, out / "compare", resume=cfg.resume, log=lambda msg: log("   " + str(msg)))
     seconds["compare"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_all
 
@@ -135,3 +149,27 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
     log(result.table)
     log(f"\nreport: {result.report}")
     return PipelineResult(out=out, table=result.table, report=result.report, pretrain_runs=runs, seconds=seconds)
+
+
+def _check_settings(out: Path, cfg: PipelineConfig) -> None:
+    """A resumed run must compute what the first one did: refuse other settings, naming them."""
+    saved = from_dict(PipelineConfig, load_yaml(out / SETTINGS_FILE))
+    now, then = to_dict(cfg), to_dict(saved)
+    diff = [f"{k} (run: {then[k]!r}, now: {now[k]!r})" for k in now if k not in MAY_DIFFER and now[k] != then.get(k)]
+    if diff:
+        raise UsclError(f"cannot resume {out}: its settings differ from the ones given: {'; '.join(diff)}")
+
+
+def _pretrain_step(run_dir: Path, settings: dict, resume: bool, log):
+    """Pretrain, or with ``resume`` keep a finished run and continue an unfinished one."""
+    from uscl.pretrain import pretrain, resume_config
+    from uscl.pretrain.config import config_from_dict
+    from uscl.pretrain.trainer import STATE_FILE
+
+    if resume and (run_dir / STATE_FILE).is_file():
+        cfg = resume_config(run_dir, epochs=settings["epochs"])
+        log(f"   continuing {run_dir} (`uscl pretrain --resume`; a finished run is only re-exported)")
+        return pretrain(cfg)
+    if resume and run_dir.is_dir():  # killed before its first epoch ended: start it again
+        settings = {**settings, "overwrite": True}
+    return pretrain(config_from_dict(settings))

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretraining checkpoint evaluated: last epoch (default) or lowest validation loss")
     p.add_argument("--max-frames-per-video", type=int, help="training frames per video in fine-tuning")
     add_run_options(p, d)
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run in --out with the same settings: finished steps are kept")
 
 
 def add_run_options(p: argparse.ArgumentParser, d) -> None:
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         pretrain_epochs=args.pretrain_epochs, pretrain_batch=args.pretrain_batch, select=args.select,
         finetune_mode=args.finetune_mode, finetune_epochs=args.finetune_epochs,
         max_frames_per_video=args.max_frames_per_video, folds=args.folds, seed=args.seed, device=args.device,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, resume=args.resume,
     )
     run_pipeline(cfg)
     return 0
