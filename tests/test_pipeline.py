@@ -32,7 +32,7 @@ def test_pipeline_with_separate_pretraining_videos_uses_their_labels(tmp_path):
     videos, other = _videos(tmp_path / "videos", 0), _videos(tmp_path / "other", 7)
     res = run_pipeline(PipelineConfig(
         videos=str(videos), labels=str(videos / "labels.csv"), pretrain_videos=str(other),
-        pretrain_labels=str(other / "labels.csv"), out=str(tmp_path / "run"), methods=["uscl"], image_size=32,
+        out=str(tmp_path / "run"), methods=["uscl"], image_size=32,
         pretrain_epochs=1, pretrain_batch=4, finetune_mode="knn", folds=3, device="cpu"), log=lambda *a: None)
     listing = json.loads((res.pretrain_runs["uscl"] / "labelled_videos.json").read_text())
     assert listing["method"] == "uscl" and listing["videos"]  # labels of the other set, never of a test video

@@ -27,7 +27,7 @@ MAY_DIFFER = ("out", "overwrite", "resume", "device")
 class PipelineConfig:
     videos: str = ""  # the labelled videos to evaluate on (anything `uscl prepare` reads)
     out: str = "uscl-pipeline"
-    labels: str | None = None  # labels CSV for `videos` (default: the parent folder names)
+    labels: str | None = None  # labels CSV for `videos` (default: each file's parent folder name)
     pretrain_videos: str | None = None  # separate videos to pretrain on (default: `videos`, without labels)
     pretrain_labels: str | None = None
     methods: list[str] = field(default_factory=lambda: ["uscl", "simclr"])
@@ -106,8 +106,9 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
     t0 = step(f"ingest the {' and '.join(name for name, _, _ in sets)} videos into frame stores ({size} px)")
     stores = {}
     for name, src, labels in sets:
-        summary = prepare(src, out / f"{name}_store", options, labels_csv=labels, where=cfg.where or None,
-                          overwrite=cfg.overwrite, show_progress=False)
+        summary = prepare(src, out / f"{name}_store", options, labels_csv=labels,
+                          label_from=None if labels else "parent",  # no CSV: the folder names are the labels
+                          where=cfg.where or None, overwrite=cfg.overwrite, show_progress=False)
         log(f"   {name}: " + summary.format().replace("\n", "\n   "))
         stores[name] = out / f"{name}_store"
     seconds["prepare"] = time.perf_counter() - t0
