@@ -15,7 +15,7 @@ from pathlib import Path
 
 from uscl.errors import ConfigError, UsclError
 from uscl.utils.atomic import atomic_write_text, prepare_output_dir
-from uscl.utils.config import dump_yaml, from_dict, load_yaml, to_dict
+from uscl.utils.config import dump_yaml, load_yaml, setting_differences, to_dict
 
 SELF_SUPERVISED = {"uscl": "uscl-selfsup"}
 SETTINGS_FILE = "pipeline.yaml"
@@ -154,9 +154,7 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
 
 def _check_settings(out: Path, cfg: PipelineConfig) -> None:
     """A resumed run must compute what the first one did: refuse other settings, naming them."""
-    saved = from_dict(PipelineConfig, load_yaml(out / SETTINGS_FILE))
-    now, then = to_dict(cfg), to_dict(saved)
-    diff = [f"{k} (run: {then[k]!r}, now: {now[k]!r})" for k in now if k not in MAY_DIFFER and now[k] != then.get(k)]
+    diff = setting_differences(load_yaml(out / SETTINGS_FILE), cfg, free=MAY_DIFFER)
     if diff:
         raise UsclError(f"cannot resume {out}: its settings differ from the ones given: {'; '.join(diff)}")
 

@@ -10,10 +10,10 @@ touched by a handful of batched ops.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-
-from dataclasses import dataclass
 
 from uscl.augment.color import JitterParams, apply_jitter, grey, plan_stages, sample_jitter
 from uscl.augment.config import AugmentConfig
@@ -116,7 +116,7 @@ class BatchAugment:
         boxes = sample_crop_boxes(n, size, size, cfg.scale, cfg.ratio, generator=generator, device=pdev)
         flip = torch.rand(n, generator=generator, device=pdev) < cfg.flip_p
         jitter = None
-        if cfg.jitter_s > 0 and cfg.jitter_p > 0:
+        if cfg.jitters:
             jitter = sample_jitter(n, cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.jitter_p,
                                    generator=generator, device=pdev)
         return AugmentParams(boxes, flip, jitter)
@@ -146,16 +146,27 @@ class BatchAugment:
                                   size, cfg.mean, cfg.std, out[sl])
             return out
         if n:  # on a GPU: the whole batch in a handful of batched ops
-            boxes, flip = params.boxes.to(device, non_blocking=True), params.flip.to(device, non_blocking=True)
-            x = images
-            if x.shape[-2:] != (size, size):  # the original resizes to `size` before cropping
-                x = resize(to_float(x), size)
-            x = resample(x, boxes, size, flip)
+            jitter = plan = None
             if params.jitter is not None:
-                plan = [p.to(device) for p in plan_stages(params.jitter, x.shape[1])]  # planned where drawn: no sync
-                x = apply_jitter(x, params.jitter.to(device), plan=plan)
-            out[:] = normalise(x, cfg.mean, cfg.std, out_c)
+                plan = [p.to(device) for p in plan_stages(params.jitter, c)]  # planned where drawn: no sync
+                jitter = params.jitter.to(device)
+            out[:] = self.batched(images, params.boxes.to(device, non_blocking=True),
+                                  params.flip.to(device, non_blocking=True), jitter, plan, out_c)
         return out
+
+    def batched(self, images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, jitter: JitterParams | None,
+                plan, out_channels: int) -> torch.Tensor:
+        """The batched pixel work (GPU; also what a CUDA graph captures): resize, crop, flip,
+        jitter with a precomputed ``plan``, normalise; all parameters already on the images' device."""
+        cfg = self.cfg
+        size = int(cfg.size)
+        x = images
+        if x.shape[-2:] != (size, size):  # the original resizes to `size` before cropping
+            x = resize(to_float(x), size)
+        x = resample(x, boxes, size, flip)
+        if jitter is not None:
+            x = apply_jitter(x, jitter, plan=plan)
+        return normalise(x, cfg.mean, cfg.std, out_channels)
 
     def mix_cpu(self, frames: torch.Tensor, params: AugmentParams, lam: torch.Tensor, *,
                 out_channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

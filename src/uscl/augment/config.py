@@ -40,6 +40,11 @@ class AugmentConfig:
             raise ConfigError(f"augment.out_channels must be 1 or 3, got {self.out_channels}")
 
     @property
+    def jitters(self) -> bool:
+        """Whether colour jitter runs at all."""
+        return self.jitter_s > 0 and self.jitter_p > 0
+
+    @property
     def brightness(self) -> float:
         return 0.8 * self.jitter_s
 

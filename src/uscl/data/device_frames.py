@@ -14,8 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from uscl.data.loader import EpochSampler
-from uscl.data.samplers import DistributedVideoSampler
+from uscl.data.loader import epoch_sampler
 
 
 def frames_nbytes(store, video_indices: Sequence[int], channels: int) -> int:
@@ -64,11 +63,10 @@ class DeviceBatchLoader:
 
     def __init__(self, dataset, frames: DeviceFrames, batch_size: int, *, shuffle: bool, seed: int,
                  drop_last: bool, world_size: int = 1, rank: int = 0):
-        inner = DistributedVideoSampler(len(dataset), batch_size * world_size, world_size=world_size, rank=rank,
-                                        shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.dataset = dataset
         self.device_frames = frames
-        self.sampler = EpochSampler(inner, dataset, batched=True)
+        self.sampler = epoch_sampler(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                                     world_size=world_size, rank=rank, batched=True)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

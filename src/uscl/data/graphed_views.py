@@ -16,10 +16,9 @@ import warnings
 
 import torch
 
-from uscl.augment.batch import BatchAugment, normalise, resize, to_float
-from uscl.augment.color import JitterParams, StagePlan, apply_jitter, plan_stages
-from uscl.augment.crop import resample
-from uscl.data.mixup import mix_views
+from uscl.augment.batch import BatchAugment
+from uscl.augment.color import JitterParams, StagePlan, plan_stages
+from uscl.data.mixup import views_of
 
 # columns of the packed per-frame parameters
 _TOP, _LEFT, _H, _W, _FLIP, _OP0, _OP1, _B, _C = range(9)
@@ -45,7 +44,7 @@ class GraphedViews:
         self.mix = bool(mix)
         self.k = 3 if self.mix else 2  # frames augmented per item
         self.device = torch.device(device)
-        self.jitter = augment.cfg.jitter_s > 0 and augment.cfg.jitter_p > 0
+        self.jitter = augment.cfg.jitters
         self.frames = torch.zeros((n, 3, c, h, w), dtype=torch.uint8, device=self.device)
         self.packed = torch.zeros(n * self.k * _COLUMNS + n, device=self.device)
         self.staging = [torch.zeros(self.packed.shape, pin_memory=True) for _ in range(2)]
@@ -95,26 +94,17 @@ class GraphedViews:
         p = self.packed[: n3 * _COLUMNS].view(n3, _COLUMNS)
         lam = self.packed[n3 * _COLUMNS:]
         picked = self.frames if self.mix else self.frames[:, 0::2]
-        x = picked.reshape(n3, *self.frames.shape[2:])
-        if x.shape[-2:] != (size, size):
-            x = resize(to_float(x), size)
-        x = resample(x, p[:, _TOP:_W + 1].round().long(), size, p[:, _FLIP] > 0.5)
+        jitter = plan = None
         if self.jitter:
             one = torch.ones(n3, device=self.device)
-            params = JitterParams(order=torch.zeros((n3, 4), dtype=torch.long, device=self.device),
+            jitter = JitterParams(order=torch.zeros((n3, 4), dtype=torch.long, device=self.device),
                                   brightness=p[:, _B], contrast=p[:, _C], saturation=one, hue=one * 0,
                                   active=one > 0)
             empty = torch.zeros(0, dtype=torch.long, device=self.device)
             plan = [StagePlan(p[:, col].round().long(), _ALL_GREY_OPS, empty) for col in (_OP0, _OP1)]
-            x = apply_jitter(x, params, plan=plan)
-        out = normalise(x, cfg.mean, cfg.std, 1).view(self.n, self.k, 1, size, size)
-        if self.mix:
-            view1, view2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam)
-        else:
-            view1, view2 = out[:, 0], out[:, 1]
-        if cfg.out_channels == 3:
-            view1, view2 = view1.expand(-1, 3, -1, -1), view2.expand(-1, 3, -1, -1)
-        return view1.contiguous(), view2.contiguous()
+        out = self.augment.batched(picked.reshape(n3, *self.frames.shape[2:]), p[:, _TOP:_W + 1].round().long(),
+                                   p[:, _FLIP] > 0.5, jitter, plan, 1)
+        return views_of(out.view(self.n, self.k, 1, size, size), lam if self.mix else None, cfg.out_channels)
 
     def __call__(self, frames: torch.Tensor, params, lam: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of ``frames`` (N, 3, 1, H, W) uint8 (device or pinned host) with the drawn

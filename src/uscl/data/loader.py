@@ -71,6 +71,14 @@ class EpochDataLoader(torch.utils.data.DataLoader):
         self.sampler.set_epoch(epoch)
 
 
+def epoch_sampler(dataset, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, world_size: int = 1,
+                  rank: int = 0, batched: bool = False) -> EpochSampler:
+    """This rank's seeded slice of every global batch of ``batch_size * world_size`` items."""
+    inner = DistributedVideoSampler(len(dataset), batch_size * world_size, world_size=world_size, rank=rank,
+                                    shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return EpochSampler(inner, dataset, batched)
+
+
 def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, num_workers: int = 0,
                 world_size: int = 1, rank: int = 0, pin_memory: bool = False) -> EpochDataLoader:
     """Loader yielding per-rank batches of ``batch_size`` items (global batch = batch_size * world_size).
@@ -81,18 +89,17 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, drop_last
     (the frame-store datasets) are read a whole batch per call: one worker
     call per batch, frames copied once, straight into the batch tensor.
     """
-    sampler = DistributedVideoSampler(len(dataset), batch_size * world_size, world_size=world_size, rank=rank,
-                                      shuffle=shuffle, seed=seed, drop_last=drop_last)
     batched = hasattr(dataset, "get_batch")
+    sampler = epoch_sampler(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                            world_size=world_size, rank=rank, batched=batched)
     common = dict(num_workers=num_workers, worker_init_fn=worker_init_fn if num_workers > 0 else None,
                   generator=make_generator(seed), persistent_workers=num_workers > 0, pin_memory=pin_memory)
     if batched:
-        return EpochDataLoader(BatchReader(dataset), batch_size=None, sampler=EpochSampler(sampler, dataset, True),
-                               **common)
+        return EpochDataLoader(BatchReader(dataset), batch_size=None, sampler=sampler, **common)
     return EpochDataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(sampler, dataset),
+        sampler=sampler,
         drop_last=False,  # the sampler already cut whole global batches
         **common,
     )

@@ -31,3 +31,15 @@ def mix_views(f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor, lam: torch.T
     lam = lam.view(-1, *([1] * (f1.dim() - 1))) if lam.dim() == 1 else lam
     # lerp(f2, f, lam) = f2 + lam * (f - f2): one pass per view
     return torch.lerp(f2, f1, lam.expand_as(f1)), torch.lerp(f2, f3, lam.expand_as(f3))
+
+
+def views_of(out: torch.Tensor, lam: torch.Tensor | None, out_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two contiguous views from augmented frames ``out`` (N, k, C, S, S): mixed with
+    ``lam`` when k = 3 (f1, f2, f3), else f1 and f3 as they are; grey repeated to ``out_channels``."""
+    if lam is not None:
+        view1, view2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam)
+    else:
+        view1, view2 = out[:, 0], out[:, 1]
+    if view1.shape[1] != out_channels:
+        view1, view2 = view1.expand(-1, out_channels, -1, -1), view2.expand(-1, out_channels, -1, -1)
+    return view1.contiguous(), view2.contiguous()

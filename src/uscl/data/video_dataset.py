@@ -71,15 +71,16 @@ class VideoItemDataset(torch.utils.data.Dataset):
         lengths = np.asarray([self.store.videos[v].num_frames for v in videos], dtype=np.int64)
         return batch_item_frames(lengths, self.cfg, self.seed, epoch, videos)
 
-    def plan_batch(self, keys) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """``(store videos, frames (N, 3), mixable (N,))`` of the items ``keys`` (ints or ``(epoch, index)``)."""
+    def plan_batch(self, keys) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+        """``(item indices, store videos, frames (N, 3), mixable (N,))`` of the items ``keys``
+        (ints or ``(epoch, index)``)."""
         epochs, indices = split_keys(keys, self.epoch)
         frames = np.empty((len(indices), 3), dtype=np.int64)
         mixable = np.empty(len(indices), dtype=bool)
         for epoch in sorted(set(epochs)):  # one epoch per batch in practice
             sel = [j for j, e in enumerate(epochs) if e == epoch]
             frames[sel], mixable[sel] = self.batch_frame_indices([indices[j] for j in sel], epoch)
-        return [self.video_indices[i] for i in indices], frames, mixable
+        return indices, [self.video_indices[i] for i in indices], frames, mixable
 
     def get_batch(self, keys, read=None) -> dict:
         """A collated batch of the items ``keys`` (ints or ``(epoch, index)``), read in one go.
@@ -89,8 +90,7 @@ class VideoItemDataset(torch.utils.data.Dataset):
         again on the way to the main process); ``read(videos, frames)`` reads
         them from elsewhere (e.g. :class:`uscl.data.DeviceFrames`).
         """
-        _, indices = split_keys(keys, self.epoch)
-        videos, frames, mixable = self.plan_batch(keys)
+        indices, videos, frames, mixable = self.plan_batch(keys)
         pixels = read(videos, frames) if read is not None else gather_frames(self.store, videos, frames, self.channels)
         return {
             "frames": pixels,

@@ -9,7 +9,7 @@ import functools
 import torch
 
 from uscl.augment import BatchAugment
-from uscl.data.mixup import mix_views, sample_lambda
+from uscl.data.mixup import sample_lambda, views_of
 
 
 @functools.cache
@@ -88,12 +88,4 @@ def eager_views(frames: torch.Tensor, params, lam: torch.Tensor | None, augment:
     # grey frames stay single-channel through mixing; repeated to out_channels at the end
     work_c = 1 if c == 1 else out_c
     out = augment.apply(picked.reshape(n * k, *frames.shape[2:]), params, out_channels=work_c)
-    out = out.view(n, k, *out.shape[1:])
-    if mix:
-        view1, view2 = mix_views(out[:, 0], out[:, 1], out[:, 2], lam.to(device, non_blocking=True))
-    else:
-        view1, view2 = out[:, 0], out[:, 1]
-    if work_c != out_c:
-        view1 = view1.expand(-1, out_c, -1, -1)
-        view2 = view2.expand(-1, out_c, -1, -1)
-    return view1.contiguous(), view2.contiguous()
+    return views_of(out.view(n, k, *out.shape[1:]), lam.to(device, non_blocking=True) if mix else None, out_c)

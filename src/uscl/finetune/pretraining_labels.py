@@ -16,8 +16,7 @@ from pathlib import Path
 
 from uscl.errors import UsclError
 from uscl.finetune.init import InitSpec
-
-LABELLED_FILE = "labelled_videos.json"  # written by uscl.pretrain
+from uscl.pretrain.trainer import LABELLED_FILE
 LEAKAGE_NOTE = "PRETRAINED WITH TEST LABELS"
 
 

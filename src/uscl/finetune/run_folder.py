@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import yaml
 
 from uscl.errors import UsclError
 from uscl.finetune.config import DEFAULT_LR, FinetuneConfig
 from uscl.finetune.predictions import Predictions, read_predictions
 from uscl.finetune.splits import Fold, Splits
 from uscl.utils.atomic import atomic_write_text
-from uscl.utils.config import dump_yaml, load_yaml
+from uscl.utils.config import dump_yaml, load_yaml, setting_differences
 
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
@@ -109,21 +107,14 @@ def check_resumable(run: Path, cfg: FinetuneConfig, splits: Splits) -> None:
 
 def config_differences(saved: dict, cfg: FinetuneConfig) -> list[str]:
     """``key (run: X, now: Y)`` for every setting that decides the results and differs."""
-    now = yaml.safe_load(dump_yaml(cfg))  # the same YAML round trip as the saved file
-    defaults = yaml.safe_load(dump_yaml(FinetuneConfig()))
-    out = []
-    for f in fields(FinetuneConfig):
-        if f.name in RESUME_FREE:
-            continue
-        a, b = saved.get(f.name, defaults[f.name]), now.get(f.name)
-        if f.name == "lr":  # unset means the mode's default; compare what was used
-            a = a if a is not None else DEFAULT_LR.get(saved.get("mode", defaults["mode"]))
-            b = b if b is not None else DEFAULT_LR.get(now["mode"])
-        if f.name == "where":
-            a, b = a or {}, b or {}
-        if a != b:
-            out.append(f"{f.name} (run: {a!r}, now: {b!r})")
-    return out
+    def used(name, value, side):
+        if name == "lr":  # unset means the mode's default; compare what was used
+            return value if value is not None else DEFAULT_LR.get(side.get("mode"))
+        if name == "where":
+            return value or {}
+        return value
+
+    return setting_differences(saved, cfg, free=RESUME_FREE, normalise=used)
 
 
 def splits_difference(saved: dict, splits: Splits) -> str | None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from uscl.checkpoint import load_weights, strip_wrappers
 from uscl.errors import UsclError
+from uscl.finetune.run_folder import FOLD_METRICS
 
 MODEL_FILE = "model.safetensors"
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
@@ -252,7 +253,7 @@ def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, in
                     if d.is_dir() and (m := _FOLD_DIR.match(d.name)) and (d / MODEL_FILE).is_file()))
     # a fold is finished once its metrics.json is written (last, atomically); a model without
     # it is what an interrupted run leaves behind
-    complete = [(k, f) for k, f in found if (f.parent / "metrics.json").is_file()]
+    complete = [(k, f) for k, f in found if (f.parent / FOLD_METRICS).is_file()]
     unfinished = [k for k, f in found if (k, f) not in complete]
     if not complete:
         raise UsclError(f"{p} holds no finished fold*/{MODEL_FILE}"

@@ -139,3 +139,28 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is Path:
         return Path(value)
     return value
+
+
+def setting_differences(saved: dict, now: Any, *, free: typing.Iterable[str] = (),
+                        normalise: typing.Callable[[str, Any, dict], Any] | None = None) -> list[str]:
+    """``key (run: X, now: Y)`` for each field of the dataclass ``now`` that differs from ``saved``.
+
+    ``saved`` is the run's config as loaded from its YAML (a key it lacks takes
+    the field's default); ``now`` goes through the same YAML round trip, so
+    tuples and lists compare equal. ``free`` fields may differ; ``normalise(name,
+    value, side)`` maps each value first (``side``: that side's whole config).
+    """
+    cls = type(now)
+    defaults = yaml.safe_load(dump_yaml(cls()))
+    then = {**defaults, **saved}
+    current = yaml.safe_load(dump_yaml(now))
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in free:
+            continue
+        a, b = then.get(f.name), current.get(f.name)
+        if normalise is not None:
+            a, b = normalise(f.name, a, then), normalise(f.name, b, current)
+        if a != b:
+            out.append(f"{f.name} (run: {a!r}, now: {b!r})")
+    return out
