@@ -176,7 +176,7 @@ def test_original_config_keys_and_schedule(tmp_path):
     short = validate_config(PretrainConfig(epochs=5))
     assert lr_at(short, 0) == 3e-4 and lr_at(short, 4) < lr_at(short, 1) < 3e-4
     # the shipped configs load without warnings
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ours = load_config(root / "pretrain_uscl.yaml")

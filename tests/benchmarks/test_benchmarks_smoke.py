@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def run_bench(script: str, *args: str, tmp_path: Path, timeout: int = 120) -> dict:
