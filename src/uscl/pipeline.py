@@ -163,7 +163,7 @@ def _pretrain_step(run_dir: Path, settings: dict, resume: bool, log):
     """Pretrain, or with ``resume`` keep a finished run and continue an unfinished one."""
     from uscl.pretrain import pretrain, resume_config
     from uscl.pretrain.config import config_from_dict
-    from uscl.pretrain.trainer import STATE_FILE
+    from uscl.checkpoint.run_files import STATE_FILE
 
     if resume and (run_dir / STATE_FILE).is_file():
         cfg = resume_config(run_dir, epochs=settings["epochs"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from uscl.errors import UsclError
 from uscl.finetune.init import InitSpec
-from uscl.pretrain.trainer import LABELLED_FILE
+from uscl.checkpoint.run_files import LABELLED_FILE
 LEAKAGE_NOTE = "PRETRAINED WITH TEST LABELS"
 
 

@@ -45,6 +45,7 @@ from uscl.checkpoint import (
     strip_wrappers,
     unwrap_model,
 )
+from uscl.checkpoint.run_files import BACKBONE, BEST, CONFIG_FILE, LABELLED_FILE, LAST, METRICS_FILE, STATE_FILE
 from uscl.errors import UsclError
 from uscl.pretrain.config import (
     PretrainConfig,
@@ -63,14 +64,7 @@ from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.progress import progress
 from uscl.utils.seed import make_generator, seed_everything
 
-CONFIG_FILE = "config.yaml"
-LABELLED_FILE = "labelled_videos.json"
-METRICS_FILE = "metrics.csv"
-STATE_FILE = "train_state.pt"
-LAST = "last.safetensors"
-BEST = "best.safetensors"
 SMALL_VALIDATION = 32  # validation videos below which "best by validation loss" is flagged as noisy
-BACKBONE = "backbone.safetensors"
 METRIC_COLUMNS = ["epoch", "total_loss", "contrastive_loss", "supervised_loss", "lr", "val_loss",
                   "images_per_s", "data_wait_share", "epoch_time_s", "labelled_items"]
 # settings a resumed run must share with the run it continues

@@ -26,10 +26,11 @@ except ImportError:  # older safetensors
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uscl.checkpoint.run_files import BACKBONE as BACKBONE_FILE
+from uscl.checkpoint.run_files import BEST
 from uscl.errors import UsclError
 from uscl.utils.atomic import atomic_path, atomic_write_json
 
-BACKBONE_FILE = "backbone.safetensors"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -178,7 +179,7 @@ def resolve_backbone_path(path_or_run: str | os.PathLike) -> Path:
     its ``best.safetensors``); a file path (with or without suffix) → itself."""
     p = Path(path_or_run)
     if p.is_dir():
-        for name in (BACKBONE_FILE, "best.safetensors"):
+        for name in (BACKBONE_FILE, BEST):
             if (p / name).is_file():
                 return p / name
         raise UsclError(f"{p} holds no {BACKBONE_FILE}: is it a `uscl pretrain` run folder?")
