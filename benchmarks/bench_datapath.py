@@ -72,7 +72,8 @@ def reference_step(videos, batch_size: int, size: int):
 def ours_steps(store, batch_size: int, size: int):
     """(loader-only step, loader+augment+mixup step) over the whole store."""
     from uscl.augment import AugmentConfig, BatchAugment
-    from uscl.data import PairSamplingConfig, VideoItemDataset, gpu_batch_to_views, make_loader
+    from uscl.augment import gpu_batch_to_views
+    from uscl.data import PairSamplingConfig, VideoItemDataset, make_loader
     from uscl.utils.seed import make_generator
 
     c2i = {c: i for i, c in enumerate(store.classes)}

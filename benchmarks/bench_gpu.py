@@ -56,11 +56,10 @@ def endless(loader):
 
 def bench_size(store_path: Path, size: int, args, device: torch.device) -> dict:
     """images/s of the model alone and of the real data path + model, at ``size`` px."""
-    from uscl.augment import AugmentConfig, BatchAugment
-    from uscl.data import (DeviceBatchLoader, DeviceFrames, PairSamplingConfig, VideoItemDataset,
-                            gpu_batch_to_views, make_loader)
+    from uscl.augment import AugmentConfig, BatchAugment, gpu_batch_to_views
+    from uscl.data import DeviceBatchLoader, DeviceFrames, PairSamplingConfig, VideoItemDataset, make_loader
     from uscl.models import build_model
-    from uscl.pretrain.trainer import resolve_precision
+    from uscl.utils.device import resolve_precision
     from uscl.store import FrameStore
     from uscl.utils.seed import make_generator, seed_everything
 

@@ -53,9 +53,10 @@ def sync(device: torch.device) -> None:
 
 def bench_size(store_path: str, size: int, args, device: torch.device) -> dict:
     from uscl.augment import AugmentConfig, BatchAugment
-    from uscl.data import PairSamplingConfig, VideoItemDataset, gpu_batch_to_views, make_loader
+    from uscl.augment import gpu_batch_to_views
+    from uscl.data import PairSamplingConfig, VideoItemDataset, make_loader
     from uscl.models import build_model
-    from uscl.pretrain.trainer import resolve_precision
+    from uscl.utils.device import resolve_precision
     from uscl.store import FrameStore
     from uscl.utils.seed import make_generator, seed_everything
 

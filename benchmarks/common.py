@@ -222,24 +222,16 @@ def mib(n: float) -> float:
 def make_train_step(model, opt, scaler, precision: str, device, channels_last: bool):
     """One pretraining optimiser step on two views (USCL loss with the supervised term); returns the loss.
 
-    The same step for the model-only ceiling (random tensors) and the end-to-end loop, so
-    the two differ only in where the views come from.
+    The trainer's own :func:`uscl.pretrain.step.train_step`, for the model-only ceiling (random
+    tensors) and the end-to-end loop alike, so the two differ only in where the views come from.
     """
-    import torch
+    from uscl.pretrain.methods import USCL
+    from uscl.pretrain.step import train_step
 
-    from uscl.pretrain.methods import compute_losses
-    from uscl.utils.device import autocast_for
+    method = USCL(supervised=True)
 
     def step(v1, v2, labels):
-        if channels_last:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        with autocast_for(precision, device):
-            parts = compute_losses(model, v1, v2, labels, supervised=True)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(parts.total).backward()
-        scaler.step(opt)
-        scaler.update()
-        return parts.total
+        return train_step(model, method, opt, scaler, v1, v2, labels, precision=precision,
+                          channels_last=channels_last).total
 
     return step

@@ -42,8 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _flags=flag_names(p))
     return parser
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Parameter name or dotted config key → the flag that sets it, for a subcommand's parser."""
+    names = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    names.update(getattr(parser, "config_flag_names", {}))
+    names.update({k.rsplit(".", 1)[-1]: v for k, v in getattr(parser, "config_flag_names", {}).items()
+                  if k.rsplit(".", 1)[-1] not in names})
+    return names
+
+
+def with_flag(exc: UsclError, flags: dict[str, str]) -> str:
+    """The library's message, plus the flag that sets the parameter it names."""
+    msg = str(exc)
+    flag = flags.get(getattr(exc, "param", None) or "")
+    return f"{msg} (set with {flag})" if flag and flag not in msg else msg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UsclError as exc:
-        print(f"uscl {args.command}: error: {exc}", file=sys.stderr)
+        print(f"uscl {args.command}: error: {with_flag(exc, getattr(args, '_flags', {}))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"uscl {args.command}: interrupted", file=sys.stderr)

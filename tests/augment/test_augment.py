@@ -245,7 +245,7 @@ def test_cpu_path_equals_torchvision_chain_per_image(channels):
 
 @pytest.mark.parametrize("channels,out_channels", [(1, 1), (1, 3), (3, 3), (3, 1)])
 def test_fused_cpu_mix_equals_augment_then_mix(channels, out_channels):
-    from uscl.data import mix_views
+    from uscl.augment import mix_views
 
     g = torch.Generator().manual_seed(channels * 10 + out_channels)
     frames = torch.randint(0, 256, (5, 3, channels, 40, 36), dtype=torch.uint8, generator=g)

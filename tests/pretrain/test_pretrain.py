@@ -108,7 +108,7 @@ def test_existing_output_is_refused_unless_overwrite(make_store, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     res = pretrain(tiny(store, out, epochs=1, overwrite=True, max_steps_per_epoch=1))
     assert res.last_path.is_file()
-    with pytest.raises(UsclError, match="--resume"):
+    with pytest.raises(UsclError, match="continue it with resume"):
         pretrain(tiny(store, out, epochs=1))
     # fine_tune_from starts a new run from that run's best weights
     first, _ = load_weights(out / "best.safetensors")
@@ -167,7 +167,7 @@ def test_original_config_keys_and_schedule(tmp_path):
         cfg = load_config(path, {"epochs": 20})
     assert cfg.precision == "fp16" and cfg.dataset.image_size == 112 and cfg.arch == "resnet50"
     assert cfg.weight_decay == pytest.approx(1e-5) and cfg.fine_tune_from is None and cfg.epochs == 20
-    assert cfg.loss.temperature == 0.2 and cfg.loss.use_cosine_similarity is False and cfg.dataset.s == 0.5
+    assert cfg.loss.temperature == 0.2 and cfg.loss.use_cosine_similarity is False and cfg.augment.jitter_s == 0.5
     # flat for epochs//10 (max 10) epochs, then cosine to 0
     assert [lr_at(cfg, e) for e in (0, 1)] == [3e-4, 3e-4]
     assert lr_at(cfg, 2) == pytest.approx(3e-4) and lr_at(cfg, 11) == pytest.approx(1.5e-4)
@@ -181,7 +181,7 @@ def test_original_config_keys_and_schedule(tmp_path):
         warnings.simplefilter("error")
         ours = load_config(root / "pretrain_uscl.yaml")
         original = load_config(root / "original_config.yaml")
-    assert ours.method == "uscl" and ours.loss.lambda_sup == 0.2 and ours.dataset.scale == (0.8, 1.0)
+    assert ours.method == "uscl" and ours.loss.lambda_sup == 0.2 and ours.augment.scale == (0.8, 1.0)
     assert original.epochs == 300 and original.precision == "fp16" and original.dataset.image_size == 224
 
 

@@ -90,7 +90,7 @@ class BatchAugment:
 
     def __init__(self, cfg: AugmentConfig | None = None, cuda_graphs: bool = True):
         self.cfg = cfg if cfg is not None else AugmentConfig()
-        # USCL views of grey CUDA batches replayed as a CUDA graph (uscl.data.graphed_views)
+        # USCL views of grey CUDA batches replayed as a CUDA graph (uscl.augment.graphed_views)
         self.cuda_graphs = cuda_graphs
 
     def __repr__(self) -> str:
@@ -172,7 +172,7 @@ class BatchAugment:
                 out_channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """USCL's two views of CPU items ``frames`` (N, 3, C, H, W), augmented, mixed and normalised
         item by item while the item's three frames are in cache (same result as ``apply`` +
-        :func:`uscl.data.mix_views`, to rounding). ``params`` are those of the N*3 frames."""
+        :func:`uscl.augment.mix_views`, to rounding). ``params`` are those of the N*3 frames."""
         cfg = self.cfg
         out_c = cfg.out_channels if out_channels is None else out_channels
         n, k = frames.shape[:2]

@@ -23,12 +23,14 @@ try:
     from safetensors import SafetensorError as SafetensorsError
 except ImportError:  # older safetensors
     SafetensorsError = Exception
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from uscl.checkpoint.run_files import BACKBONE as BACKBONE_FILE
 from uscl.checkpoint.run_files import BEST
 from uscl.errors import UsclError
+from uscl.models.backbone import build_backbone
 from uscl.utils.atomic import atomic_path, atomic_write_json
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -116,8 +118,6 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def _header_meta(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             text = (fh.metadata() or {}).get("uscl_meta")
@@ -153,8 +153,6 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
 
 # -- backbone export ------------------------------------------------------------
 def expected_backbone_keys(arch: str) -> set[str]:
-    from uscl.models.backbone import build_backbone
-
     net, _ = build_backbone(arch)
     return set(net.state_dict())
 
@@ -166,12 +164,24 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, meta: dict[str, A
     """
     model = unwrap_model(model)
     backbone = getattr(model, "backbone", model)
-    state = {k: v for k, v in strip_wrappers(backbone.state_dict()).items() if not k.startswith("fc.")}
     meta = dict(meta)
     meta.setdefault("arch", getattr(model, "arch", None))
     meta.setdefault("feature_dim", getattr(model, "feature_dim", None))
-    meta.setdefault("key_format", "torchvision")
-    return save_weights(path, state, meta)
+    return export_backbone_state(backbone.state_dict(), path, meta)
+
+
+def backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone part of a model's state dict with torchvision keys: ``backbone.*`` of a
+    pretraining model with the prefix removed (a bare ResNet's keys as they are), no ``fc.*``."""
+    state = strip_wrappers(state)
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def export_backbone_state(state: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write :func:`backbone_state` of ``state`` to ``path`` (safetensors + JSON, atomic)."""
+    return save_weights(path, backbone_state(state), {**meta, "key_format": "torchvision"})
 
 
 def resolve_backbone_path(path_or_run: str | os.PathLike) -> Path:
@@ -193,8 +203,6 @@ def resolve_backbone_path(path_or_run: str | os.PathLike) -> Path:
 
 def check_backbone_state(state: dict[str, torch.Tensor], arch: str, *, where: str = "") -> None:
     """Raise UsclError listing missing/unexpected keys and shape mismatches for ``arch``."""
-    from uscl.models.backbone import build_backbone
-
     ref = build_backbone(arch)[0].state_dict()
     missing = sorted(set(ref) - set(state))
     unexpected = sorted(set(state) - set(ref))
@@ -218,9 +226,7 @@ def load_backbone(path_or_run: str | os.PathLike, arch: str | None = None) -> tu
     """
     path = resolve_backbone_path(path_or_run)
     state, meta = load_weights(path)
-    state = strip_wrappers(state)
-    if any(k.startswith("backbone.") for k in state):  # a full pretraining checkpoint
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    state = backbone_state(state)  # also a full pretraining checkpoint
     recorded = meta.get("arch")
     if arch and recorded and arch != recorded:
         raise UsclError(f"{path} holds a {recorded} backbone, but {arch} was asked for")

@@ -5,7 +5,10 @@ A YAML file may use the original release's keys (``batch_size``, ``epochs``,
 ``loss.temperature``, ``loss.use_cosine_similarity``, ``dataset.input_shape``,
 ``dataset.valid_size``, ``dataset.s``, ``dataset.num_workers``,
 ``log_every_n_steps``, ``eval_every_n_epochs``, ``fine_tune_from``) next to
-ours. Unknown keys are an error naming them; original keys that have no
+ours; augmentation settings live in ``augment`` (:class:`~uscl.augment.AugmentSettings`),
+and their older places (``dataset.s``, ``dataset.scale``...) still load (:data:`MOVED_KEYS`).
+Each setting is declared once, here or in the dataclass it belongs to, with its command-line
+flag (:func:`uscl.utils.config.config_field`). Unknown keys are an error naming them; original keys that have no
 meaning here are accepted and ignored with a warning. ``validate_config`` is
 the single place where the values are checked and derived settings resolved.
 """
@@ -21,30 +24,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from uscl.errors import ConfigError
-from uscl.utils.config import dump_yaml, from_dict, load_yaml, to_dict
-
-METHODS = ("uscl", "uscl-selfsup", "simclr")
+from uscl.augment.config import AugmentSettings
+from uscl.checkpoint.run_files import CONFIG_FILE
+from uscl.errors import ConfigError, UsclError
+from uscl.models.backbone import ARCHITECTURES
+from uscl.pretrain.methods import method_class, method_names
+from uscl.utils.config import config_field, dump_yaml, from_dict, load_yaml, to_dict
 
 # keys of the original config.yaml that mean nothing here: accepted, ignored with a warning.
 # Every key the original release's config.yaml is known to carry is mapped today (the channel
 # count of dataset.input_shape is the one value ignored, with a warning); add names here,
 # dotted, with the reason, should an original file turn up with others.
 IGNORED_ORIGINAL_KEYS: dict[str, str] = {}
+# where the augmentation keys of the original release (and of uscl configs before 0.2) live now
+MOVED_KEYS = {"dataset.s": "augment.jitter_s", "dataset.jitter_p": "augment.jitter_p",
+              "dataset.scale": "augment.scale", "dataset.ratio": "augment.ratio",
+              "dataset.flip_p": "augment.flip_p", "dataset.mean": "augment.mean", "dataset.std": "augment.std"}
+# settings a resumed run must share with the run it continues
+RESUME_LOCKED = ("method", "model.base_model", "model.out_dim", "model.classifier_input", "mixup")
 
 
 @dataclass
 class ModelConfig:
-    base_model: str = "resnet18"  # original key; --arch
+    base_model: str = config_field("resnet18", flag="--arch", choices=lambda: tuple(ARCHITECTURES),
+                                   help="backbone architecture (default resnet18)")  # original key
     out_dim: int = 256
     classifier_input: Literal["projection", "feature"] = "projection"
 
 
 @dataclass
 class LossConfig:
-    temperature: float = 0.5
+    temperature: float = config_field(0.5, help="NT-Xent temperature (default 0.5)")
     use_cosine_similarity: bool = True
-    lambda_sup: float = 0.2  # weight of each view's cross-entropy (uscl only)
+    lambda_sup: float = config_field(0.2, help="weight of each view's supervised cross-entropy (uscl; default 0.2)")
 
 
 FRAMES_ON_DEVICE = ("auto", "always", "never")
@@ -52,61 +64,65 @@ FRAMES_ON_DEVICE = ("auto", "always", "never")
 
 @dataclass
 class DatasetConfig:
-    image_size: int = 224
+    image_size: int = config_field(224, help="training resolution in px (default 224)")
     input_shape: str | None = None  # original "(224,224,3)": sets image_size when given
-    valid_size: float = 0.2  # fraction of videos held out for the validation loss
-    s: float = 1.0  # colour-jitter strength (original key)
-    jitter_p: float = 1.0
-    scale: tuple[float, float] = (0.8, 1.0)
-    ratio: tuple[float, float] = (0.8, 1.25)
-    flip_p: float = 0.5
-    mean: float = 0.5
-    std: float = 0.25
-    num_workers: int = 0
+    valid_size: float = config_field(0.2, help="fraction of videos (whole patients) held out for the "
+                                               "validation loss (default 0.2)")
+    num_workers: int = config_field(0, flag="--workers", help="data loader worker processes")
     # keep every training frame on the GPU and gather batches there (no loader workers):
     # auto = on CUDA when the frames take at most a quarter of the free GPU memory
-    frames_on_device: bool | str = "auto"  # auto | always | never (or true / false)
+    frames_on_device: bool | str = config_field(
+        "auto", choices=lambda: FRAMES_ON_DEVICE,
+        help="hold the training frames on the GPU and gather batches there, no workers "
+             "(default auto: on CUDA when they fit in a quarter of the free GPU memory)")
     frames_per_item: int = 3
-    min_gap: int = 0
-    max_gap: int | None = None
+    min_gap: int = config_field(0, help="fewest frames between two frames of one item (default 0)")
+    max_gap: int | None = config_field(None, help="most frames between the first and last frame of an item "
+                                                  "(default: the whole video)")
 
 
 @dataclass
 class PretrainConfig:
     """Everything a pretraining run needs; saved resolved as RUN/config.yaml."""
 
-    store: str | None = None
-    out: str | None = None
-    method: str = "uscl"  # uscl | uscl-selfsup | simclr
-    mixup: bool = True  # ablation: false → views are f1 and f3, unmixed
-    alpha: float = 0.5  # Beta(α, α) for the mixing weight
-    label_rate: float = 1.0  # fraction of labelled training videos whose labels are used
-    data_rate: float = 1.0  # fraction of the store's videos used at all
-    batch_size: int = 32  # videos per (global) batch
-    epochs: int = 100
-    lr: float = 3e-4
+    store: str | None = config_field(None, help="frame store folder (from `uscl prepare`)")
+    out: str | None = config_field(None, help="run folder to create")
+    method: str = config_field("uscl", choices=method_names, help="pretraining method (default uscl)")
+    mixup: bool = config_field(True, help="mix the views (--no-mixup, ablation: views f1 and f3, unmixed)")
+    alpha: float = config_field(0.5, help="Beta(alpha, alpha) for the mixup weight (default 0.5)")
+    label_rate: float = config_field(1.0, help="fraction of labelled videos whose labels are used")
+    data_rate: float = config_field(1.0, help="fraction of the store's videos used")
+    batch_size: int = config_field(32, help="videos per (global) batch (default 32)")
+    epochs: int = config_field(100, help="epochs (default 100)")
+    lr: float = config_field(3e-4, help="Adam learning rate (default 3e-4)")
     weight_decay: float = 1e-4
     flat_epochs: int = 10  # lr held flat for min(flat_epochs, epochs // 10) epochs, then cosine
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = config_field(
+        "auto", help="CUDA mixed precision (default auto = bf16); the CPU trains in fp32")
     fp16_precision: bool | None = None  # original key: true → fp16 on CUDA
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = config_field(False, help="torch.compile the model")
     cuda_graphs: bool = True  # replay the augmentation of grey CUDA batches as a CUDA graph
     # which checkpoint becomes RUN/backbone.safetensors: "best" = lowest validation loss (the
     # original); "last" = the final epoch (a small validation set makes "best" a noisy choice)
-    select: Literal["best", "last"] = "best"
+    select: Literal["best", "last"] = config_field(
+        "best", help="checkpoint exported as backbone.safetensors: best = lowest validation loss "
+                     "(default, as the original), last = the final epoch")
     sync_bn: bool = True  # SyncBatchNorm under DDP on CUDA
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = config_field("auto", help="training device (default auto)")
+    seed: int = config_field(0, help="seed of every random draw of the run (default 0)")
     eval_every_n_epochs: int = 1
     log_every_n_steps: int = 10
     fine_tune_from: str | None = None  # start from a run folder / .safetensors (weights only)
     max_steps_per_epoch: int | None = None  # cap (benchmarks, smoke tests)
     resume: str | None = None
     overwrite: bool = False
+    # continue an unfinished run with the same settings found in ``out`` (torchrun --max-restarts)
+    auto_resume: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     @property
     def arch(self) -> str:
@@ -115,7 +131,7 @@ class PretrainConfig:
     @property
     def supervised(self) -> bool:
         """Whether the method asks for the supervised term (the data may still lack labels)."""
-        return self.method == "uscl" and self.label_rate > 0 and self.loss.lambda_sup > 0
+        return method_class(self.method).wants_labels and self.label_rate > 0 and self.loss.lambda_sup > 0
 
 
 def flat_epochs_for(cfg: PretrainConfig) -> int:
@@ -154,7 +170,24 @@ def config_from_dict(data: dict | None) -> PretrainConfig:
         data["model"]["base_model"] = data.pop("arch")
     for key in _pop_ignored(data):
         warnings.warn(f"config key {key} is ignored: {IGNORED_ORIGINAL_KEYS[key]}", stacklevel=2)
+    _move_keys(data)
     return from_dict(PretrainConfig, data)
+
+
+def _move_keys(data: dict) -> None:
+    """Original / older keys into their one place (``dataset.s`` → ``augment.jitter_s``);
+    a key given in both places is an error."""
+    for old, new in MOVED_KEYS.items():
+        (osec, okey), (nsec, nkey) = old.split("."), new.split(".")
+        section = data.get(osec)
+        if not isinstance(section, dict) or okey not in section:
+            continue
+        target = data.setdefault(nsec, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{nsec}: expected a mapping", param=nsec)
+        if nkey in target:
+            raise ConfigError(f"{old} and {new} both given; they are one setting (use {new})", param=new)
+        target[nkey] = section.pop(okey)
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
@@ -188,14 +221,12 @@ def _parse_input_shape(text: str) -> tuple[int, int, int | None]:
 
 def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     """Check every value once, resolve derived settings; raise ConfigError naming the problem."""
-    from uscl.models.backbone import ARCHITECTURES
-
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model), loss=dataclasses.replace(cfg.loss),
-                              dataset=dataclasses.replace(cfg.dataset))
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method: {cfg.method!r} is not one of {', '.join(METHODS)}")
+                              dataset=dataclasses.replace(cfg.dataset), augment=dataclasses.replace(cfg.augment))
+    method = method_class(cfg.method)
     if cfg.model.base_model not in ARCHITECTURES:
-        raise ConfigError(f"model.base_model (--arch): {cfg.model.base_model!r} is not one of {', '.join(ARCHITECTURES)}")
+        raise ConfigError(f"model.base_model: {cfg.model.base_model!r} is not one of {', '.join(ARCHITECTURES)}",
+                          param="model.base_model")
     if cfg.dataset.input_shape:
         h, w, c = _parse_input_shape(cfg.dataset.input_shape)
         if h != w:
@@ -210,8 +241,8 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
         cfg.fp16_precision = None  # resolved into precision
 
     def need(cond: bool, msg: str):
-        if not cond:
-            raise ConfigError(msg)
+        if not cond:  # the message starts with the key it is about
+            raise ConfigError(msg, param=msg.split(" ", 1)[0].split("/")[0])
 
     need(cfg.batch_size >= 2, f"batch_size must be at least 2 (NT-Xent needs negatives), got {cfg.batch_size}")
     need(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
@@ -230,11 +261,7 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     d = cfg.dataset
     need(d.image_size >= 16, f"dataset.image_size must be at least 16 px, got {d.image_size}")
     need(0 <= d.valid_size < 1, f"dataset.valid_size must be within [0, 1), got {d.valid_size}")
-    need(d.s >= 0, f"dataset.s (jitter strength) must be >= 0, got {d.s}")
-    need(0 <= d.jitter_p <= 1 and 0 <= d.flip_p <= 1, "dataset.jitter_p and dataset.flip_p must be within [0, 1]")
-    need(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1] <= 1, f"dataset.scale must be (lo, hi) within (0, 1], got {d.scale}")
-    need(len(d.ratio) == 2 and 0 < d.ratio[0] <= d.ratio[1], f"dataset.ratio must be (lo, hi) with 0 < lo <= hi, got {d.ratio}")
-    need(d.std > 0, f"dataset.std must be > 0, got {d.std}")
+    cfg.augment.validate()
     need(d.num_workers >= 0, f"dataset.num_workers must be >= 0, got {d.num_workers}")
     if isinstance(d.frames_on_device, bool):  # YAML true/false/yes/no
         cfg.dataset.frames_on_device = d.frames_on_device = "always" if d.frames_on_device else "never"
@@ -243,8 +270,8 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     need(d.frames_per_item == 3, f"dataset.frames_per_item must be 3 (f1, f2 anchor, f3), got {d.frames_per_item}")
     need(d.min_gap >= 0 and (d.max_gap is None or d.max_gap >= d.min_gap),
          f"dataset.min_gap/max_gap: need 0 <= min_gap <= max_gap, got {d.min_gap}/{d.max_gap}")
-    if cfg.method == "simclr" and cfg.mixup:
-        cfg.mixup = False  # two augmentations of one frame: nothing to mix
+    if not method.mixes and cfg.mixup:
+        cfg.mixup = False  # e.g. simclr: two augmentations of one frame, nothing to mix
     if cfg.fine_tune_from in ("", "None", "none"):
         cfg.fine_tune_from = None
     return cfg
@@ -256,3 +283,56 @@ def config_to_yaml(cfg: PretrainConfig) -> str:
 
 def config_dict(cfg: PretrainConfig) -> dict:
     return to_dict(cfg)
+
+
+# -- resuming ------------------------------------------------------------------------------------
+def _get(cfg: PretrainConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def resume_config(run_dir: str | Path, **overrides: Any) -> PretrainConfig:
+    """The config saved in ``run_dir`` with ``resume`` set and dotted ``overrides`` applied."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UsclError(f"cannot resume {run_dir}: no {CONFIG_FILE} (is it a pretraining run folder?)",
+                        param="resume")
+    data = apply_overrides(load_yaml(path), overrides)
+    data["resume"] = str(run_dir)
+    data["out"] = str(run_dir)
+    data["overwrite"] = False
+    return config_from_dict(data)
+
+
+def saved_config(run_dir: str | Path) -> PretrainConfig:
+    """The validated config a run folder was started with."""
+    return validate_config(config_from_dict(load_yaml(Path(run_dir) / CONFIG_FILE)))
+
+
+def resume_differences(saved: PretrainConfig, cfg: PretrainConfig,
+                       keys: tuple[str, ...] = RESUME_LOCKED) -> list[str]:
+    """``key: run has X, asked for Y`` for each of ``keys`` where the two configs differ."""
+    return [f"{k}: run has {_get(saved, k)!r}, asked for {_get(cfg, k)!r}" for k in keys if _get(saved, k) != _get(cfg, k)]
+
+
+def elastic_differences(saved: PretrainConfig, cfg: PretrainConfig) -> list[str]:
+    """Every setting that differs between a run folder's config and ``cfg`` (apart from how the
+    run was started: ``resume``, ``overwrite``, ``auto_resume``), for an automatic resume, which
+    must continue the very same run."""
+    free = {"resume": None, "overwrite": False, "auto_resume": False, "out": None}
+    a = to_dict(dataclasses.replace(saved, **free))
+    b = to_dict(dataclasses.replace(cfg, **free))
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in x:
+                walk(x[k], y.get(k), f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix[:-1]}: run has {x!r}, asked for {y!r}")
+
+    walk(a, b, "")
+    return out

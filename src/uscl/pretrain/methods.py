@@ -1,7 +1,21 @@
-"""What each pretraining method means, and the loss of one training step.
+"""What a pretraining method is, and the ones built in.
 
-* ``uscl``: SPG with mixup + NT-Xent + λ·(CE(view1) + CE(view2)) on labelled items.
-* ``uscl-selfsup``: the same without the supervised term.
+A method is a small object the loop calls through a few hooks:
+
+* ``sampling_mode``: how a video becomes an item ("spg": three frames f1, f2, f3;
+  "simclr": one frame twice), and ``mixup``: whether the two views are mixes;
+* ``loss(model, view1, view2, labels)``: the loss of one step (:class:`StepLosses`);
+* ``validation_loss(model, view1, view2)``: a loss on unaugmented views (lower is better);
+* ``after_step(model)``: work after each optimiser step (a momentum encoder's update);
+* ``state_dict()`` / ``load_state_dict()``: extra state (a queue, a key encoder) saved in
+  ``train_state.pt`` and restored on resume.
+
+The loop (:mod:`uscl.pretrain.loop`) knows nothing else about a method, so a new one is
+a subclass registered with :func:`register_method`; its name is then a valid
+``method`` setting and ``--method`` choice. Built in:
+
+* ``uscl``: SPG with mixup + NT-Xent + λ·(CE(view1) + CE(view2)) on labelled items;
+* ``uscl-selfsup``: the same without the supervised term;
 * ``simclr``: two augmentations of one random frame per video, NT-Xent only.
 
 ``mixup: false`` (ablation) keeps SPG's frame drawing but uses f1 and f3 unmixed.
@@ -10,26 +24,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from uscl.errors import ConfigError
 from uscl.losses import masked_cross_entropy, nt_xent
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    sampling_mode: str  # "spg" | "simclr" (uscl.data.PairSamplingConfig.mode)
-    mixup: bool
-    supervised: bool  # the CE term is active (method asks for it and labels exist)
-
-
-def method_spec(method: str, *, mixup: bool, wants_labels: bool, has_labels: bool) -> MethodSpec:
-    if method == "simclr":
-        return MethodSpec("simclr", "simclr", False, False)
-    supervised = method == "uscl" and wants_labels and has_labels
-    return MethodSpec(method, "spg", bool(mixup), supervised)
 
 
 @dataclass
@@ -60,3 +61,98 @@ def compute_losses(model: nn.Module, view1: torch.Tensor, view2: torch.Tensor, l
     else:
         sup = torch.zeros((), device=contrastive.device)
     return StepLosses(contrastive + sup, contrastive, sup, labelled)
+
+
+class PretrainMethod:
+    """The base of every method: NT-Xent on the two views of each item, no extra state.
+
+    ``temperature``, ``cosine``, ``lambda_sup`` come from the run's ``loss`` settings;
+    ``mixup`` is the run's setting where the method mixes at all; ``supervised`` is
+    whether the supervised term is on (the method asks for it, the settings allow it,
+    and the training videos have labels).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    sampling_mode: ClassVar[str] = "spg"  # uscl.data.PairSamplingConfig.mode: "spg" | "simclr"
+    mixes: ClassVar[bool] = True  # whether the views may be mixes (the run's mixup setting decides)
+    wants_labels: ClassVar[bool] = False  # whether it has a supervised term for labelled videos
+
+    def __init__(self, *, temperature: float = 0.5, cosine: bool = True, lambda_sup: float = 0.2,
+                 mixup: bool = True, supervised: bool = False):
+        self.temperature = temperature
+        self.cosine = cosine
+        self.lambda_sup = lambda_sup
+        self.mixup = bool(mixup) and self.mixes
+        self.supervised = bool(supervised) and self.wants_labels
+
+    def loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor, *,
+             distributed: bool = False) -> StepLosses:
+        return compute_losses(model, view1, view2, labels, temperature=self.temperature, cosine=self.cosine,
+                              lambda_sup=self.lambda_sup, supervised=self.supervised, distributed=distributed)
+
+    def validation_loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """NT-Xent of the projections of unaugmented views (one process, no gradient)."""
+        b = view1.shape[0]
+        _, z, _ = model(torch.cat([view1, view2], 0))
+        return nt_xent(z[:b], z[b:], self.temperature, self.cosine)
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimiser step (nothing to do for NT-Xent methods)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state to save with the training state (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method {self.name} keeps no state, but the saved state has {sorted(state)}")
+
+
+_METHODS: dict[str, type[PretrainMethod]] = {}
+
+
+def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
+    """Class decorator: make ``cls.name`` a pretraining method (a valid ``method`` setting)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__}: a method needs a name")
+    if cls.sampling_mode not in ("spg", "simclr"):
+        raise ValueError(f"{cls.__name__}.sampling_mode must be 'spg' or 'simclr', got {cls.sampling_mode!r}")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def unregister_method(name: str) -> None:
+    _METHODS.pop(name, None)
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(_METHODS)
+
+
+def method_class(name: str) -> type[PretrainMethod]:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"method: {name!r} is not one of {', '.join(_METHODS)}", param="method") from None
+
+
+@register_method
+class USCL(PretrainMethod):
+    name = "uscl"
+    summary = "sample pair generation + mixup + NT-Xent + supervised CE on labelled videos"
+    wants_labels = True
+
+
+@register_method
+class USCLSelfSupervised(PretrainMethod):
+    name = "uscl-selfsup"
+    summary = "USCL without the supervised term"
+
+
+@register_method
+class SimCLR(PretrainMethod):
+    name = "simclr"
+    summary = "two augmentations of one frame per video"
+    sampling_mode = "simclr"
+    mixes = False

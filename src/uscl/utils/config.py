@@ -7,6 +7,7 @@ config file is an error rather than a silently ignored setting.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -164,3 +165,88 @@ def setting_differences(saved: dict, now: Any, *, free: typing.Iterable[str] = (
         if a != b:
             out.append(f"{f.name} (run: {a!r}, now: {b!r})")
     return out
+
+
+# -- command-line flags from the config dataclasses ------------------------------------------
+def config_field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
+                 choices: typing.Callable[[], typing.Iterable[str]] | None = None,
+                 default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field that also describes its command-line flag.
+
+    ``help``: the flag's help; ``flag``: its name when not ``--<field-name>`` with dashes;
+    ``choices``: a function giving the allowed values when they are not a ``Literal``
+    (a registry, read when the parser is built). Fields with help become flags through
+    :func:`add_config_flags`.
+    """
+    meta = {"help": help, "flag": flag, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def config_flags(cls: type, prefix: str = "") -> list[tuple[str, str, dataclasses.Field, Any]]:
+    """``(dotted key, flag, field, type)`` of every field of ``cls`` (and of its nested
+    config dataclasses) declared with :func:`config_field` help."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += config_flags(tp, f"{prefix}{f.name}.")
+        elif f.metadata.get("help"):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            out.append((prefix + f.name, flag, f, tp))
+    return out
+
+
+def _flag_type(tp: Any) -> tuple[Any, tuple | None]:
+    """(argparse type, Literal choices) of a field type; Optional[...] unwrapped."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _flag_type(inner[0])
+        literals = tuple(v for a in inner if typing.get_origin(a) is typing.Literal for v in typing.get_args(a))
+        return str, (literals or None)
+    if origin is typing.Literal:
+        return type(args[0]), args
+    if tp in (int, float, str):
+        return tp, None
+    return str, None
+
+
+def add_config_flags(parser, cls: type, *, skip: typing.Iterable[str] = ()) -> dict[str, str]:
+    """Add a flag for each described field of config dataclass ``cls`` (defaults None: unset
+    flags leave the YAML / dataclass default alone); returns ``{dest: dotted key}``.
+
+    Booleans get ``--x`` / ``--no-x``. The flag names are remembered on the parser
+    (``parser.config_flag_names``: dotted key → flag) so that the CLI can name the flag
+    of a setting an error is about.
+    """
+    dests: dict[str, str] = {}
+    names = getattr(parser, "config_flag_names", {})
+    skip = set(skip)
+    for key, flag, f, tp in config_flags(cls):
+        if key in skip:
+            continue
+        dest = flag.lstrip("-").replace("-", "_")
+        meta = f.metadata
+        if _is_bool(tp):
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=meta["help"])
+        else:
+            ftype, literals = _flag_type(tp)
+            choices = list(meta["choices"]()) if meta.get("choices") else (list(literals) if literals else None)
+            parser.add_argument(flag, dest=dest, type=ftype, choices=choices, default=None, help=meta["help"])
+        dests[dest] = key
+        names[key] = flag
+    parser.config_flag_names = names
+    return dests
+
+
+
+def _is_bool(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner == [bool]
+    return tp is bool

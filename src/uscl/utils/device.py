@@ -30,3 +30,10 @@ def autocast_for(precision: str, device: torch.device):
     if precision in ("bf16", "fp16") and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     return contextlib.nullcontext()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains in: fp32 on a CPU; on CUDA ``auto`` means bf16."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if precision == "auto" else precision

@@ -7,8 +7,10 @@ state, so results do not depend on the number of loader workers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,3 +63,33 @@ def derive_seed(seed: int, purpose: str, *ids: int | str) -> int:
 def derive_rng(seed: int, purpose: str, *ids: int | str) -> np.random.Generator:
     """A NumPy generator seeded with :func:`derive_seed`."""
     return np.random.default_rng(derive_seed(seed, purpose, *ids))
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch, CUDA, NumPy, Python) as plain tensors and numbers, so a
+    training state holding them loads with ``torch.load(weights_only=True)``."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss_next": py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (the CUDA states where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])

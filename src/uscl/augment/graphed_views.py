@@ -13,12 +13,14 @@ with data-dependent indexing, which a graph cannot hold.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 
 from uscl.augment.batch import BatchAugment
 from uscl.augment.color import JitterParams, StagePlan, plan_stages
-from uscl.data.mixup import views_of
+from uscl.augment.eager_views import eager_views
+from uscl.augment.mixup import views_of
 
 # columns of the packed per-frame parameters
 _TOP, _LEFT, _H, _W, _FLIP, _OP0, _OP1, _B, _C = range(9)
@@ -29,7 +31,7 @@ _ALL_GREY_OPS = (True, True, False, False)  # brightness, contrast (saturation, 
 class GraphedViews:
     """``(view1, view2)`` of grey batches of one shape, by CUDA-graph replay.
 
-    Same draws, same kernels as :func:`uscl.data.gpu_batch_to_views` (tested
+    Same draws, same kernels as :func:`uscl.augment.gpu_batch_to_views` (tested
     equal on CUDA); the views returned are fresh tensors. ``mix``: the three
     frames of each item are augmented and mixed; else only f1 and f3 are
     augmented, unmixed (SimCLR, or a batch where no item is mixable).
@@ -121,10 +123,20 @@ class GraphedViews:
         return self.view1.clone(), self.view2.clone()
 
 
+# graphs made for each BatchAugment, by (frames shape, device, mix); None marks a shape that
+# failed its capture or check (run eagerly). Weak keys: a graph lives as long as its augment.
+_GRAPHS: "weakref.WeakKeyDictionary[BatchAugment, dict]" = weakref.WeakKeyDictionary()
+
+
+def graph_cache(augment: BatchAugment) -> dict:
+    """The graphs made so far for ``augment``: ``{(shape, device, mix): GraphedViews | None}``."""
+    return _GRAPHS.setdefault(augment, {})
+
+
 def graphed_views_for(augment: BatchAugment, frames: torch.Tensor, params, lam: torch.Tensor | None):
     """The cached :class:`GraphedViews` for this batch shape, checked once against the eager
     path; None (and a warning, once) where a graph cannot be made or disagrees."""
-    cache = augment.__dict__.setdefault("_graphed_views", {})
+    cache = graph_cache(augment)
     mix = lam is not None
     key = (tuple(frames.shape), str(frames.device), mix)
     if key in cache:
@@ -137,8 +149,6 @@ def graphed_views_for(augment: BatchAugment, frames: torch.Tensor, params, lam: 
         warnings.warn(f"the views could not be captured as a CUDA graph ({type(exc).__name__}: {exc}); "
                       "running them eagerly", stacklevel=3)
         return None
-    from uscl.data.views import eager_views
-
     want = eager_views(frames, params, lam, augment, frames.device, mix=mix)
     diff = max(float((a - b).abs().max()) for a, b in zip(got, want))
     if diff > 1e-4:
