@@ -237,6 +237,8 @@ def test_select_last_exports_the_final_epoch_and_small_validation_is_flagged(mak
     last, _ = load_weights(res.last_path)
     assert meta["source"] == "last" and meta["epoch"] == 3
     assert all(torch.equal(sd[k], last[f"backbone.{k}"]) for k in sd)
+    # every field says what is true: chosen as the last epoch, and the result and log name epoch 3
+    assert meta["selected_by"] == "last" and res.backbone_epoch == 3
     best = pretrain(tiny(store, tmp_path / "best"))
     assert any("validation loss is measured on" in w for w in best.warnings)  # 2-3 validation videos
     assert load_backbone(best.run_dir)[1]["source"] == "best"
