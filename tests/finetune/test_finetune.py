@@ -10,7 +10,8 @@ from uscl.errors import UsclError
 from uscl.finetune.config import SELECTED_ON_TEST, FinetuneConfig
 from uscl.finetune.init import apply_init, load_init, parse_init
 from uscl.finetune.predictions import read_predictions
-from uscl.finetune.train import FinetunedClassifier, finetune
+from uscl.finetune.train import finetune
+from uscl.models import FinetunedClassifier
 
 
 def _cfg(store, out, **kw):
