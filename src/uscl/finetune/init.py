@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from uscl.checkpoint import load_backbone
 from uscl.errors import UsclError
-from uscl.models.classifier import apply_init, infer_arch  # apply_init: re-exported for existing callers
+from uscl.models.classifier import infer_arch
 
 KINDS = ("random", "imagenet", "checkpoint", "uscl-official")
 

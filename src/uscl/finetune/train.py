@@ -14,6 +14,10 @@ Model selection is honest by default: the model after the fixed epoch budget
 training fold by video (``select=val``). ``select_on_test`` reproduces the
 original release's per-fold choice of the best *test* epoch and labels every
 output with :data:`~uscl.finetune.config.SELECTED_ON_TEST`.
+
+This module is the run: :func:`plan_run` checks every input, :func:`run_fold`
+trains one fold with the function of its mode (:mod:`uscl.finetune.modes`) and
+:func:`write_fold` writes its outputs, :func:`run_metrics` summarises the run.
 """
 
 from __future__ import annotations
