@@ -5,7 +5,7 @@ from pathlib import Path
 
 def test_notebook_walkthrough(tmp_path):
     from uscl.finetune import FinetuneConfig
-    from uscl.finetune.compare import compare
+    from uscl.report import compare
     from uscl.infer import predict, write_outputs
     from uscl.pretrain import PretrainConfig, pretrain
     from uscl.pretrain.config import DatasetConfig

@@ -72,8 +72,8 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
 
     ``step_offset``/``out_ready``: for a caller (the demo) that ran steps of its own in ``cfg.out``.
     """
-    from uscl.finetune.compare import compare
     from uscl.finetune.config import FinetuneConfig
+    from uscl.report import compare
     from uscl.store.prepare import PrepareOptions, prepare
 
     cfg.validate()

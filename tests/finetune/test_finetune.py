@@ -8,9 +8,10 @@ from torchvision.models import resnet18
 
 from uscl.errors import UsclError
 from uscl.finetune.config import SELECTED_ON_TEST, FinetuneConfig
-from uscl.finetune.init import apply_init, load_init, parse_init
+from uscl.finetune.init import load_init, parse_init
 from uscl.finetune.predictions import read_predictions
-from uscl.finetune.train import FinetunedClassifier, finetune
+from uscl.finetune.train import finetune
+from uscl.models.classifier import FinetunedClassifier, apply_init
 
 
 def _cfg(store, out, **kw):

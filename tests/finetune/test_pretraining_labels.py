@@ -6,11 +6,10 @@ import pytest
 
 from uscl.errors import UsclError
 from uscl.finetune import FinetuneConfig
-from uscl.finetune.compare import compare
-from uscl.finetune.report import report
 from uscl.finetune.train import finetune
 from uscl.pretrain import PretrainConfig, pretrain
 from uscl.pretrain.config import DatasetConfig
+from uscl.report import compare, report
 
 
 def _pretrain(store, out, method):

@@ -18,8 +18,7 @@ def _save_folds(run):
     """A fine-tuned model as `uscl finetune` saves it (keys backbone.*/head.*, JSON metadata), random weights
     and non-trivial BatchNorm statistics, so eval-mode BatchNorm is part of what must be reproduced."""
     from uscl.checkpoint import save_weights
-    from uscl.finetune.train import FinetunedClassifier
-    from uscl.models import build_backbone
+    from uscl.models import FinetunedClassifier, build_backbone
 
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18")

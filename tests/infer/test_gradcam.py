@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from uscl.errors import UsclError
-from uscl.finetune.train import FinetunedClassifier
 from uscl.infer.gradcam import GradCAM
 from uscl.infer.model import KnnHead, ProbabilityModel
 from uscl.infer.overlay import overlay
-from uscl.models import build_backbone
+from uscl.models import FinetunedClassifier, build_backbone
 
 SIZE = 64
 

@@ -4,7 +4,7 @@ import pytest
 
 from uscl.cli import main
 from uscl.errors import UsclError
-from uscl.finetune.report import report
+from uscl.report import report
 
 
 def test_compare_runs_inits_on_the_same_folds_and_reports(make_store, tmp_path, capsys):

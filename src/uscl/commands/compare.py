@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uscl.finetune.compare import compare
+    from uscl.report import compare
 
     cfg = config_from_args(args)
     result = compare(cfg, args.inits, cfg.out)

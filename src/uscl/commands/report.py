@@ -26,8 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uscl.finetune.report import report
-    from uscl.pretrain.report import is_pretrain_run, pretrain_report
+    from uscl.report import is_pretrain_run, pretrain_report, report
 
     if is_pretrain_run(args.path):
         path = pretrain_report(args.path)

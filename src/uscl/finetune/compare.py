@@ -1,12 +1,13 @@
-"""Several initialisations fine-tuned over the SAME folds, then one table and one report.
+"""Several initialisations fine-tuned over the SAME folds: :func:`finetune_inits`.
 
 ``DIR/splits.json`` is made once; every init runs into ``DIR/<name>/`` with
 those folds, so per-fold differences are paired. ``only_folds`` is passed to
 every init, so a partial comparison still compares the same folds; ``resume``
 continues each init's run (complete folds kept, the rest redone), which also
-fills in folds a partial comparison left out. ``DIR/comparison.json`` and
-``comparison.md`` hold the table; :func:`uscl.finetune.report.report` adds
-report.md, metrics.json and plots.
+fills in folds a partial comparison left out. The table and the report of the
+runs (``comparison.json``, ``comparison.md``, ``report.md``) are written by
+:func:`uscl.report.compare`, which calls this first: reports come after
+fine-tuning, so nothing here imports :mod:`uscl.report`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from uscl.errors import UsclError
 from uscl.finetune.config import FinetuneConfig
 from uscl.finetune.init import load_init, name_for, parse_init
 from uscl.finetune.pretraining_labels import check_pretraining_labels
-from uscl.finetune.report import comparison_data, load_run, markdown_table, paired_table, report
-from uscl.finetune.splits import select_folds
-from uscl.finetune.train import build_model, build_splits, finetune
-from uscl.utils.atomic import atomic_write_json, atomic_write_text, prepare_output_dir
+from uscl.finetune.splits import Splits, select_folds
+from uscl.finetune.train import build_splits, finetune
+from uscl.models.classifier import build_classifier
+from uscl.store import FrameStore
+from uscl.utils.atomic import prepare_output_dir
 
 
 @dataclass
-class CompareResult:
+class InitRuns:
+    """The fine-tuning runs of a comparison: ``out/<name>/`` per init, all over ``splits``."""
+
     out: Path
-    comparison: dict
-    table: str
-    report: Path
+    splits: Splits
+    specs: dict[str, str]  # name -> init spec, in the order given
 
 
 def resolve_names(inits: list[str], unsafe_pickle: bool = False) -> list[tuple[str, str, dict]]:
@@ -56,15 +59,14 @@ def _check_labels(store, splits, named, base: FinetuneConfig) -> None:
         check_pretraining_labels(store, splits, parse_init(spec), base.allow_pretraining_labels, log=lambda *a: None)
 
 
-def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: bool = False, log=print) -> CompareResult:
-    """Run ``finetune`` once per init over one shared split; write the comparison and the report.
+def finetune_inits(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: bool = False,
+                   log=print) -> InitRuns:
+    """Run ``finetune`` once per init over one shared split (``out/splits.json``), into ``out/<name>/``.
 
     ``resume`` (or ``base.resume``) keeps the folder's splits.json and resumes each init's run:
     its complete folds are kept, missing or partial ones trained. ``base.only_folds`` applies
-    to every init.
+    to every init. Every init is loaded and checked before anything runs or is written.
     """
-    from uscl.store import FrameStore
-
     if not inits:
         raise UsclError("give at least one --init")
     out = Path(out)
@@ -75,7 +77,7 @@ def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: 
     named = resolve_names(inits, base.unsafe_pickle)
     for name, spec, loaded in named:  # architecture/key problems surface before anything runs
         arch = base.arch or loaded["meta"].get("arch") or "resnet18"
-        build_model(arch, 2, loaded["sd"], spec)
+        build_classifier(arch, 2, loaded["sd"], spec)
     shared = out / "splits.json"
     if resume and shared.is_file():
         splits_cfg = dataclasses.replace(base, splits=str(shared), classes=None, where={})
@@ -95,14 +97,4 @@ def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: 
     for name, spec, _ in named:
         cfg = dataclasses.replace(base, init=spec, out=str(out / name), splits=None)
         finetune(cfg, splits=splits, log=log)
-
-    runs = {name: load_run(out / name) for name, _, _ in named}
-    data = comparison_data(runs)
-    data["store"] = base.store
-    data["init_specs"] = {name: spec for name, spec, _ in named}
-    table = markdown_table(data)
-    atomic_write_json(out / "comparison.json", data)
-    atomic_write_text(out / "comparison.md", f"# Comparison\n\n{table}\n\n{paired_table(data)}\n")
-    rep = report(out)
-    log(table)
-    return CompareResult(out, data, table, rep)
+    return InitRuns(out, splits, {name: spec for name, spec, _ in named})

@@ -11,6 +11,7 @@ SELECTED_ON_TEST = "SELECTED ON TEST FOLD — optimistic, for reproduction only"
 
 # learning rates of the modes that train by gradient descent
 DEFAULT_LR = {"paper": 0.01, "full": 1e-4}
+GRADIENT_MODES = tuple(DEFAULT_LR)  # paper, full: the others (linear, knn) fit on frozen features
 
 
 @dataclass

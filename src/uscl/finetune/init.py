@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
+from uscl.checkpoint import load_backbone
 from uscl.errors import UsclError
+from uscl.models.classifier import infer_arch
 
 KINDS = ("random", "imagenet", "checkpoint", "uscl-official")
 
@@ -74,8 +77,6 @@ def read_state_dict(path: str | Path, *, unsafe_pickle: bool = False) -> dict[st
     if not path.is_file():
         raise UsclError(f"weights file not found: {path} (nothing is downloaded; give a local file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
@@ -130,13 +131,6 @@ def official_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def infer_arch(sd: dict[str, torch.Tensor]) -> str:
-    """resnet50 has Bottleneck blocks (conv3); resnet18 BasicBlocks with 2 blocks per stage."""
-    if any(k.startswith("layer1.0.conv3") for k in sd):
-        return "resnet50"
-    return "resnet18"
-
-
 def backbone_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop a classifier (fc.*) and anything that is not part of the ResNet trunk."""
     return {k: v for k, v in sd.items() if not k.startswith("fc.")}
@@ -153,44 +147,11 @@ def load_init(spec: InitSpec, *, unsafe_pickle: bool = False) -> tuple[dict[str,
     if spec.kind == "uscl-official":
         sd = official_to_torchvision(read_state_dict(spec.path, unsafe_pickle=unsafe_pickle))
         return sd, {"init": spec.spec, "arch": infer_arch(sd), "method": "uscl-official"}
-    try:
-        from uscl.checkpoint import load_backbone
-    except ImportError as exc:  # pragma: no cover - the module ships with the package
-        raise UsclError(f"checkpoint inits need uscl.checkpoint: {exc}") from exc
     sd, meta = load_backbone(spec.path)
     meta = dict(meta or {})
     meta.setdefault("arch", infer_arch(sd))
     meta["init"] = spec.spec
     return backbone_keys(sd), meta
-
-
-def apply_init(backbone: torch.nn.Module, sd: dict[str, torch.Tensor] | None, arch: str, source: str) -> None:
-    """Load ``sd`` into ``backbone``; missing, unexpected or mis-shaped keys are an error naming them."""
-    if sd is None:
-        return
-    own = {k: v for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
-    # old checkpoints predate BatchNorm's num_batches_tracked counter; it carries no weights
-    missing = sorted(k for k in set(own) - set(sd) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(sd) - set(own))
-    shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if missing or unexpected or shape:
-        found = infer_arch(sd)
-        parts = []
-        if found != arch:
-            parts.append(f"{source} holds a {found} backbone, but the model is {arch} (set --arch {found})")
-        if shape:
-            parts.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:5]) + _more(shape))
-        if missing:
-            parts.append(f"missing key(s): {', '.join(missing[:8])}{_more(missing, 8)}")
-        if unexpected:
-            parts.append(f"unexpected key(s): {', '.join(unexpected[:8])}{_more(unexpected, 8)}")
-        raise UsclError(f"cannot initialise {arch} from {source}: " + "; ".join(parts))
-    backbone.load_state_dict(sd, strict=False)
-
-
-def _more(items, n=5) -> str:
-    return f" (+{len(items) - n} more)" if len(items) > n else ""
 
 
 def name_for(spec: InitSpec, meta: dict) -> str:

@@ -14,6 +14,15 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import ttest_rel
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 SCALARS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
 
@@ -25,15 +34,6 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Se
     in ``y_true``; the macro value averages those, and is ``None`` when no class
     qualifies (a single-class fold).
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        balanced_accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
-
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     k = len(classes)
@@ -154,8 +154,6 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
         "p_value": None,
     }
     if len(d) > 1 and np.any(d != d[0]):
-        from scipy.stats import ttest_rel
-
         res["p_value"] = float(ttest_rel(a[ok], b[ok]).pvalue)
     return res
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.finetune.config import DEFAULT_LR, FinetuneConfig
+from uscl.finetune.config import DEFAULT_LR, GRADIENT_MODES, FinetuneConfig
 from uscl.finetune.predictions import Predictions, read_predictions
 from uscl.finetune.splits import Fold, Splits
 from uscl.utils.atomic import atomic_write_text
@@ -50,7 +50,7 @@ def fold_dir(run: Path, index: int) -> Path:
 
 def fold_files(mode: str) -> list[str]:
     """What a complete fold holds besides metrics.json."""
-    return ["predictions.csv", "model.safetensors", "model.json"] + (["history.csv"] if mode in ("paper", "full") else [])
+    return ["predictions.csv", "model.safetensors", "model.json"] + (["history.csv"] if mode in GRADIENT_MODES else [])
 
 
 def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print) -> tuple[Path, dict[int, KeptFold]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
 
 from uscl.errors import UsclError
 from uscl.utils.atomic import atomic_write_json
@@ -205,8 +206,6 @@ def make_splits(
     case its videos go to as many test folds as it has groups and the others
     test without it (recorded in ``notes``).
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     if n_folds < 2:
         raise UsclError(f"--folds must be at least 2, got {n_folds}")
     ids, classes, excluded = select_videos(store, classes, where)
@@ -273,8 +272,6 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> Sp
 
     The test fold is never touched: validation only picks the epoch.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     if not 0 < fraction < 1:
         raise UsclError(f"--val-fraction must be between 0 and 1, got {fraction}")
     n_parts = max(2, int(round(1 / fraction)))

@@ -27,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torchvision import models as tvm
 
+from uscl import __version__
 from uscl.errors import UsclError
 from uscl.infer.model import LoadedModel, ProbabilityModel, load_model
 from uscl.utils.atomic import atomic_path, atomic_write_json
@@ -63,8 +66,6 @@ def output_path(out: str | os.PathLike, fmt: str) -> Path:
 
 
 def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list) -> dict:
-    from uscl import __version__
-
     pp = model.preprocessing
     s = pp.image_size
     opts = pp.store_options
@@ -121,9 +122,6 @@ def torchvision_state(net: ProbabilityModel) -> dict[str, torch.Tensor]:
 
 def rebuild_torchvision(path: str | os.PathLike, arch: str, num_classes: int) -> nn.Module:
     """What a user without uscl does: plain torchvision ResNet + safetensors weights (strict)."""
-    from safetensors.torch import load_file
-    from torchvision import models as tvm
-
     net = getattr(tvm, arch)(weights=None, num_classes=num_classes)
     net.load_state_dict(load_file(str(path)), strict=True)
     return net.eval()
@@ -173,8 +171,6 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
             got, how = torch.from_numpy(_run_onnx(tmp, x.numpy())), "onnxruntime (CPU)"
             ref = ref_probs
         else:
-            from safetensors.torch import save_file
-
             net = model.folds[0].net
             save_file(torchvision_state(net), str(tmp), metadata={"format": "pt", "classes": ",".join(model.classes)})
             rebuilt = rebuild_torchvision(tmp, model.preprocessing.arch, len(model.classes))
@@ -195,7 +191,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
 
 
 def _run_onnx(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
-    try:
+    try:  # optional dependency (the `export` extra): imported only for an ONNX export
         import onnxruntime as ort
     except ImportError as exc:
         raise UsclError("onnxruntime is not installed, so the ONNX export cannot be checked") from exc

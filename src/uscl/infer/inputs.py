@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uscl.augment import eval_transform
 from uscl.errors import UsclError
 from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames
 from uscl.video.discover import VideoInput, discover_inputs, is_frame_folder
@@ -81,8 +82,6 @@ def load_frames(inp: VideoInput, options: PrepareOptions) -> np.ndarray:
 def to_model_input(frames: np.ndarray | torch.Tensor, image_size: int, mean: float, std: float,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (T, H, W, C) frames → normalised float32 (T, 3, image_size, image_size), as at evaluation."""
-    from uscl.augment import eval_transform
-
     x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     x = x.permute(0, 3, 1, 2).to(device)
     return eval_transform(x, image_size, mean, std, 3)

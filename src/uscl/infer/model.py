@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,7 +20,9 @@ from torch import nn
 
 from uscl.checkpoint import load_weights, strip_wrappers
 from uscl.errors import UsclError
+from uscl.finetune.outputs import MODEL_KIND
 from uscl.finetune.run_folder import FOLD_METRICS
+from uscl.models import FinetunedClassifier, build_backbone
 
 MODEL_FILE = "model.safetensors"
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
@@ -59,8 +61,6 @@ class Preprocessing:
                    arch=str(meta.get("arch") or "resnet18"))
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -88,7 +88,7 @@ class KnnHead(nn.Module):
 
 
 class ProbabilityModel(nn.Module):
-    """One fold's :class:`~uscl.finetune.train.FinetunedClassifier`, returning class probabilities.
+    """One fold's :class:`~uscl.models.classifier.FinetunedClassifier`, returning class probabilities.
 
     ``forward`` gives probabilities: softmax of the linear head's scores
     (paper/full/linear modes), or the neighbour votes of a :class:`KnnHead`
@@ -190,9 +190,6 @@ def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> Pr
     The network is built on the meta device and takes the file's tensors
     (``assign=True``): no random initialisation that would be overwritten anyway.
     """
-    from uscl.finetune.train import FinetunedClassifier
-    from uscl.models import build_backbone
-
     state = strip_wrappers(state)
     arch = meta.get("arch") or "resnet18"
     classes = meta.get("classes") or []
@@ -281,7 +278,7 @@ def load_model(path: str | Path, fold: int | None = None) -> LoadedModel:
     first_meta: dict | None = None
     for file, k in fold_paths(path, fold):
         state, meta = load_weights(file)
-        if meta.get("kind") not in (None, "uscl-finetuned"):
+        if meta.get("kind") not in (None, MODEL_KIND):
             raise UsclError(f"{file} is a {meta.get('kind')!r} file, not a fine-tuned model")
         Preprocessing.from_meta(meta, str(file))  # every fold must be complete
         if first_meta is not None:

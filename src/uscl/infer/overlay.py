@@ -9,13 +9,14 @@ import numpy as np
 from PIL import Image
 
 from uscl.utils.atomic import atomic_path
+from uscl.video.mp4 import write_mp4
 
 DEFAULT_CMAP = "jet"
 
 
 def colorize(maps: np.ndarray, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     """Maps in [0, 1] (..., H, W) → uint8 RGB (..., H, W, 3) through a matplotlib colour map."""
-    import matplotlib
+    import matplotlib  # heavy (about a second): imported only by the functions that draw
 
     lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
     return lut[np.clip(np.asarray(maps) * 255 + 0.5, 0, 255).astype(np.uint8)]
@@ -52,8 +53,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 def write_rgb_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
     """uint8 RGB frames (T, H, W, 3) → H.264 .mp4, atomically; odd sizes are padded by one."""
-    from uscl.video.mp4 import write_mp4
-
     return write_mp4(path, frames, fps if fps and fps > 0 else 10.0, pad_odd=True)
 
 

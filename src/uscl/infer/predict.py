@@ -10,6 +10,8 @@ recorded in ``skipped`` and the rest goes on.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from uscl.errors import UsclError
 from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
 from uscl.infer.model import LoadedModel, load_model
 from uscl.store.preprocess import PrepareOptions
+from uscl.utils.atomic import atomic_write_json, atomic_write_text
 from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
@@ -222,9 +225,6 @@ def _clip(text: str, n: int) -> str:
 
 
 def _csv(rows: list[list]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerows(rows)
@@ -233,8 +233,6 @@ def _csv(rows: list[list]) -> str:
 
 def write_outputs(run: PredictionRun, out: str | os.PathLike, extra: dict | None = None) -> dict[str, Path]:
     """frames.csv, videos.csv, predictions.json (and skipped.csv when inputs were skipped), atomically."""
-    from uscl.utils.atomic import atomic_write_json, atomic_write_text
-
     out = Path(out)
     classes = run.classes
     pcols = [f"prob_{c}" for c in classes]

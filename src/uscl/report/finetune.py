@@ -22,10 +22,10 @@ import numpy as np
 
 from uscl.errors import UsclError
 from uscl.finetune import metrics as M
-from uscl.finetune import plots
 from uscl.finetune.config import SELECTED_ON_TEST
-from uscl.finetune.pretraining_labels import LEAKAGE_NOTE
 from uscl.finetune.predictions import read_predictions
+from uscl.finetune.pretraining_labels import LEAKAGE_NOTE
+from uscl.report import plots
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 
 COMPARISON_FORMAT = "uscl-finetune-comparison"

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.finetune.plots import _plt, _save
+from uscl.pretrain.config import load_config
+from uscl.report.plots import pyplot, save_figure
 from uscl.utils.atomic import atomic_write_text
 
 CURVES = "pretrain_curves.png"
@@ -31,7 +32,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _curves(path: Path, rows: list[dict], best_epoch: int | None) -> Path:
-    plt = _plt()
+    plt = pyplot()
     ep = [int(r["epoch"]) for r in rows]
     fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(9, 3.4))
     ax_l.plot(ep, [r["contrastive_loss"] for r in rows], label="train contrastive")
@@ -51,13 +52,11 @@ def _curves(path: Path, rows: list[dict], best_epoch: int | None) -> Path:
     speed.plot(ep, [r["images_per_s"] for r in rows], color="tab:purple", alpha=0.6)
     speed.set_ylabel("images/s", color="tab:purple")
     fig.suptitle(f"pretraining: {path.name}")
-    return _save(fig, path / CURVES)
+    return save_figure(fig, path / CURVES)
 
 
 def pretrain_report(path: str | Path) -> Path:
     """Write RUN/report.md and RUN/pretrain_curves.png; returns report.md."""
-    from uscl.pretrain.config import load_config
-
     path = Path(path)
     if not is_pretrain_run(path):
         raise UsclError(f"{path} is not a pretraining run folder (needs metrics.csv, config.yaml, last.json)")

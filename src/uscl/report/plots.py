@@ -1,4 +1,8 @@
-"""PNG figures for reports (matplotlib, Agg backend: no display needed)."""
+"""PNG figures for reports (matplotlib, Agg backend: no display needed).
+
+:func:`pyplot` and :func:`save_figure` are the two helpers every report figure
+uses (fine-tuning here, pretraining in :mod:`uscl.report.pretrain`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from uscl.utils.atomic import atomic_write_with
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend.
+
+    matplotlib is the one import kept inside a function in the report and infer
+    modules: it is heavy (about a second) and only figures need it.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -19,15 +29,16 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it; returns ``path``."""
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"), suffix=".png")
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def confusion_matrices(path: Path, matrices: dict[str, list], classes: Sequence[str], title: str) -> Path:
     """One panel per matrix (e.g. frame / video level), counts and row-normalised colour."""
-    plt = _plt()
+    plt = pyplot()
     n = len(matrices)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.6, 3.4), squeeze=False)
     for ax, (name, cm) in zip(axes[0], matrices.items()):
@@ -46,7 +57,7 @@ def confusion_matrices(path: Path, matrices: dict[str, list], classes: Sequence[
     for ax, (name, _) in zip(axes[0], matrices.items()):
         ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str,
@@ -55,7 +66,7 @@ def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str,
 
     ``fold_labels`` names the bar groups (default ``fold 0..n-1``), for runs of only some folds.
     """
-    plt = _plt()
+    plt = pyplot()
     levels = list(next(iter(per_init.values())).keys())
     fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 3.4), squeeze=False)
     names = list(per_init)
@@ -72,14 +83,12 @@ def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str,
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(path: Path, y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str) -> Path:
     """One-vs-rest ROC per class of pooled test predictions (classes without both outcomes skipped)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     for c, name in enumerate(classes):
         pos = y_true == c
@@ -91,12 +100,12 @@ def roc_curves(path: Path, y_true: np.ndarray, probs: np.ndarray, classes: Seque
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(path: Path, histories: dict[str, list[list[dict]]], title: str) -> Path:
     """Per init, mean over folds of train loss (left) and train/val accuracy (right) per epoch."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, folds in histories.items():
         if not folds:
@@ -124,7 +133,7 @@ def training_curves(path: Path, histories: dict[str, list[list[dict]]], title: s
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def r_has(history: list[dict], key: str) -> bool:

@@ -1,0 +1,171 @@
+"""The fine-tuning modes, one function each, with one signature: ``(cfg, runner, model, loaders, fold_seed)``.
+
+* :func:`train_fold`  - paper / full: gradient fine-tuning of the last block of layer4 + the head, or of
+  everything, with the model selection of ``cfg`` (last epoch, best validation epoch, or best test epoch)
+* :func:`linear_fold` - logistic regression on frozen backbone features, folded into the linear head
+* :func:`knn_fold`    - k nearest neighbours on frozen, L2-normalised features (the bank is saved with the model)
+
+Each returns a :class:`FoldFit`: the tensors to save, the model metadata of the
+mode and the test fold's frame predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+
+from uscl.finetune.engine import Runner, evaluate, train_one_epoch
+from uscl.models.classifier import FinetunedClassifier
+from uscl.utils.progress import progress
+from uscl.utils.seed import make_generator
+
+
+@dataclass
+class FoldFit:
+    """What a mode hands back for one fold: the model to save and its test predictions."""
+
+    tensors: dict[str, torch.Tensor]  # the saved state dict
+    meta: dict  # the mode's entries of the model metadata
+    videos: np.ndarray  # per test frame: store index of its video, frame index, label, class probabilities
+    frames: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    history: list[dict] = field(default_factory=list)  # per epoch (gradient modes)
+    selected_epoch: int | None = None
+
+
+def set_trainable(model: FinetunedClassifier, mode: str) -> list[str]:
+    """paper: last residual block of layer4 + head; full: everything; linear/knn: nothing."""
+    for p in model.parameters():
+        p.requires_grad_(mode == "full")
+    if mode == "paper":
+        for p in model.backbone.layer4[-1].parameters():
+            p.requires_grad_(True)
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+# -- paper / full ----------------------------------------------------------------------
+def train_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, fold_seed: int, *,
+               desc: str = "") -> FoldFit:
+    """Gradient fine-tuning (Adam, cosine schedule) for ``cfg.epochs``, then the selected model on the test fold."""
+    trainable = set_trainable(model, cfg.mode)
+    model.to(runner.device)
+    if runner.cuda:
+        model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    gen = make_generator(fold_seed, runner.device if runner.cuda else None)
+    history, best, best_epoch, best_score = [], None, None, -1.0
+    watch = "test" if cfg.select_on_test else ("val" if cfg.select == "val" else None)
+    for epoch in progress(range(1, cfg.epochs + 1), desc=f"{desc} epochs", leave=False):
+        row = {"epoch": epoch, **train_one_epoch(model, loaders["train"], opt, runner, gen,
+                                                 freeze_bn_stats=cfg.freeze_bn_stats, desc=f"epoch {epoch}")}
+        sched.step()
+        if "val" in loaders:
+            row.update(evaluate(model, loaders["val"], runner, "val"))
+        if cfg.select_on_test:  # the test fold is looked at only after training, unless reproducing the flaw
+            row.update(evaluate(model, loaders["test"], runner, "test"))
+        history.append(row)
+        if watch and row[f"{watch}_acc"] > best_score:
+            best_score, best_epoch = row[f"{watch}_acc"], epoch
+            best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if watch:
+        model.load_state_dict(best)
+    selected = best_epoch if watch else cfg.epochs
+    vids, frames, labels, probs = runner.predict(model, loaders["test"], desc=f"{desc} test")
+    meta = {"head": "linear", "trainable": summarise_trainable(trainable), "epochs": cfg.epochs,
+            "lr": cfg.learning_rate, "selected_epoch": selected}
+    return FoldFit(model.state_dict(), meta, vids, frames, labels, probs, history, selected)
+
+
+def summarise_trainable(names: list[str]) -> list[str]:
+    """Trainable parameter names collapsed to their modules (layer4.1, head)."""
+    out = []
+    for n in names:
+        parts = n.split(".")
+        mod = ".".join(parts[1:3]) if parts[0] == "backbone" and parts[1].startswith("layer") else (
+            parts[0] if parts[0] == "head" else ".".join(parts[:2]))
+        if mod not in out:
+            out.append(mod)
+    return out
+
+
+# -- linear / knn on frozen features -----------------------------------------------------
+def frozen_features(runner: Runner, model: FinetunedClassifier, loaders: dict, desc: str) -> tuple[np.ndarray, ...]:
+    """(train features, train labels, test videos, test frames, test labels, test features) of the frozen trunk."""
+    model.to(runner.device)
+    _, _, tr_labels, tr_feats = runner.features(model.backbone, loaders["train"], desc=f"{desc} train features")
+    vids, frames, labels, te_feats = runner.features(model.backbone, loaders["test"], desc=f"{desc} test features")
+    return tr_feats, tr_labels, vids, frames, labels, te_feats
+
+
+def linear_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, fold_seed: int, *,
+                desc: str = "") -> FoldFit:
+    """Logistic regression on frozen features; the saved model predicts alone (the fit is its head)."""
+    set_trainable(model, cfg.mode)
+    tr_feats, tr_labels, vids, frames, labels, te_feats = frozen_features(runner, model, loaders, desc)
+    k = model.head.out_features
+    fit_linear(cfg, model, tr_feats, tr_labels, k)
+    with torch.no_grad():  # the folded head on the test features = what the saved model predicts
+        head = model.head.to("cpu")
+        probs = torch.softmax(head(torch.from_numpy(te_feats).float()), 1).numpy()
+    return FoldFit(model.state_dict(), {"head": "linear", "linear_c": cfg.linear_c}, vids, frames, labels, probs)
+
+
+def fit_linear(cfg, model: FinetunedClassifier, train_feats, train_labels, k: int):
+    """Standardised logistic regression, then folded into ``model.head`` (so the saved model predicts alone)."""
+    scaler = StandardScaler().fit(train_feats)
+    clf = LogisticRegression(C=cfg.linear_c, max_iter=2000, random_state=cfg.seed)
+    clf.fit(scaler.transform(train_feats), train_labels)
+    coef, intercept = clf.coef_, clf.intercept_
+    if coef.shape[0] == 1:  # binary: sigmoid(w.x + b) == softmax([0, w.x + b])
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    w = coef / scale
+    b = intercept - (coef * (scaler.mean_ / scale)).sum(1)
+    weight = np.zeros((k, w.shape[1]))
+    bias = np.full(k, -1e4)  # classes absent from the training fold are never predicted
+    weight[clf.classes_] = w
+    bias[clf.classes_] = b
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight).float())
+        model.head.bias.copy_(torch.from_numpy(bias).float())
+    return clf, scaler
+
+
+def knn_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, fold_seed: int, *,
+             desc: str = "") -> FoldFit:
+    """kNN vote among the training frames' features; the model is saved with that bank instead of a head."""
+    set_trainable(model, cfg.mode)
+    tr_feats, tr_labels, vids, frames, labels, te_feats = frozen_features(runner, model, loaders, desc)
+    probs = knn_probs(tr_feats, tr_labels, te_feats, cfg.knn_k, model.head.out_features)
+    tensors = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    tensors.update({"knn.bank": torch.from_numpy(_l2(tr_feats)).float(),
+                    "knn.labels": torch.from_numpy(tr_labels.astype(np.int64))})
+    return FoldFit(tensors, {"head": "knn", "knn_k": cfg.knn_k}, vids, frames, labels, probs)
+
+
+def knn_probs(bank: np.ndarray, bank_labels: np.ndarray, feats: np.ndarray, k_neigh: int, k: int) -> np.ndarray:
+    knn = KNeighborsClassifier(n_neighbors=min(k_neigh, len(bank)))
+    knn.fit(_l2(bank), bank_labels)
+    return _full_probs(knn.predict_proba(_l2(feats)), knn.classes_, k)
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _full_probs(partial: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    """sklearn gives columns only for classes seen in training; pad to all k classes."""
+    out = np.zeros((len(partial), k))
+    out[:, seen] = partial
+    return out
