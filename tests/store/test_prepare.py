@@ -125,6 +125,38 @@ def test_bad_files_are_skipped_with_reasons(src, tmp_path):
     assert summary.videos == 7
 
 
+def test_frame_folder_with_corrupt_frames_stays_one_video_and_reports_them(tmp_path):
+    src = tmp_path / "src"
+    folder = src / "covid" / "vid"
+    folder.mkdir(parents=True)
+    frames = moving_frames(6, 32, 32, seed=7)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"frame_{i + 1}.png")
+    (folder / "frame_3.png").write_bytes(b"garbage, not an image")  # unreadable header
+    whole = (folder / "frame_5.png").read_bytes()
+    (folder / "frame_5.png").write_bytes(whole[: len(whole) // 2])  # header reads, pixels cut
+    out = tmp_path / "store"
+    summary = prepare(src, out, SMALL, label_from="parent", show_progress=False)
+    store = FrameStore(out)
+    assert [(v.source, v.kind, v.num_frames, v.label) for v in store.videos] == [("covid/vid", "frames", 4, "covid")]
+    rec = store.videos[0]
+    assert rec.orig_num_frames == 4
+    np.testing.assert_array_equal(store.frames(rec.video_id), preprocess_frames(frames[[0, 1, 3, 5]], SMALL))
+    with open(out / "skipped.csv", newline="") as fh:
+        skipped = {r["path"]: r["reason"] for r in csv.DictReader(fh)}
+    assert set(skipped) == {"covid/vid/frame_3.png", "covid/vid/frame_5.png"}
+    assert all("frame of covid/vid" in r and "not a readable image" in r for r in skipped.values())
+    assert dict(summary.skipped) == skipped
+    text = summary.format()
+    assert "skipped 2 files" in text and "covid/vid/frame_3.png" in text and "covid/vid/frame_5.png" in text
+    assert [m["path"] for m in rec.extra["skipped_members"]] == ["covid/vid/frame_3.png", "covid/vid/frame_5.png"]
+    # an incremental re-run reuses the video and still reports its skipped members
+    again = prepare(src, out, SMALL, label_from="parent", show_progress=False)
+    assert again.decoded == 0 and again.reused == 1 and dict(again.skipped) == skipped
+    with open(out / "skipped.csv", newline="") as fh:
+        assert {r["path"] for r in csv.DictReader(fh)} == set(skipped)
+
+
 def test_sampling_and_crop_options(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

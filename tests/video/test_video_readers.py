@@ -185,6 +185,32 @@ def test_frame_folder_rule_and_natural_order(tmp_path):
     assert not any(i.kind == "frames" for i in discover_inputs(tmp_path, frame_folders=False).inputs)
 
 
+def test_frame_folder_with_unreadable_frames_stays_one_video(tmp_path):
+    names = [f"frame_{i}.png" for i in range(1, 7)]
+    _write_folder(tmp_path / "cls" / "vid", names)
+    (tmp_path / "cls" / "vid" / "frame_3.png").write_bytes(b"not a png at all")  # unreadable header
+    found = discover_inputs(tmp_path)
+    assert [(i.rel, i.kind) for i in found.inputs] == [("cls/vid", "frames")]  # not 5 one-frame stills
+    folder = found.inputs[0]
+    assert [f.name for f in folder.files] == ["frame_1.png", "frame_2.png", "frame_4.png", "frame_5.png", "frame_6.png"]
+    assert [p.name for p, _ in folder.unreadable] == ["frame_3.png"]
+    assert "not a readable image" in folder.unreadable[0][1]
+    assert [f.name for f in folder.members] == names  # the fingerprint covers the bad member too
+    # a member whose header reads but whose pixels are cut is dropped at decode time, and named
+    whole = (folder.path / "frame_5.png").read_bytes()
+    (folder.path / "frame_5.png").write_bytes(whole[: len(whole) // 2])
+    video = read_frames(folder.path, kind="frames", files=list(folder.files))
+    assert video.num_frames == 4 and video.orig_num_frames == 4
+    np.testing.assert_array_equal(video.frames[:, 0, 0, 0], [0, 20, 60, 100])
+    assert [p.name for p, _ in video.dropped] == ["frame_5.png"] and "not a readable image" in video.dropped[0][1]
+    # a folder whose images are all unreadable is no video: each file is its own (failing) input
+    (tmp_path / "bad").mkdir()
+    for name in ("1.png", "2.png"):
+        (tmp_path / "bad" / name).write_bytes(b"junk")
+    kinds = {i.rel: i.kind for i in discover_inputs(tmp_path).inputs}
+    assert kinds == {"cls/vid": "frames", "bad/1.png": "image", "bad/2.png": "image"}
+
+
 def test_labels_csv_prefix_and_parent(tmp_path):
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("path,label,probe,patient\n./a/Cov_1.mp4,covid,convex,p1\nb\\x.gif,,linear,\n")

@@ -10,7 +10,10 @@ Per input: decode (uscl.video) → sample → crop → resize → channels
 The manifest is written last. A bad file is skipped with its reason
 (skipped.csv), never aborting the run. A file whose decoding breaks after some
 frames (a truncated video) keeps the frames that decoded, with a note in the
-record (``extra["ingest_notes"]``) and in the summary.
+record (``extra["ingest_notes"]``) and in the summary. An unreadable image of
+a folder of frames is left out of that video (which stays one video) and
+listed as skipped, with the folder named in the reason (and in the record's
+``extra["skipped_members"]``, so a re-run that reuses the video reports it too).
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from uscl.utils.atomic import atomic_write_text
 from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
 from uscl.video.discover import VideoInput, discover_inputs
+from uscl.video.formats import natural_key
 from uscl.video.labels import LabelResolver, parse_prefix_map, parse_where, read_labels_csv
 
 SKIPPED = "skipped.csv"
 UNLABELLED = "unlabelled"
+# what ingestion itself records in ``record.extra`` (the rest comes from the labels CSV)
+INGEST_FIELDS = ("ingest_notes", "skipped_members")
 
 __all__ = ["PrepareOptions", "PrepareSummary", "prepare", "preprocess_frames", "read_and_preprocess"]
 
@@ -171,6 +177,12 @@ def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer:
     )
     if video.notes:
         record.extra["ingest_notes"] = list(video.notes)
+    members = sorted([*inp.unreadable, *video.dropped], key=lambda m: natural_key(m[0].name))
+    if members:  # unreadable images of a frame folder: left out of the video, reported as skipped
+        record.extra["skipped_members"] = [
+            {"path": f"{inp.rel}/{p.name}", "reason": f"unreadable frame of {inp.rel} (left out of that video): {r}"}
+            for p, r in members
+        ]
     decoded = video.orig_num_frames if inp.kind != "frames" else int(t)
     return record, int(decoded)
 
@@ -258,9 +270,10 @@ def prepare(
             continue
         info = infos[inp.rel]
         record.label, record.patient = info.label, info.patient
-        notes = record.extra.get("ingest_notes", [])
-        record.extra = {**info.extra, **({"ingest_notes": notes} if notes else {})}
-        summary.notes += [(inp.rel, n) for n in notes]
+        kept = {k: record.extra[k] for k in INGEST_FIELDS if record.extra.get(k)}
+        record.extra = {**info.extra, **kept}
+        summary.notes += [(inp.rel, n) for n in kept.get("ingest_notes", [])]
+        summary.skipped += [(m["path"], m["reason"]) for m in kept.get("skipped_members", [])]
         records.append(record)
     bar.close()
 
