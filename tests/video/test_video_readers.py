@@ -114,6 +114,30 @@ def test_dicom_without_pixels_or_decoder_is_a_clear_decode_error(tmp_path):
         read_frames(write_dicom(tmp_path / "jls.dcm", img, transfer_syntax=jpeg_ls))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the cut values it reads
+def test_truncated_dicom_is_reported_as_truncated_not_as_without_pixels(tmp_path):
+    whole = write_dicom(tmp_path / "cine.dcm", moving_frames(3, 16, 16)[..., 0], frame_time_ms=100).read_bytes()
+    pixels_at = whole.index(b"\xe0\x7f\x10\x00")  # the (7FE0,0010) PixelData tag
+    cut = tmp_path / "cut.dcm"
+    for n in range(1, len(whole)):  # every cut: preamble, file meta, header elements, pixel data
+        cut.write_bytes(whole[:n])
+        with pytest.raises(DecodeError) as err:
+            read_frames(cut)
+        assert "truncated" in str(err.value), (n, str(err.value))
+        if n <= pixels_at:
+            assert str(err.value).startswith("DICOM file is truncated or unreadable"), (n, str(err.value))
+    # an object that ends cleanly without pixels is still a report, not a cut file
+    report = write_dicom(tmp_path / "report.dcm", moving_frames(1, 16, 16)[..., 0], pixel_data=False)
+    import pydicom
+
+    ds = pydicom.dcmread(report)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.save_as(report, enforce_file_format=True)
+    with pytest.raises(DecodeError, match="has no pixel data") as err:
+        read_frames(report)
+    assert "truncated" not in str(err.value)
+
+
 @pytest.mark.parametrize("ext,mode", [(".png", "RGB"), (".jpg", "L"), (".bmp", "RGB"), (".tif", "RGB"),
                                       (".png", "RGBA"), (".png", "P"), (".png", "I;16")])
 def test_still_images_are_one_frame_videos(tmp_path, ext, mode):
