@@ -94,7 +94,7 @@ def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: 
 
     for name, spec, _ in named:
         cfg = dataclasses.replace(base, init=spec, out=str(out / name), splits=None)
-        finetune(cfg, splits=splits, log=log)
+        finetune(cfg, splits=splits, log=log, log_splits=False)  # the shared folds were printed above
 
     runs = {name: load_run(out / name) for name, _, _ in named}
     data = comparison_data(runs)

@@ -326,7 +326,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 # -- the run --------------------------------------------------------------------------
-def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) -> FinetuneResult:
+def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print, log_splits: bool = True) -> FinetuneResult:
     """Fine-tune and evaluate one init over the folds; see the module docstring for the outputs.
 
     Every input is checked (store, labels, folds, ``only_folds``, leakage, init
@@ -355,7 +355,7 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) ->
     selected = select_folds(splits, cfg.only_folds)
 
     run, kept = open_run(cfg, splits, store.store_id, log=log)
-    log(f"finetune {init_name} ({spec.spec}) mode={cfg.mode} arch={arch} on {device}; {splits.summary()}")
+    log(f"finetune {init_name} ({spec.spec}) mode={cfg.mode} arch={arch} on {device}; {splits.summary() if log_splits else 'the folds above'}")
     if cfg.only_folds is not None:
         log(f"--only-folds: training fold(s) {', '.join(str(f.index) for f in selected)} of {splits.n_folds}")
     if cfg.select_on_test:
