@@ -157,6 +157,54 @@ def test_frame_folder_with_corrupt_frames_stays_one_video_and_reports_them(tmp_p
         assert {r["path"] for r in csv.DictReader(fh)} == set(skipped)
 
 
+def test_labels_csv_at_the_root_of_src_is_used_when_no_labels_option_is_given(tmp_path, capsys):
+    from uscl.synth import generate
+
+    data = tmp_path / "synth"
+    generate(data, videos_per_class=1, frames=3, size=32, fps=10.0, seed=0)
+    with open(data / "labels.csv", newline="") as fh:
+        truth = {r["path"]: r["label"] for r in csv.DictReader(fh)}
+    summary = prepare(data, tmp_path / "auto", SMALL, show_progress=False)
+    assert {v.source: v.label for v in FrameStore(tmp_path / "auto").videos} == truth
+    assert summary.labels_csv == str(data / "labels.csv") and summary.labels_found
+    assert (f"labels from {data / 'labels.csv'} (found at the root of the source; pass --labels to choose another)"
+            in summary.format())
+    # the CLI says so too
+    assert main(["prepare", str(data), str(tmp_path / "cli"), "--size", "32"]) == 0
+    assert "found at the root of the source" in capsys.readouterr().out
+    assert {v.source: v.label for v in FrameStore(tmp_path / "cli").videos} == truth
+    # explicit options win: another CSV, or labels from the folder names
+    other = tmp_path / "other.csv"
+    other.write_text("path,label\n" + "".join(f"{p},x{i}\n" for i, p in enumerate(sorted(truth))))
+    s2 = prepare(data, tmp_path / "csv", SMALL, labels_csv=other, show_progress=False)
+    assert {v.label for v in FrameStore(tmp_path / "csv").videos} == {"x0", "x1", "x2"}
+    assert s2.labels_csv == str(other) and not s2.labels_found and "found at the root" not in s2.format()
+    (data / "covid").rename(data / "folder_a")  # parent names now differ from the CSV labels
+    s3 = prepare(data, tmp_path / "parent", SMALL, label_from="parent", show_progress=False)
+    assert "folder_a" in {v.label for v in FrameStore(tmp_path / "parent").videos}
+    assert s3.labels_csv is None and "found at the root" not in s3.format()
+    # without any labels, the summary says the store is unlabelled and how to label it
+    (data / "labels.csv").unlink()
+    s4 = prepare(data, tmp_path / "none", SMALL, show_progress=False)
+    assert all(v.label is None for v in FrameStore(tmp_path / "none").videos)
+    assert "no labels" in s4.format() and "--labels" in s4.format()
+
+
+def test_a_root_labels_csv_that_is_not_a_labels_csv_is_named_in_the_error(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "a.mp4", moving_frames(3, 32, 32), fps=10)
+    (src / "labels.csv").write_text("name,score\na.mp4,3\n")
+    with pytest.raises(UsclError, match=r"found at the root of .*labels_csv"):
+        prepare(src, tmp_path / "out", SMALL, show_progress=False)
+    assert main(["prepare", str(src), str(tmp_path / "out"), "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "labels.csv was found at the root of SRC" in err and "--label-from" in err
+    # an explicit choice still works
+    prepare(src, tmp_path / "out", SMALL, label_from="parent", show_progress=False)
+    assert [v.source for v in FrameStore(tmp_path / "out").videos] == ["a.mp4"]
+
+
 def test_sampling_and_crop_options(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

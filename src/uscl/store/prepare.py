@@ -38,7 +38,14 @@ from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
 from uscl.video.discover import VideoInput, discover_inputs
 from uscl.video.formats import natural_key
-from uscl.video.labels import LabelResolver, parse_prefix_map, parse_where, read_labels_csv
+from uscl.video.labels import (
+    FoundLabelsError,
+    LabelResolver,
+    parse_prefix_map,
+    parse_where,
+    read_labels_csv,
+    root_labels_csv,
+)
 
 SKIPPED = "skipped.csv"
 UNLABELLED = "unlabelled"
@@ -64,6 +71,8 @@ class PrepareSummary:
     ignored: list[str] = field(default_factory=list)  # files that are not media
     unmatched_labels: list[str] = field(default_factory=list)  # CSV rows naming no input
     removed: int = 0  # stale arrays of sources no longer present
+    labels_csv: str | None = None  # the labels CSV used, if any
+    labels_found: bool = False  # it is SRC/labels.csv, used because no labels option was given
     frames_decoded: int = 0  # source frames decoded in this run
     seconds: float = 0.0
 
@@ -74,6 +83,12 @@ class PrepareSummary:
 
     def format(self) -> str:
         lines = [f"frame store {self.out}: {self.videos} videos, {self.frames} frames"]
+        if self.labels_found:
+            lines.append(f"labels from {self.labels_csv} (found at the root of the source; "
+                         "pass --labels to choose another)")
+        elif self.videos and set(self.per_label) == {UNLABELLED}:
+            lines.append("no labels: every video is unlabelled (give a labels CSV with --labels, "
+                         "or take labels from folder names with --label-from parent)")
         width = max([len(k) for k in self.per_label] + [5])
         lines.append(f"  {'label':<{width}}  videos  frames")
         for label, c in self.per_label.items():
@@ -204,7 +219,9 @@ def prepare(
 
     Labels: ``labels_csv`` (path,label[,patient], extra columns kept in
     ``record.extra``), then ``label_from`` ('parent' or 'prefix' with
-    ``prefix_map``) for inputs the CSV does not name. ``where``: keep only
+    ``prefix_map``) for inputs the CSV does not name. With neither,
+    ``src/labels.csv`` is used if present (``summary.labels_found``, and the
+    summary says so). ``where``: keep only
     inputs whose CSV/label fields match (``["probe=convex"]``).
     Re-running into the same ``out`` with the same options is incremental;
     other options are refused unless ``overwrite``.
@@ -217,7 +234,16 @@ def prepare(
     opts = options.to_dict()
     _check_out(out, opts, overwrite)
 
-    rows = read_labels_csv(labels_csv, src) if labels_csv else {}
+    labels_found = False
+    if labels_csv is None and label_from is None:  # no labels option: SRC/labels.csv, if there is one
+        labels_csv = root_labels_csv(src)
+        labels_found = labels_csv is not None
+    try:
+        rows = read_labels_csv(labels_csv, src) if labels_csv else {}
+    except UsclError as exc:
+        if labels_found:
+            raise FoundLabelsError(labels_csv, str(exc)) from None
+        raise
     if isinstance(prefix_map, str) or prefix_map is None:
         prefix_map = parse_prefix_map(prefix_map)
     resolver = LabelResolver(rows, label_from=label_from, prefix_map=prefix_map)
@@ -234,7 +260,8 @@ def prepare(
     ids = make_video_ids([i.rel for i in discovery.inputs], {i.rel for i in discovery.inputs if i.kind == "frames"})
     selected = [i for i in discovery.inputs if not where or LabelResolver.matches(infos[i.rel], where)]
     summary = PrepareSummary(out=str(out), ignored=discovery.ignored, filtered=len(discovery.inputs) - len(selected),
-                             unmatched_labels=resolver.unmatched_rows())
+                             unmatched_labels=resolver.unmatched_rows(),
+                             labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found)
     if not selected:
         raise UsclError(f"--where {where} left none of the {len(discovery.inputs)} inputs under {src}")
 
