@@ -322,3 +322,26 @@ def test_synth_round_trip(tmp_path):
     assert not summary.skipped and len(store) == len(rows) == 3
     assert sorted(v.label for v in store.videos) == sorted(r["label"] for r in rows)
     assert all(v.num_frames == 4 and v.orig_fps == pytest.approx(10.0) for v in store.videos)
+
+
+def test_truncated_array_is_named_on_open_and_prepare_decodes_it_again(src, tmp_path, capsys):
+    out = tmp_path / "store"
+    prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False)
+    before = {v.video_id: np.array(FrameStore(out).frames(v.video_id)) for v in FrameStore(out).videos}
+    manifest = _manifest(out)
+    path = out / "arrays" / "convex__Cov_a.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # a full disk / a copy cut short
+    with pytest.raises(UsclError, match=r"(?s)arrays/convex__Cov_a\.npy is truncated.*uscl prepare"):
+        FrameStore(out)
+    # what pretrain says (no raw 'mmap length is greater than file size')
+    assert main(["pretrain", "--store", str(out), "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "convex__Cov_a.npy is truncated" in err and "mmap length" not in err
+    # the same prepare decodes that video again (and only it), and the store is whole
+    summary = prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False)
+    assert summary.decoded == 1 and summary.reused == 5
+    store = FrameStore(out)
+    assert store.verify() == 6 and _manifest(out) == manifest
+    for vid, frames in before.items():
+        np.testing.assert_array_equal(store.frames(vid), frames)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.store.frame_store import ARRAYS, MANIFEST, StoreWriter, VideoRecord
+from uscl.store.frame_store import ARRAYS, MANIFEST, StoreWriter, VideoRecord, array_sha256
 from uscl.store.ingest_log import IngestLog
 from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames, read_and_preprocess
 from uscl.store.video_ids import make_video_ids
@@ -73,6 +73,7 @@ class PrepareSummary:
     removed: int = 0  # stale arrays of sources no longer present
     labels_csv: str | None = None  # the labels CSV used, if any
     labels_found: bool = False  # it is SRC/labels.csv, used because no labels option was given
+    label_from: str | None = None  # parent | prefix, for inputs the CSV does not name
     frames_decoded: int = 0  # source frames decoded in this run
     seconds: float = 0.0
 
@@ -86,7 +87,7 @@ class PrepareSummary:
         if self.labels_found:
             lines.append(f"labels from {self.labels_csv} (found at the root of the source; "
                          "pass --labels to choose another)")
-        elif self.videos and set(self.per_label) == {UNLABELLED}:
+        elif self.videos and set(self.per_label) == {UNLABELLED} and not self.labels_csv and not self.label_from:
             lines.append("no labels: every video is unlabelled (give a labels CSV with --labels, "
                          "or take labels from folder names with --label-from parent)")
         width = max([len(k) for k in self.per_label] + [5])
@@ -188,7 +189,7 @@ def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer:
         video_id=video_id, source=inp.rel, array=rel_array, num_frames=int(t), height=int(h), width=int(w),
         channels=int(c), fps=video.fps, orig_fps=video.orig_fps, orig_num_frames=video.orig_num_frames,
         orig_height=video.orig_height, orig_width=video.orig_width, content_hash=inp.content_hash(),
-        kind=inp.kind,
+        array_hash=array_sha256(frames), kind=inp.kind,
     )
     if video.notes:
         record.extra["ingest_notes"] = list(video.notes)
@@ -261,7 +262,8 @@ def prepare(
     selected = [i for i in discovery.inputs if not where or LabelResolver.matches(infos[i.rel], where)]
     summary = PrepareSummary(out=str(out), ignored=discovery.ignored, filtered=len(discovery.inputs) - len(selected),
                              unmatched_labels=resolver.unmatched_rows(),
-                             labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found)
+                             labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found,
+                             label_from=label_from)
     if not selected:
         raise UsclError(f"--where {where} left none of the {len(discovery.inputs)} inputs under {src}")
 
