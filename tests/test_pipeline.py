@@ -73,3 +73,32 @@ def test_pipeline_resume_keeps_finished_steps(tmp_path, monkeypatch):
     res = pipeline.run_pipeline(pipeline.PipelineConfig(**cfg, resume=True), log=lines.append)
     assert (tmp_path / "run" / "pretrain" / "uscl" / "metrics.csv").read_bytes() == first  # not retrained
     assert "| simclr |" in res.table and any("resuming" in line for line in lines)
+
+
+def test_pipeline_labels_follow_the_prepare_rule(tmp_path, capsys):
+    """No --labels: VIDEOS/labels.csv if there is one (as `uscl prepare`), else the parent folder names."""
+    import pytest
+
+    from uscl.pipeline import labels_options
+    from uscl.store import FrameStore
+    from uscl.store.prepare import PrepareOptions, prepare
+    from uscl.synth import generate
+
+    videos = tmp_path / "videos"
+    generate(videos, videos_per_class=1, frames=2, size=32, seed=0)
+    assert labels_options(videos, "other.csv") == ("other.csv", None)  # an explicit CSV wins
+    assert labels_options(videos, None) == (None, None)  # prepare finds videos/labels.csv and says so
+    csv_path, label_from = labels_options(videos, None)
+    summary = prepare(videos, tmp_path / "s1", PrepareOptions(size=32), labels_csv=csv_path, label_from=label_from,
+                      show_progress=False)
+    assert summary.labels_found and "covid" in {v.label for v in FrameStore(tmp_path / "s1").videos}
+    (videos / "labels.csv").unlink()
+    (videos / "covid").rename(videos / "folder_a")  # folder names now differ from the CSV labels
+    assert labels_options(videos, None) == (None, "parent")
+    csv_path, label_from = labels_options(videos, None)
+    prepare(videos, tmp_path / "s2", PrepareOptions(size=32), labels_csv=csv_path, label_from=label_from,
+            show_progress=False)
+    assert "folder_a" in {v.label for v in FrameStore(tmp_path / "s2").videos}
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--help"])
+    assert "VIDEOS/labels.csv" in " ".join(capsys.readouterr().out.split())

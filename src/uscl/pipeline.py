@@ -27,9 +27,9 @@ MAY_DIFFER = ("out", "overwrite", "resume", "device")
 class PipelineConfig:
     videos: str = ""  # the labelled videos to evaluate on (anything `uscl prepare` reads)
     out: str = "uscl-pipeline"
-    labels: str | None = None  # labels CSV for `videos` (default: each file's parent folder name)
+    labels: str | None = None  # labels CSV for `videos` (default: videos/labels.csv, else parent folder names)
     pretrain_videos: str | None = None  # separate videos to pretrain on (default: `videos`, without labels)
-    pretrain_labels: str | None = None
+    pretrain_labels: str | None = None  # labels CSV for `pretrain_videos` (same default rule)
     methods: list[str] = field(default_factory=lambda: ["uscl", "simclr"])
     image_size: int = 112  # model input size
     store_size: int | None = None  # frame size of the stores (default: image_size, so no step resizes)
@@ -106,8 +106,8 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
     t0 = step(f"ingest the {' and '.join(name for name, _, _ in sets)} videos into frame stores ({size} px)")
     stores = {}
     for name, src, labels in sets:
-        summary = prepare(src, out / f"{name}_store", options, labels_csv=labels,
-                          label_from=None if labels else "parent",  # no CSV: the folder names are the labels
+        labels_csv, label_from = labels_options(src, labels)
+        summary = prepare(src, out / f"{name}_store", options, labels_csv=labels_csv, label_from=label_from,
                           where=cfg.where or None, overwrite=cfg.overwrite, show_progress=False)
         log(f"   {name}: " + summary.format().replace("\n", "\n   "))
         stores[name] = out / f"{name}_store"
@@ -150,6 +150,22 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
     log(result.table)
     log(f"\nreport: {result.report}")
     return PipelineResult(out=out, table=result.table, report=result.report, pretrain_runs=runs, seconds=seconds)
+
+
+def labels_options(src: str | Path, labels: str | None) -> tuple[str | None, str | None]:
+    """(labels_csv, label_from) for ``prepare`` of one set of videos.
+
+    The CSV given; else ``src/labels.csv`` if there is one (``prepare`` uses it
+    when given no labels option, and says so), as `uscl prepare` does; else
+    the parent folder names.
+    """
+    from uscl.video.labels import root_labels_csv
+
+    if labels:
+        return labels, None
+    if root_labels_csv(src) is not None:
+        return None, None
+    return None, "parent"
 
 
 def _check_settings(out: Path, cfg: PipelineConfig) -> None:

@@ -125,6 +125,86 @@ def test_bad_files_are_skipped_with_reasons(src, tmp_path):
     assert summary.videos == 7
 
 
+def test_frame_folder_with_corrupt_frames_stays_one_video_and_reports_them(tmp_path):
+    src = tmp_path / "src"
+    folder = src / "covid" / "vid"
+    folder.mkdir(parents=True)
+    frames = moving_frames(6, 32, 32, seed=7)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"frame_{i + 1}.png")
+    (folder / "frame_3.png").write_bytes(b"garbage, not an image")  # unreadable header
+    whole = (folder / "frame_5.png").read_bytes()
+    (folder / "frame_5.png").write_bytes(whole[: len(whole) // 2])  # header reads, pixels cut
+    out = tmp_path / "store"
+    summary = prepare(src, out, SMALL, label_from="parent", show_progress=False)
+    store = FrameStore(out)
+    assert [(v.source, v.kind, v.num_frames, v.label) for v in store.videos] == [("covid/vid", "frames", 4, "covid")]
+    rec = store.videos[0]
+    assert rec.orig_num_frames == 4
+    np.testing.assert_array_equal(store.frames(rec.video_id), preprocess_frames(frames[[0, 1, 3, 5]], SMALL))
+    with open(out / "skipped.csv", newline="") as fh:
+        skipped = {r["path"]: r["reason"] for r in csv.DictReader(fh)}
+    assert set(skipped) == {"covid/vid/frame_3.png", "covid/vid/frame_5.png"}
+    assert all("frame of covid/vid" in r and "not a readable image" in r for r in skipped.values())
+    assert dict(summary.skipped) == skipped
+    text = summary.format()
+    assert "skipped 2 files" in text and "covid/vid/frame_3.png" in text and "covid/vid/frame_5.png" in text
+    assert [m["path"] for m in rec.extra["skipped_members"]] == ["covid/vid/frame_3.png", "covid/vid/frame_5.png"]
+    # an incremental re-run reuses the video and still reports its skipped members
+    again = prepare(src, out, SMALL, label_from="parent", show_progress=False)
+    assert again.decoded == 0 and again.reused == 1 and dict(again.skipped) == skipped
+    with open(out / "skipped.csv", newline="") as fh:
+        assert {r["path"] for r in csv.DictReader(fh)} == set(skipped)
+
+
+def test_labels_csv_at_the_root_of_src_is_used_when_no_labels_option_is_given(tmp_path, capsys):
+    from uscl.synth import generate
+
+    data = tmp_path / "synth"
+    generate(data, videos_per_class=1, frames=3, size=32, fps=10.0, seed=0)
+    with open(data / "labels.csv", newline="") as fh:
+        truth = {r["path"]: r["label"] for r in csv.DictReader(fh)}
+    summary = prepare(data, tmp_path / "auto", SMALL, show_progress=False)
+    assert {v.source: v.label for v in FrameStore(tmp_path / "auto").videos} == truth
+    assert summary.labels_csv == str(data / "labels.csv") and summary.labels_found
+    assert (f"labels from {data / 'labels.csv'} (found at the root of the source; pass --labels to choose another)"
+            in summary.format())
+    # the CLI says so too
+    assert main(["prepare", str(data), str(tmp_path / "cli"), "--size", "32"]) == 0
+    assert "found at the root of the source" in capsys.readouterr().out
+    assert {v.source: v.label for v in FrameStore(tmp_path / "cli").videos} == truth
+    # explicit options win: another CSV, or labels from the folder names
+    other = tmp_path / "other.csv"
+    other.write_text("path,label\n" + "".join(f"{p},x{i}\n" for i, p in enumerate(sorted(truth))))
+    s2 = prepare(data, tmp_path / "csv", SMALL, labels_csv=other, show_progress=False)
+    assert {v.label for v in FrameStore(tmp_path / "csv").videos} == {"x0", "x1", "x2"}
+    assert s2.labels_csv == str(other) and not s2.labels_found and "found at the root" not in s2.format()
+    (data / "covid").rename(data / "folder_a")  # parent names now differ from the CSV labels
+    s3 = prepare(data, tmp_path / "parent", SMALL, label_from="parent", show_progress=False)
+    assert "folder_a" in {v.label for v in FrameStore(tmp_path / "parent").videos}
+    assert s3.labels_csv is None and "found at the root" not in s3.format()
+    # without any labels, the summary says the store is unlabelled and how to label it
+    (data / "labels.csv").unlink()
+    s4 = prepare(data, tmp_path / "none", SMALL, show_progress=False)
+    assert all(v.label is None for v in FrameStore(tmp_path / "none").videos)
+    assert "no labels" in s4.format() and "--labels" in s4.format()
+
+
+def test_a_root_labels_csv_that_is_not_a_labels_csv_is_named_in_the_error(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "a.mp4", moving_frames(3, 32, 32), fps=10)
+    (src / "labels.csv").write_text("name,score\na.mp4,3\n")
+    with pytest.raises(UsclError, match=r"found at the root of .*labels_csv"):
+        prepare(src, tmp_path / "out", SMALL, show_progress=False)
+    assert main(["prepare", str(src), str(tmp_path / "out"), "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "labels.csv was found at the root of SRC" in err and "--label-from" in err
+    # an explicit choice still works
+    prepare(src, tmp_path / "out", SMALL, label_from="parent", show_progress=False)
+    assert [v.source for v in FrameStore(tmp_path / "out").videos] == ["a.mp4"]
+
+
 def test_sampling_and_crop_options(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -242,3 +322,26 @@ def test_synth_round_trip(tmp_path):
     assert not summary.skipped and len(store) == len(rows) == 3
     assert sorted(v.label for v in store.videos) == sorted(r["label"] for r in rows)
     assert all(v.num_frames == 4 and v.orig_fps == pytest.approx(10.0) for v in store.videos)
+
+
+def test_truncated_array_is_named_on_open_and_prepare_decodes_it_again(src, tmp_path, capsys):
+    out = tmp_path / "store"
+    prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False)
+    before = {v.video_id: np.array(FrameStore(out).frames(v.video_id)) for v in FrameStore(out).videos}
+    manifest = _manifest(out)
+    path = out / "arrays" / "convex__Cov_a.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # a full disk / a copy cut short
+    with pytest.raises(UsclError, match=r"(?s)arrays/convex__Cov_a\.npy is truncated.*uscl prepare"):
+        FrameStore(out)
+    # what pretrain says (no raw 'mmap length is greater than file size')
+    assert main(["pretrain", "--store", str(out), "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "convex__Cov_a.npy is truncated" in err and "mmap length" not in err
+    # the same prepare decodes that video again (and only it), and the store is whole
+    summary = prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False)
+    assert summary.decoded == 1 and summary.reused == 5
+    store = FrameStore(out)
+    assert store.verify() == 6 and _manifest(out) == manifest
+    for vid, frames in before.items():
+        np.testing.assert_array_equal(store.frames(vid), frames)

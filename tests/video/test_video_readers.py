@@ -114,6 +114,30 @@ def test_dicom_without_pixels_or_decoder_is_a_clear_decode_error(tmp_path):
         read_frames(write_dicom(tmp_path / "jls.dcm", img, transfer_syntax=jpeg_ls))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the cut values it reads
+def test_truncated_dicom_is_reported_as_truncated_not_as_without_pixels(tmp_path):
+    whole = write_dicom(tmp_path / "cine.dcm", moving_frames(3, 16, 16)[..., 0], frame_time_ms=100).read_bytes()
+    pixels_at = whole.index(b"\xe0\x7f\x10\x00")  # the (7FE0,0010) PixelData tag
+    cut = tmp_path / "cut.dcm"
+    for n in range(1, len(whole)):  # every cut: preamble, file meta, header elements, pixel data
+        cut.write_bytes(whole[:n])
+        with pytest.raises(DecodeError) as err:
+            read_frames(cut)
+        assert "truncated" in str(err.value), (n, str(err.value))
+        if n <= pixels_at:
+            assert str(err.value).startswith("DICOM file is truncated or unreadable"), (n, str(err.value))
+    # an object that ends cleanly without pixels is still a report, not a cut file
+    report = write_dicom(tmp_path / "report.dcm", moving_frames(1, 16, 16)[..., 0], pixel_data=False)
+    import pydicom
+
+    ds = pydicom.dcmread(report)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.save_as(report, enforce_file_format=True)
+    with pytest.raises(DecodeError, match="has no pixel data") as err:
+        read_frames(report)
+    assert "truncated" not in str(err.value)
+
+
 @pytest.mark.parametrize("ext,mode", [(".png", "RGB"), (".jpg", "L"), (".bmp", "RGB"), (".tif", "RGB"),
                                       (".png", "RGBA"), (".png", "P"), (".png", "I;16")])
 def test_still_images_are_one_frame_videos(tmp_path, ext, mode):
@@ -183,6 +207,32 @@ def test_frame_folder_rule_and_natural_order(tmp_path):
     # written as 0, 20, 40 for names 10, 2, 1: natural order reads 40, 20, 0
     np.testing.assert_array_equal(video.frames[:, 0, 0, 0], [40, 20, 0])
     assert not any(i.kind == "frames" for i in discover_inputs(tmp_path, frame_folders=False).inputs)
+
+
+def test_frame_folder_with_unreadable_frames_stays_one_video(tmp_path):
+    names = [f"frame_{i}.png" for i in range(1, 7)]
+    _write_folder(tmp_path / "cls" / "vid", names)
+    (tmp_path / "cls" / "vid" / "frame_3.png").write_bytes(b"not a png at all")  # unreadable header
+    found = discover_inputs(tmp_path)
+    assert [(i.rel, i.kind) for i in found.inputs] == [("cls/vid", "frames")]  # not 5 one-frame stills
+    folder = found.inputs[0]
+    assert [f.name for f in folder.files] == ["frame_1.png", "frame_2.png", "frame_4.png", "frame_5.png", "frame_6.png"]
+    assert [p.name for p, _ in folder.unreadable] == ["frame_3.png"]
+    assert "not a readable image" in folder.unreadable[0][1]
+    assert [f.name for f in folder.members] == names  # the fingerprint covers the bad member too
+    # a member whose header reads but whose pixels are cut is dropped at decode time, and named
+    whole = (folder.path / "frame_5.png").read_bytes()
+    (folder.path / "frame_5.png").write_bytes(whole[: len(whole) // 2])
+    video = read_frames(folder.path, kind="frames", files=list(folder.files))
+    assert video.num_frames == 4 and video.orig_num_frames == 4
+    np.testing.assert_array_equal(video.frames[:, 0, 0, 0], [0, 20, 60, 100])
+    assert [p.name for p, _ in video.dropped] == ["frame_5.png"] and "not a readable image" in video.dropped[0][1]
+    # a folder whose images are all unreadable is no video: each file is its own (failing) input
+    (tmp_path / "bad").mkdir()
+    for name in ("1.png", "2.png"):
+        (tmp_path / "bad" / name).write_bytes(b"junk")
+    kinds = {i.rel: i.kind for i in discover_inputs(tmp_path).inputs}
+    assert kinds == {"cls/vid": "frames", "bad/1.png": "image", "bad/2.png": "image"}
 
 
 def test_labels_csv_prefix_and_parent(tmp_path):

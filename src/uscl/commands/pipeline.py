@@ -8,8 +8,9 @@ NAME = "pipeline"
 ORDER = 2
 HELP = "the whole pipeline on your videos: ingest, pretrain USCL and SimCLR, compare with random init, report"
 DESCRIPTION = """\
-Ingest a folder of labelled ultrasound videos (labels from a CSV or the parent
-folder names), pretrain USCL and SimCLR, compare them with random init over
+Ingest a folder of labelled ultrasound videos (labels from --labels CSV; without
+it from VIDEOS/labels.csv if there is one, as `uscl prepare` does, else from the
+parent folder names), pretrain USCL and SimCLR, compare them with random init over
 video-level folds, and write the report. Without --pretrain-videos the
 evaluated videos are also the pretraining set, so USCL runs without its
 supervised term (no test label reaches a backbone); give a separate labelled
@@ -28,9 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = PipelineConfig()
     p.add_argument("videos", help="folder of labelled videos to evaluate on")
     p.add_argument("--out", default=d.out, help=f"output folder (default: {d.out}; refused if not empty)")
-    p.add_argument("--labels", help="labels CSV for the videos (path,label[,patient]); default: folder names")
+    p.add_argument("--labels", help="labels CSV for the videos (path,label[,patient]); default: VIDEOS/labels.csv "
+                                    "if it exists, else the parent folder names")
     p.add_argument("--pretrain-videos", help="a separate folder of videos to pretrain on")
-    p.add_argument("--pretrain-labels", help="labels CSV for --pretrain-videos")
+    p.add_argument("--pretrain-labels", help="labels CSV for --pretrain-videos (default: its labels.csv if it exists, "
+                                             "else the parent folder names)")
     p.add_argument("--methods", default=",".join(d.methods), help="pretraining methods (default: uscl,simclr)")
     p.add_argument("--classes", help="classes to evaluate, comma-separated (default: every label)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input and store size in px")

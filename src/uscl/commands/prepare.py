@@ -13,9 +13,15 @@ Decode every video (mp4, m4v, avi, mov, mpeg, gif...), DICOM file, still image
 (png, jpg, bmp, tif) and folder of numbered frames found under SRC, and store
 the frames as one uint8 array per video plus manifest.json in OUT.
 
+Labels: from --labels CSV, then --label-from for inputs the CSV does not
+name. With neither option, SRC/labels.csv is used if there is one (what
+`uscl synth` writes; the summary says so); otherwise the store is unlabelled.
+
 Files that cannot be read are skipped and listed, with the reason, in
-OUT/skipped.csv and the summary. Re-running into the same OUT reuses every
-video whose file is unchanged (also after a killed run).
+OUT/skipped.csv and the summary (an unreadable image of a folder of frames is
+listed on its own; the folder stays one video of its readable frames).
+Re-running into the same OUT reuses every video whose file is unchanged (also
+after a killed run).
 
 examples:
   uscl prepare data/pocus pocus_store --labels data/pocus/labels.csv
@@ -45,9 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="frame store folder to create or update")
     g = p.add_argument_group("labels")
     g.add_argument("--labels", metavar="CSV", help="CSV with columns path,label[,patient,...]; path relative to SRC; "
-                                                  "other columns are kept in each record's extra fields")
+                                                  "other columns are kept in each record's extra fields "
+                                                  "(default: SRC/labels.csv if it exists and --label-from is not given)")
     g.add_argument("--label-from", choices=["parent", "prefix"],
-                   help="label inputs the CSV does not name: by parent folder name, or by file-name prefix")
+                   help="label inputs the CSV does not name: by parent folder name, or by file-name prefix "
+                        "(given alone, SRC/labels.csv is not read)")
     g.add_argument("--prefix-map", metavar="P=L,...",
                    help="prefix→label map for --label-from prefix "
                         "(default Cov=covid,Pneu=pneumonia,pneu=pneumonia,Reg=regular,Vir=viral)")
@@ -69,14 +77,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from uscl.errors import UsclError
     from uscl.store.prepare import PrepareOptions, prepare
+    from uscl.video.labels import FoundLabelsError
 
     options = PrepareOptions(size=args.size, channels=args.channels, fps=args.fps, max_frames=args.max_frames,
                              crop=args.crop)
-    summary = prepare(
-        args.src, args.out, options,
-        labels_csv=args.labels, label_from=args.label_from, prefix_map=args.prefix_map, where=args.where,
-        frame_folders=not args.no_frame_folders, overwrite=args.overwrite,
-    )
+    try:
+        summary = prepare(
+            args.src, args.out, options,
+            labels_csv=args.labels, label_from=args.label_from, prefix_map=args.prefix_map, where=args.where,
+            frame_folders=not args.no_frame_folders, overwrite=args.overwrite,
+        )
+    except FoundLabelsError as exc:
+        raise UsclError(f"{exc.problem}\n({exc.path} was found at the root of SRC and used because neither --labels "
+                        "nor --label-from was given: fix it, or pass --labels CSV or --label-from)") from None
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format())
     return 0

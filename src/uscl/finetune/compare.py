@@ -96,5 +96,5 @@ def finetune_inits(base: FinetuneConfig, inits: list[str], out: str | Path, *, r
 
     for name, spec, _ in named:
         cfg = dataclasses.replace(base, init=spec, out=str(out / name), splits=None)
-        finetune(cfg, splits=splits, log=log)
+        finetune(cfg, splits=splits, log=log, log_splits=False)  # the shared folds were printed above
     return InitRuns(out, splits, {name: spec for name, spec, _ in named})

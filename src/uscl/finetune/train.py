@@ -102,18 +102,19 @@ def build_splits(cfg: FinetuneConfig, store) -> Splits:
 
 
 # -- the run ------------------------------------------------------------------------------
-def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print) -> FinetuneResult:
+def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print, log_splits: bool = True) -> FinetuneResult:
     """Fine-tune and evaluate one init over the folds; see the module docstring for the outputs.
 
     Every input is checked (store, labels, folds, ``only_folds``, leakage, init
     weights and architecture, and with ``resume`` the saved settings) before
     anything is written, so bad input never touches an existing run folder.
+    ``log_splits=False`` leaves the folds out of the log (a caller printed them already).
     """
     cfg.validate()
     t0 = time.time()
     plan = plan_run(cfg, splits, log)
     run, kept = open_run(cfg, plan.splits, plan.store.store_id, log=log)
-    _log_start(plan, log)
+    _log_start(plan, log, log_splits)
     runner = Runner(cfg, plan.device)
     base_meta = model_meta(cfg, plan.store, plan.arch, plan.classes, plan.spec.spec, plan.init_name)
     done: dict[int, dict] = {k: kf.metrics for k, kf in kept.items()}  # fold index -> its metrics.json
@@ -236,10 +237,10 @@ def run_metrics(plan: _Plan, run: Path, done: dict[int, dict], trained: list[int
     }
 
 
-def _log_start(plan: _Plan, log) -> None:
+def _log_start(plan: _Plan, log, log_splits: bool = True) -> None:
     cfg, splits = plan.cfg, plan.splits
     log(f"finetune {plan.init_name} ({plan.spec.spec}) mode={cfg.mode} arch={plan.arch} on {plan.device}; "
-        f"{splits.summary()}")
+        f"{splits.summary() if log_splits else 'the folds above'}")
     if cfg.only_folds is not None:
         log(f"--only-folds: training fold(s) {', '.join(str(f.index) for f in plan.selected)} of {splits.n_folds}")
     if cfg.select_on_test:

@@ -19,7 +19,7 @@ import torch
 from uscl.augment import eval_transform
 from uscl.errors import UsclError
 from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames
-from uscl.video.discover import VideoInput, discover_inputs, is_frame_folder
+from uscl.video.discover import VideoInput, discover_inputs, frame_folder_members
 from uscl.video.formats import kind_of, natural_key
 
 
@@ -57,9 +57,11 @@ def _folder_items(folder: Path, name: str) -> list[InputItem]:
     files = sorted((f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")),
                    key=lambda f: natural_key(f.name))
     has_subdirs = any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir())
-    if not has_subdirs and is_frame_folder(files):
-        # a folder given on its own that is one numbered sequence of frames is one video
-        return [InputItem(name, VideoInput(path=folder, rel=folder.name, kind="frames", files=tuple(files)))]
+    members = frame_folder_members(files) if not has_subdirs else None
+    if members is not None:
+        # a folder given on its own that is one numbered sequence of frames is one video (of its readable frames)
+        return [InputItem(name, VideoInput(path=folder, rel=folder.name, kind="frames", files=tuple(members[0]),
+                                           unreadable=tuple(members[1])))]
     found = discover_inputs(folder)
     items = [InputItem(os.path.join(name, inp.rel), inp) for inp in found.inputs]
     if not items:

@@ -11,6 +11,12 @@ atomically, so arrays of a killed run are never taken as part of the store.
 Arrays are opened with ``np.load(mmap_mode="r")``: reading one frame touches
 only that frame's pages, so any frame is O(1) and memory stays flat however
 large the store grows.
+
+Opening a store checks every array against its record, cheaply (the .npy
+header and the file size, no pixel read): a missing, truncated or reshaped
+array is a UsclError naming the file and the fix, never a raw mmap error in
+the middle of training. ``FrameStore.verify()`` also reads every array and
+compares it with the sha256 recorded when it was written (``array_hash``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class VideoRecord:
     orig_height: int | None = None
     orig_width: int | None = None
     content_hash: str | None = None  # sha256 of the source file bytes
+    array_hash: str | None = None  # sha256 of the stored array's data bytes (what verify() checks)
     kind: str = "video"  # video | dicom | image | frames
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +76,46 @@ class VideoRecord:
         return dataclasses.asdict(self)
 
 
+def array_sha256(frames: np.ndarray, chunk_frames: int = 64) -> str:
+    """sha256 of an array's data bytes in C order (a memory-mapped one is read in chunks of frames)."""
+    h = hashlib.sha256()
+    for i in range(0, max(1, frames.shape[0]), chunk_frames):
+        h.update(memoryview(np.ascontiguousarray(frames[i : i + chunk_frames])).cast("B"))
+    return h.hexdigest()
+
+
+def array_problem(path: Path, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with the .npy at ``path`` for a uint8 array of ``shape``, from its header and size; None if nothing.
+
+    Cheap: reads the header only.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                found, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                found, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            data_start = fh.tell()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # a header cut short or overwritten
+        return f"is truncated or not a .npy array: its header cannot be read ({size} bytes; {exc})"
+    if dtype != np.uint8 or fortran or tuple(found) != tuple(shape):
+        return (f"holds a {dtype} array of shape {tuple(found)}{' (Fortran order)' if fortran else ''}, "
+                f"the manifest says {tuple(shape)} uint8")
+    needed = data_start + int(np.prod(shape, dtype=np.int64))
+    if size < needed:
+        return f"is truncated: {size} bytes, its header (shape {tuple(shape)} uint8) needs {needed}"
+    if size > needed:
+        return f"is longer than its header says: {size} bytes, {needed} expected"
+    return None
+
+
 class FrameStore:
     """Read-only view of a frame store folder.
 
@@ -78,7 +125,8 @@ class FrameStore:
     >>> store.frames("Cov-Atlas_44")   # memory-mapped (T, H, W, C)
     """
 
-    def __init__(self, path: str | os.PathLike, *, cache_size: int = 256):
+    def __init__(self, path: str | os.PathLike, *, cache_size: int = 256, check: bool = True):
+        """``check``: test every array against its record on opening (header and size; see the module docstring)."""
         self.root = Path(path)
         manifest = self.root / MANIFEST
         if not manifest.is_file():
@@ -100,6 +148,51 @@ class FrameStore:
         self._index = {v.video_id: i for i, v in enumerate(self.videos)}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        if check:
+            self._raise_if_damaged(self._array_problems())
+
+    # -- integrity ----------------------------------------------------------
+    def _shape(self, v: VideoRecord) -> tuple[int, int, int, int]:
+        return (v.num_frames, v.height, v.width, v.channels)
+
+    def _array_problems(self) -> list[tuple[VideoRecord, str]]:
+        problems = []
+        for v in self.videos:
+            problem = array_problem(self.root / v.array, self._shape(v))
+            if problem is not None:
+                problems.append((v, problem))
+        return problems
+
+    def _raise_if_damaged(self, problems: list[tuple[VideoRecord, str]], fix: str | None = None) -> None:
+        if not problems:
+            return
+        shown = [f"  {self.root / v.array} {problem} (video {v.video_id}, source {v.source})" for v, problem in problems[:10]]
+        more = [f"  ... and {len(problems) - 10} more"] if len(problems) > 10 else []
+        fix = fix or (f"re-run `uscl prepare SRC {self.root}` with the same SRC and options: "
+                      "it decodes the damaged videos again and keeps the others")
+        raise UsclError("\n".join([f"frame store {self.root}: {len(problems)} of {len(self.videos)} arrays are "
+                                    "damaged:", *shown, *more, f"fix: {fix}"]))
+
+    def verify(self) -> int:
+        """Check every array fully: header and size, then its sha256 against the recorded ``array_hash``.
+
+        Reads the whole store. Returns the number of arrays whose content hash
+        matched (records without a hash, from older stores, are size-checked
+        only). Raises UsclError naming every damaged array and the fix.
+        """
+        problems = self._array_problems()
+        self._raise_if_damaged(problems)
+        checked, bad = 0, []
+        for v in self.videos:
+            if not v.array_hash:
+                continue
+            if array_sha256(np.load(self.root / v.array, mmap_mode="r")) != v.array_hash:
+                bad.append((v, "differs from the sha256 recorded when it was written (its content changed)"))
+            else:
+                checked += 1
+        self._raise_if_damaged(bad, fix=(f"delete the damaged arrays, then re-run `uscl prepare SRC {self.root}` "
+                                         "with the same SRC and options: it decodes the missing videos again"))
+        return checked
 
     # -- metadata -----------------------------------------------------------
     def __len__(self) -> int:
@@ -163,8 +256,10 @@ class FrameStore:
             path = self.root / self.videos[i].array
             try:
                 arr = np.load(path, mmap_mode="r")
-            except FileNotFoundError:
-                raise UsclError(f"{path} is missing: the store is incomplete; re-run `uscl prepare`") from None
+            except (OSError, ValueError) as exc:  # missing, or damaged after the store was opened
+                problem = array_problem(path, self._shape(self.videos[i])) or f"cannot be read ({exc})"
+                self._raise_if_damaged([(self.videos[i], problem)])
+                raise
             self._cache[i] = arr
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -212,6 +307,7 @@ class StoreWriter:
         rel = self.write_array(video_id, frames)
         t, h, w, c = frames.shape
         meta.setdefault("source", video_id)
+        meta.setdefault("array_hash", array_sha256(frames))
         rec = VideoRecord(video_id=video_id, array=rel, num_frames=t, height=h, width=w, channels=c, **meta)
         self.add(rec)
         return rec

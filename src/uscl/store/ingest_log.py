@@ -14,9 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from uscl.store.frame_store import VideoRecord
+from uscl.store.frame_store import VideoRecord, array_problem
 from uscl.utils.atomic import atomic_write_json
 
 INGEST_DIR = ".ingest"
@@ -52,12 +50,8 @@ class IngestLog:
             record = VideoRecord.from_json(data["record"])
         except (KeyError, TypeError):
             return None
-        array = self.root / record.array
-        try:
-            shape = np.load(array, mmap_mode="r").shape
-        except (OSError, ValueError):
-            return None
-        if shape != (record.num_frames, record.height, record.width, record.channels):
+        # the array must be whole: a missing, truncated or reshaped one is decoded again
+        if array_problem(self.root / record.array, (record.num_frames, record.height, record.width, record.channels)):
             return None
         return record
 

@@ -10,7 +10,10 @@ Per input: decode (uscl.video) → sample → crop → resize → channels
 The manifest is written last. A bad file is skipped with its reason
 (skipped.csv), never aborting the run. A file whose decoding breaks after some
 frames (a truncated video) keeps the frames that decoded, with a note in the
-record (``extra["ingest_notes"]``) and in the summary.
+record (``extra["ingest_notes"]``) and in the summary. An unreadable image of
+a folder of frames is left out of that video (which stays one video) and
+listed as skipped, with the folder named in the reason (and in the record's
+``extra["skipped_members"]``, so a re-run that reuses the video reports it too).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.store.frame_store import ARRAYS, MANIFEST, StoreWriter, VideoRecord
+from uscl.store.frame_store import ARRAYS, MANIFEST, StoreWriter, VideoRecord, array_sha256
 from uscl.store.ingest_log import IngestLog
 from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames, read_and_preprocess
 from uscl.store.video_ids import make_video_ids
@@ -34,10 +37,20 @@ from uscl.utils.atomic import atomic_write_text
 from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
 from uscl.video.discover import VideoInput, discover_inputs
-from uscl.video.labels import LabelResolver, parse_prefix_map, parse_where, read_labels_csv
+from uscl.video.formats import natural_key
+from uscl.video.labels import (
+    FoundLabelsError,
+    LabelResolver,
+    parse_prefix_map,
+    parse_where,
+    read_labels_csv,
+    root_labels_csv,
+)
 
 SKIPPED = "skipped.csv"
 UNLABELLED = "unlabelled"
+# what ingestion itself records in ``record.extra`` (the rest comes from the labels CSV)
+INGEST_FIELDS = ("ingest_notes", "skipped_members")
 
 __all__ = ["PrepareOptions", "PrepareSummary", "prepare", "preprocess_frames", "read_and_preprocess"]
 
@@ -58,6 +71,9 @@ class PrepareSummary:
     ignored: list[str] = field(default_factory=list)  # files that are not media
     unmatched_labels: list[str] = field(default_factory=list)  # CSV rows naming no input
     removed: int = 0  # stale arrays of sources no longer present
+    labels_csv: str | None = None  # the labels CSV used, if any
+    labels_found: bool = False  # it is SRC/labels.csv, used because no labels option was given
+    label_from: str | None = None  # parent | prefix, for inputs the CSV does not name
     frames_decoded: int = 0  # source frames decoded in this run
     seconds: float = 0.0
 
@@ -68,6 +84,12 @@ class PrepareSummary:
 
     def format(self) -> str:
         lines = [f"frame store {self.out}: {self.videos} videos, {self.frames} frames"]
+        if self.labels_found:
+            lines.append(f"labels from {self.labels_csv} (found at the root of the source; "
+                         "pass --labels to choose another)")
+        elif self.videos and set(self.per_label) == {UNLABELLED} and not self.labels_csv and not self.label_from:
+            lines.append("no labels: every video is unlabelled (give a labels CSV with --labels, "
+                         "or take labels from folder names with --label-from parent)")
         width = max([len(k) for k in self.per_label] + [5])
         lines.append(f"  {'label':<{width}}  videos  frames")
         for label, c in self.per_label.items():
@@ -167,10 +189,16 @@ def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer:
         video_id=video_id, source=inp.rel, array=rel_array, num_frames=int(t), height=int(h), width=int(w),
         channels=int(c), fps=video.fps, orig_fps=video.orig_fps, orig_num_frames=video.orig_num_frames,
         orig_height=video.orig_height, orig_width=video.orig_width, content_hash=inp.content_hash(),
-        kind=inp.kind,
+        array_hash=array_sha256(frames), kind=inp.kind,
     )
     if video.notes:
         record.extra["ingest_notes"] = list(video.notes)
+    members = sorted([*inp.unreadable, *video.dropped], key=lambda m: natural_key(m[0].name))
+    if members:  # unreadable images of a frame folder: left out of the video, reported as skipped
+        record.extra["skipped_members"] = [
+            {"path": f"{inp.rel}/{p.name}", "reason": f"unreadable frame of {inp.rel} (left out of that video): {r}"}
+            for p, r in members
+        ]
     decoded = video.orig_num_frames if inp.kind != "frames" else int(t)
     return record, int(decoded)
 
@@ -192,7 +220,9 @@ def prepare(
 
     Labels: ``labels_csv`` (path,label[,patient], extra columns kept in
     ``record.extra``), then ``label_from`` ('parent' or 'prefix' with
-    ``prefix_map``) for inputs the CSV does not name. ``where``: keep only
+    ``prefix_map``) for inputs the CSV does not name. With neither,
+    ``src/labels.csv`` is used if present (``summary.labels_found``, and the
+    summary says so). ``where``: keep only
     inputs whose CSV/label fields match (``["probe=convex"]``).
     Re-running into the same ``out`` with the same options is incremental;
     other options are refused unless ``overwrite``.
@@ -205,7 +235,16 @@ def prepare(
     opts = options.to_dict()
     _check_out(out, opts, overwrite)
 
-    rows = read_labels_csv(labels_csv, src) if labels_csv else {}
+    labels_found = False
+    if labels_csv is None and label_from is None:  # no labels option: SRC/labels.csv, if there is one
+        labels_csv = root_labels_csv(src)
+        labels_found = labels_csv is not None
+    try:
+        rows = read_labels_csv(labels_csv, src) if labels_csv else {}
+    except UsclError as exc:
+        if labels_found:
+            raise FoundLabelsError(labels_csv, str(exc)) from None
+        raise
     if isinstance(prefix_map, str) or prefix_map is None:
         prefix_map = parse_prefix_map(prefix_map)
     resolver = LabelResolver(rows, label_from=label_from, prefix_map=prefix_map)
@@ -222,7 +261,9 @@ def prepare(
     ids = make_video_ids([i.rel for i in discovery.inputs], {i.rel for i in discovery.inputs if i.kind == "frames"})
     selected = [i for i in discovery.inputs if not where or LabelResolver.matches(infos[i.rel], where)]
     summary = PrepareSummary(out=str(out), ignored=discovery.ignored, filtered=len(discovery.inputs) - len(selected),
-                             unmatched_labels=resolver.unmatched_rows())
+                             unmatched_labels=resolver.unmatched_rows(),
+                             labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found,
+                             label_from=label_from)
     if not selected:
         raise UsclError(f"--where {where} left none of the {len(discovery.inputs)} inputs under {src}")
 
@@ -258,9 +299,10 @@ def prepare(
             continue
         info = infos[inp.rel]
         record.label, record.patient = info.label, info.patient
-        notes = record.extra.get("ingest_notes", [])
-        record.extra = {**info.extra, **({"ingest_notes": notes} if notes else {})}
-        summary.notes += [(inp.rel, n) for n in notes]
+        kept = {k: record.extra[k] for k in INGEST_FIELDS if record.extra.get(k)}
+        record.extra = {**info.extra, **kept}
+        summary.notes += [(inp.rel, n) for n in kept.get("ingest_notes", [])]
+        summary.skipped += [(m["path"], m["reason"]) for m in kept.get("skipped_members", [])]
         records.append(record)
     bar.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class DecodedVideo:
     orig_fps: float | None = None
     fps: float | None = None  # average rate of the kept frames
     notes: list[str] = field(default_factory=list)  # e.g. a decode that stopped early
+    # frame folders: (image file, reason) of members that could not be read, left out of ``frames``
+    dropped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:

@@ -50,6 +50,59 @@ def dicom_times(ds, n: int, fps: float | None) -> list[float] | None:
     return None
 
 
+_IMAGE_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
+_PIXEL_DATA_TAG = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _sop_class(ds):
+    """The SOP Class UID of the object (from the dataset, else the file meta), or None."""
+    uid = ds.get("SOPClassUID")
+    if uid is None and hasattr(ds, "file_meta"):
+        uid = ds.file_meta.get("MediaStorageSOPClassUID")
+    return uid
+
+
+def _cut_short(ds, size: int) -> str | None:
+    """Why the parsed ``ds`` shows that its file (``size`` bytes) was cut short, or None.
+
+    pydicom stops silently at the end of the file, even inside an element, so
+    the signs are read from the elements it found: a value that needs bytes
+    past the end, a few bytes left that cannot be an element, a file meta
+    group longer than the file, image attributes with no pixel data after them.
+    """
+    meta = getattr(ds, "file_meta", None)
+    last_end = None
+    for group in (meta, ds):
+        for elem in group.elements() if group is not None else ():
+            tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
+            if tell is None or length is None or length == _UNDEFINED_LENGTH:
+                last_end = None  # a converted or undefined-length element: its end is not known here
+                continue
+            end = tell + length
+            if end > size:
+                part = "pixel data" if int(elem.tag) == _PIXEL_DATA_TAG else f"header (element {elem.tag})"
+                return f"the file ends inside its {part}: {size} bytes, {end} needed"
+            last_end = end
+    if last_end is not None and 0 < size - last_end < 8:
+        return f"the file ends inside an element header ({size - last_end} stray bytes at the end)"
+    group_length = meta.get("FileMetaInformationGroupLength") if meta is not None else None
+    if isinstance(group_length, int) and 144 + group_length > size:
+        return f"the file ends inside its file meta header ({size} bytes, the header alone needs {144 + group_length})"
+    if not any(tag in ds for tag in _PIXEL_TAGS):
+        if len(ds) == 0:
+            return "no data elements after the file meta header"
+        if _sop_class(ds) is None:
+            return "no SOP Class UID and no pixel data found"
+        present = [a for a in _IMAGE_ATTRIBUTES if a in ds]
+        if present:
+            return f"it has image attributes ({', '.join(present)}) but no pixel data after them"
+        name = getattr(_sop_class(ds), "name", "")
+        if "Image Storage" in str(name):
+            return f"it is an image object ({name}) but the file holds no pixel data"
+    return None
+
+
 def _decode_pixels(ds) -> np.ndarray:
     from pydicom.pixels import get_decoder
 
@@ -109,9 +162,12 @@ def read_dicom(path: str | Path, *, channels: str = "grey", fps: float | None = 
         try:  # a file without the 128-byte preamble
             ds = pydicom.dcmread(str(path), force=True)
         except Exception as exc:  # noqa: BLE001 - any parse failure is a skip reason
-            raise DecodeError(f"not a readable DICOM file ({exc})") from None
+            raise DecodeError(f"DICOM file is truncated or unreadable ({exc})") from None
     except Exception as exc:  # noqa: BLE001
-        raise DecodeError(f"not a readable DICOM file ({exc})") from None
+        raise DecodeError(f"DICOM file is truncated or unreadable ({exc})") from None
+    cut = _cut_short(ds, Path(path).stat().st_size)
+    if cut is not None:
+        raise DecodeError(f"DICOM file is truncated or unreadable: {cut} (a copy cut short? copy it again)")
     if not any(tag in ds for tag in _PIXEL_TAGS):
         raise DecodeError("DICOM file has no pixel data (a report, structured report or other non-image object)")
     if "Rows" not in ds or "Columns" not in ds:

@@ -4,17 +4,22 @@ The frame-folder rule (the layout the original USCL code reads: one folder of
 jpg/png frames per video). A folder is ONE video when all of these hold:
 
 1. it is not SRC itself and has no sub-folders (hidden ones aside);
-2. it holds at least 2 files, every one an image (png, jpg, bmp, tif; hidden
-   files such as .DS_Store ignored);
+2. it holds at least 2 files, every one an image by name (png, jpg, bmp, tif;
+   hidden files such as .DS_Store ignored);
 3. their names are one numbered sequence: equal once the digits are removed
    (``frame_001.jpg``, ``frame_002.jpg``; ``1.png``, ``2.png``);
-4. all images have the same width and height;
+4. at least one image is readable, and all readable images have the same
+   width and height;
 5. the labels CSV, if given, does not name any of its images on its own row.
 
-Its frames are the images in natural name order (2 before 10). A folder that
-fails the rule is a folder of stills: each image is a one-frame video. Rules 3–5
-keep a folder of unrelated stills (say ``pocus_images/convex``) from being
-mistaken for one video.
+Its frames are the readable images in natural name order (2 before 10). An
+image that cannot be read (a corrupt or cut frame) does not break the rule: it
+is left out of the video and listed in ``VideoInput.unreadable`` with the
+reason, so `uscl prepare` reports it (skipped.csv) and the folder stays one
+video; it never falls apart into one-frame videos that could land in different
+folds. A folder that fails the rule is a folder of stills: each image is a
+one-frame video. Rules 3–5 keep a folder of unrelated stills (say
+``pocus_images/convex``) from being mistaken for one video.
 """
 
 from __future__ import annotations
@@ -29,16 +34,28 @@ from uscl.video.formats import digit_free_name, is_image_name, kind_of, natural_
 
 @dataclass(frozen=True)
 class VideoInput:
-    """One thing to ingest: a file, or a folder of frames (``files`` set)."""
+    """One thing to ingest: a file, or a folder of frames (``files`` set).
+
+    For a folder of frames, ``files`` are its readable images (the frames) and
+    ``unreadable`` the (image, reason) pairs of members that could not be read.
+    """
 
     path: Path
     rel: str  # POSIX path relative to SRC: the source recorded in the manifest
     kind: str  # video | dicom | image | frames
     files: tuple[Path, ...] = ()
+    unreadable: tuple[tuple[Path, str], ...] = ()
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def members(self) -> tuple[Path, ...]:
+        """Every image file of a frame folder, readable or not, in natural name order."""
+        if not self.unreadable:
+            return self.files
+        return tuple(sorted((*self.files, *(p for p, _ in self.unreadable)), key=lambda p: natural_key(p.name)))
 
     def fingerprint(self) -> dict:
         """Size and modification time: what decides whether a re-run must decode again."""
@@ -46,19 +63,19 @@ class VideoInput:
             h = hashlib.sha1()
             size = 0
             mtime = 0
-            for f in self.files:
+            for f in self.members:  # unreadable members too: repairing one must decode again
                 st = f.stat()
                 size += st.st_size
                 mtime = max(mtime, st.st_mtime_ns)
                 h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-            return {"size": size, "mtime_ns": mtime, "files": len(self.files), "listing": h.hexdigest()[:16]}
+            return {"size": size, "mtime_ns": mtime, "files": len(self.members), "listing": h.hexdigest()[:16]}
         st = self.path.stat()
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def content_hash(self) -> str:
         """sha256 of the source bytes (for a frame folder: of its files' names and bytes)."""
         h = hashlib.sha256()
-        paths = self.files if self.kind == "frames" else (self.path,)
+        paths = self.members if self.kind == "frames" else (self.path,)
         for p in paths:
             if self.kind == "frames":
                 h.update(p.name.encode() + b"\0")
@@ -74,26 +91,49 @@ class Discovery:
     ignored: list[str] = field(default_factory=list)  # files of other types (csv, txt...)
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
+def _image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) of a readable image, else the reason it cannot be read."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             return im.size
-    except Exception:  # noqa: BLE001 - an unreadable image simply breaks the rule
+    except Exception as exc:  # noqa: BLE001 - any failure makes the image unreadable
+        return f"not a readable image ({exc})"
+
+
+def frame_folder_members(
+    files: list[Path], stills: set[str] | frozenset[str] = frozenset(), rels: list[str] | None = None,
+) -> tuple[list[Path], list[tuple[Path, str]]] | None:
+    """Rules 2–5 of the module docstring for the (non-hidden) files of a leaf folder.
+
+    Returns (readable frames, [(unreadable image, reason)]) when the folder is
+    one video, else None.
+    """
+    if len(files) < 2 or not all(is_image_name(f) for f in files):
         return None
+    if len({digit_free_name(f.name) for f in files}) != 1:
+        return None
+    if rels is not None and any(r in stills for r in rels):
+        return None
+    readable: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    sizes = set()
+    for f in files:
+        size = _image_size(f)
+        if isinstance(size, str):
+            unreadable.append((f, size))
+        else:
+            readable.append(f)
+            sizes.add(size)
+    if not readable or len(sizes) != 1:
+        return None
+    return readable, unreadable
 
 
 def is_frame_folder(files: list[Path], stills: set[str] | frozenset[str] = frozenset(), rels: list[str] | None = None) -> bool:
     """Rules 2–5 of the module docstring, for the (non-hidden) files of a leaf folder."""
-    if len(files) < 2 or not all(is_image_name(f) for f in files):
-        return False
-    if len({digit_free_name(f.name) for f in files}) != 1:
-        return False
-    if rels is not None and any(r in stills for r in rels):
-        return False
-    first = _image_size(files[0])
-    return first is not None and all(_image_size(f) == first for f in files[1:])
+    return frame_folder_members(files, stills, rels) is not None
 
 
 def discover_inputs(
@@ -122,8 +162,11 @@ def discover_inputs(
         files = [f for f in files if f.is_file()]
         rel_dir = here.relative_to(src).as_posix()
         rels = [f.relative_to(src).as_posix() for f in files]
-        if frame_folders and here != src and not dirnames and is_frame_folder(files, stills, rels):
-            inputs.append(VideoInput(path=here, rel=rel_dir, kind="frames", files=tuple(files)))
+        members = frame_folder_members(files, stills, rels) if frame_folders and here != src and not dirnames else None
+        if members is not None:
+            readable, unreadable = members
+            inputs.append(VideoInput(path=here, rel=rel_dir, kind="frames", files=tuple(readable),
+                                     unreadable=tuple(unreadable)))
             continue
         for f, rel in zip(files, rels):
             kind = kind_of(f)

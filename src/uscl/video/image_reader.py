@@ -62,18 +62,20 @@ def read_image(path: str | Path, *, channels: str = "grey") -> DecodedVideo:
 def read_frame_folder(files: list[Path], *, channels: str = "grey") -> DecodedVideo:
     """Frames stored one image per file, in the order given (natural name order).
 
-    A frame that cannot be read is dropped and noted; a frame of another size
-    than the first is resized to it. The rate is unknown (None).
+    A frame that cannot be read is left out and listed, with the reason, in
+    ``dropped``; a frame of another size than the first is resized to it
+    (noted). The rate is unknown (None).
     """
     frames: list[np.ndarray] = []
     notes: list[str] = []
+    dropped: list[tuple[Path, str]] = []
     shape = None
     for f in files:
         try:
             with _open(f) as im:
                 arr = _pil_to_array(ImageOps.exif_transpose(im), channels)
         except DecodeError as exc:
-            notes.append(f"frame {f.name} dropped: {exc}")
+            dropped.append((f, str(exc)))
             continue
         if shape is None:
             shape = arr.shape
@@ -86,5 +88,6 @@ def read_frame_folder(files: list[Path], *, channels: str = "grey") -> DecodedVi
     if not frames:
         raise DecodeError("no frame of the folder could be read")
     stack = np.stack(frames)
-    return DecodedVideo(frames=stack, kind="frames", orig_num_frames=len(files),
-                        orig_height=int(stack.shape[1]), orig_width=int(stack.shape[2]), notes=notes)
+    return DecodedVideo(frames=stack, kind="frames", orig_num_frames=len(frames),
+                        orig_height=int(stack.shape[1]), orig_width=int(stack.shape[2]), notes=notes,
+                        dropped=dropped)

@@ -5,6 +5,10 @@ SRC (a file, or a frame folder). Any other column (``probe``, ``kind``...) is
 kept as a string in the record's ``extra`` and can be filtered on with
 ``--where probe=convex``. A file the CSV does not name falls back to
 ``label_from`` if set, else stays unlabelled.
+
+Which CSV: the one given; when neither a CSV nor ``label_from`` is given, a
+``labels.csv`` at the root of SRC (what `uscl synth` writes) is used, and the
+caller says so (:func:`root_labels_csv`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,24 @@ DEFAULT_PREFIX_MAP: dict[str, str] = {
 }
 
 LABEL_SOURCES = ("parent", "prefix")
+ROOT_LABELS_CSV = "labels.csv"  # used when no labels option is given
+
+
+class FoundLabelsError(UsclError):
+    """The labels.csv found at the root of SRC (used because no labels option was given) is not usable."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(
+            f"{problem}\n({self.path} was found at the root of the source and used because neither labels_csv "
+            f"nor label_from was given: fix it, or pass labels_csv (another CSV) or label_from)"
+        )
+
+
+def root_labels_csv(src: str | Path) -> Path | None:
+    """``SRC/labels.csv`` if it is a file: the labels CSV when no labels option is given."""
+    path = Path(src) / ROOT_LABELS_CSV
+    return path if path.is_file() else None
 
 
 @dataclass
