@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uscl.errors import ConfigError
+from uscl.utils.seed import derive_rng, derive_seed
 
 MODES = ("spg", "simclr")
 
@@ -59,8 +60,7 @@ def item_uniforms(seed: int, epoch: int, videos, n: int) -> np.ndarray:
     """
     v = np.asarray(videos, dtype=np.uint64).reshape(-1, 1)
     with np.errstate(over="ignore"):
-        key = _splitmix64(np.full(1, int(seed) % 2**64, dtype=np.uint64))
-        key = _splitmix64(key ^ np.uint64(int(epoch) % 2**64))
+        key = _splitmix64(np.full(1, derive_seed(seed, "item-frames", int(epoch)), dtype=np.uint64))
         x = _splitmix64(key ^ _splitmix64(v * np.uint64(0x9E3779B97F4A7C15) + np.arange(n, dtype=np.uint64)))
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
@@ -111,7 +111,7 @@ def batch_item_frames(num_frames, cfg: PairSamplingConfig, seed: int, epoch: int
 
 def item_rng(seed: int, epoch: int, video: int) -> np.random.Generator:
     """The RNG of one (seed, epoch, video) triple, independent of worker and order."""
-    return np.random.default_rng([int(seed) % 2**63, int(epoch), int(video), 0x5C1])
+    return derive_rng(seed, "item-frames", int(epoch), int(video))
 
 
 def draw_frames(num_frames: int, k: int, min_gap: int, max_gap: int | None, rng: np.random.Generator) -> list[int]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from uscl.errors import ConfigError
+from uscl.utils.seed import derive_rng
 
 
 class DistributedVideoSampler(torch.utils.data.Sampler):
@@ -74,7 +75,7 @@ class DistributedVideoSampler(torch.utils.data.Sampler):
     def permutation(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.num_items)
-        return np.random.default_rng([self.seed % 2**63, self.epoch, 0xB47C4]).permutation(self.num_items)
+        return derive_rng(self.seed, "shuffle", self.epoch).permutation(self.num_items)
 
     def global_batches(self) -> list[np.ndarray]:
         """This epoch's global batches (the short final one already padded)."""

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
-
-
-def _rng(seed: int, purpose: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed) % 2**63, purpose, 0x05C1])
+from uscl.utils.seed import derive_rng
 
 
 def select_videos(num_videos: int, data_rate: float, seed: int) -> list[int]:
@@ -19,7 +15,7 @@ def select_videos(num_videos: int, data_rate: float, seed: int) -> list[int]:
     if data_rate >= 1:
         return list(range(num_videos))
     k = max(min(2, num_videos), int(round(data_rate * num_videos)))
-    return sorted(int(i) for i in _rng(seed, 1).choice(num_videos, size=k, replace=False))
+    return sorted(int(i) for i in derive_rng(seed, "data-rate").choice(num_videos, size=k, replace=False))
 
 
 def split_train_val(store, indices: list[int], valid_size: float, seed: int) -> tuple[list[int], list[int]]:
@@ -32,7 +28,7 @@ def split_train_val(store, indices: list[int], valid_size: float, seed: int) -> 
         rec = store.videos[i]
         groups[f"p:{rec.patient}" if rec.patient else f"v:{rec.video_id}"].append(i)
     keys = sorted(groups)
-    order = _rng(seed, 2).permutation(len(keys))
+    order = derive_rng(seed, "validation-split").permutation(len(keys))
     target = int(round(valid_size * len(indices)))
     val: list[int] = []
     for j in order:
@@ -57,7 +53,7 @@ def choose_labelled(store, train: list[int], label_rate: float, seed: int) -> li
         lab = store.videos[i].label
         if lab is not None:
             by_class[lab].append(pos)
-    rng = _rng(seed, 3)
+    rng = derive_rng(seed, "label-rate")
     for lab in sorted(by_class):
         members = by_class[lab]
         k = len(members) if label_rate >= 1 else max(1, int(round(label_rate * len(members))))
