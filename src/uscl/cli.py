@@ -10,15 +10,14 @@ import importlib
 import pkgutil
 import sys
 
+import uscl.commands as command_package
 from uscl import __version__
 from uscl.errors import UsclError
 
 
 def _command_modules():
-    import uscl.commands as pkg
-
     mods = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(command_package.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
         mod = importlib.import_module(f"uscl.commands.{info.name}")
@@ -27,7 +26,10 @@ def _command_modules():
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 100))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; with ``only``, the flags of that subcommand alone are
+    added (the others are listed by name): building a command's flags may import torch, which
+    `uscl --help` or `uscl synth` need not wait for."""
     parser = argparse.ArgumentParser(
         prog="uscl",
         description="Pretrain ultrasound image models on ultrasound videos (USCL).",
@@ -41,9 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
             description=getattr(mod, "DESCRIPTION", mod.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        mod.add_arguments(p)
+        if only is None or only == mod.NAME:
+            mod.add_arguments(p)
         p.set_defaults(_run=mod.run, _flags=flag_names(p))
     return parser
+
+
+def chosen_command(argv: list[str]) -> str:
+    """The subcommand named in ``argv`` ("" when none is)."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -63,7 +71,8 @@ def with_flag(exc: UsclError, flags: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=chosen_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

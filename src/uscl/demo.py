@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uscl.pipeline import PipelineConfig, run_pipeline
+from uscl.synth import generate
 from uscl.utils.atomic import prepare_output_dir
 
 
@@ -43,9 +45,6 @@ class DemoResult:
 
 
 def run_demo(cfg: DemoConfig, log=print) -> DemoResult:
-    from uscl.pipeline import PipelineConfig, run_pipeline
-    from uscl.synth import generate
-
     out = prepare_output_dir(cfg.out, overwrite=cfg.overwrite)
     t_all = time.perf_counter()
     # Two disjoint synthetic sets, as in the paper (pretrain on US-4, evaluate on POCUS): the

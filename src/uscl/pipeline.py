@@ -13,9 +13,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uscl.checkpoint.run_files import STATE_FILE
 from uscl.errors import ConfigError, UsclError
+from uscl.finetune.config import FinetuneConfig
+from uscl.pretrain import pretrain, resume_config
+from uscl.pretrain.config import config_from_dict
+from uscl.report import compare
+from uscl.store.prepare import PrepareOptions, prepare
 from uscl.utils.atomic import atomic_write_text, prepare_output_dir
 from uscl.utils.config import dump_yaml, load_yaml, setting_differences, to_dict
+from uscl.video.labels import root_labels_csv
 
 SELF_SUPERVISED = {"uscl": "uscl-selfsup"}
 SETTINGS_FILE = "pipeline.yaml"
@@ -72,10 +79,6 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
 
     ``step_offset``/``out_ready``: for a caller (the demo) that ran steps of its own in ``cfg.out``.
     """
-    from uscl.finetune.config import FinetuneConfig
-    from uscl.report import compare
-    from uscl.store.prepare import PrepareOptions, prepare
-
     cfg.validate()
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume continues a run, --overwrite replaces it: give one of them")
@@ -159,8 +162,6 @@ def labels_options(src: str | Path, labels: str | None) -> tuple[str | None, str
     when given no labels option, and says so), as `uscl prepare` does; else
     the parent folder names.
     """
-    from uscl.video.labels import root_labels_csv
-
     if labels:
         return labels, None
     if root_labels_csv(src) is not None:
@@ -177,10 +178,6 @@ def _check_settings(out: Path, cfg: PipelineConfig) -> None:
 
 def _pretrain_step(run_dir: Path, settings: dict, resume: bool, log):
     """Pretrain, or with ``resume`` keep a finished run and continue an unfinished one."""
-    from uscl.pretrain import pretrain, resume_config
-    from uscl.pretrain.config import config_from_dict
-    from uscl.checkpoint.run_files import STATE_FILE
-
     if resume and (run_dir / STATE_FILE).is_file():
         cfg = resume_config(run_dir, epochs=settings["epochs"])
         log(f"   continuing {run_dir} (`uscl pretrain --resume`; a finished run is only re-exported)")

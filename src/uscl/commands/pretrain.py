@@ -6,9 +6,6 @@ import argparse
 import os
 
 from uscl.errors import UsclError
-from uscl.pretrain import pretrain
-from uscl.pretrain.config import PretrainConfig, apply_overrides, config_from_dict, resume_config, validate_config
-from uscl.utils.config import add_config_flags, load_yaml
 
 NAME = "pretrain"
 HELP = "pretrain a backbone on a frame store (USCL, USCL self-supervised, SimCLR)"
@@ -40,12 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="if --out holds an unfinished run with these very settings, continue it (for "
                         "`torchrun --max-restarts N`, whose restarts repeat the command line); a finished "
                         "run or one with other settings is refused")
+    from uscl.pretrain.config import PretrainConfig
+    from uscl.utils.config import add_config_flags
+
     # every other flag comes from the config dataclasses (uscl.pretrain.config), declared there once
     p.set_defaults(_config_flags=add_config_flags(p, PretrainConfig, skip=("resume", "overwrite", "auto_resume")))
 
 
-def build_config(args: argparse.Namespace) -> PretrainConfig:
+def build_config(args: argparse.Namespace):
     """The PretrainConfig the flags ask for (the saved config of --resume RUN as a base)."""
+    from uscl.pretrain.config import apply_overrides, config_from_dict, resume_config, validate_config
+    from uscl.utils.config import load_yaml
+
     overrides = {key: getattr(args, dest) for dest, key in args._config_flags.items()}
     overrides["auto_resume"] = args.auto_resume
     if args.resume:
@@ -63,6 +66,8 @@ def build_config(args: argparse.Namespace) -> PretrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from uscl.pretrain import pretrain
+
     main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
         result = pretrain(build_config(args))

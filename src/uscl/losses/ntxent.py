@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from uscl.utils import dist
+
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, cosine: bool = True,
             *, distributed: bool = False) -> torch.Tensor:
@@ -35,8 +37,6 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, cosine
         z2 = F.normalize(z2, dim=1)
     n = z1.shape[0]
     if distributed:
-        from uscl.utils import dist
-
         rank, world = dist.get_rank(), dist.get_world_size()
         all1 = torch.cat(dist.all_gather_with_grad(z1), 0)
         all2 = torch.cat(dist.all_gather_with_grad(z2), 0)

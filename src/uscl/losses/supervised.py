@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from uscl.utils import dist
+
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, distributed: bool = False
                          ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,8 +27,6 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, distribu
     count = mask.sum()
     world = 1
     if distributed:
-        from uscl.utils import dist
-
         world = dist.get_world_size()
         count = dist.all_reduce_sum(count.detach().clone())
     return total * world / count.clamp(min=1), count

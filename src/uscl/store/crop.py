@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from uscl.video.decoded import luma
 
@@ -57,8 +58,6 @@ def _grey(frames: np.ndarray) -> np.ndarray:
 
 def largest_region_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Bounding box of the largest connected region of ``mask`` (gaps of a few cells closed)."""
-    from scipy import ndimage
-
     h, w = mask.shape
     k = max(1, int(np.ceil(max(h, w) / _GRID)))
     hp, wp = -(-h // k) * k, -(-w // k) * k
@@ -108,7 +107,6 @@ def plan_crop(frames: np.ndarray, *, black_level: int = 10, static_tolerance: in
     plan = CropPlan(box=box)
     if moving and len(idx) >= MIN_FRAMES_FOR_MASK:
         y0, y1, x0, x1 = box
-        from scipy import ndimage
 
         static = bright[y0:y1, x0:x1] & ~varying[y0:y1, x0:x1]
         core = static & (hi[y0:y1, x0:x1] > OVERLAY_LEVEL)

@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from uscl import __version__
 from uscl.errors import UsclError
 from uscl.utils.atomic import atomic_write_json, atomic_write_with
 
@@ -317,7 +318,6 @@ class StoreWriter:
         ids = [r.video_id for r in recs]
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate video ids in manifest")
-        from uscl import __version__
 
         data = {
             "format": FORMAT,

@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uscl.errors import UsclError
@@ -115,8 +115,6 @@ class PrepareSummary:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         data = asdict(self)
         data["frames_per_second"] = self.frames_per_second
         return data

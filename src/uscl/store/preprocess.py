@@ -20,6 +20,7 @@ from uscl.errors import UsclError
 from uscl.store.crop import plan_crop
 from uscl.utils.config import from_dict
 from uscl.video.decoded import to_channels
+from uscl.video.reader import read_frames
 
 PREPROCESS_VERSION = 1  # bumped when the same options would give other pixels
 
@@ -128,8 +129,6 @@ def decode_for(path: str | Path, options: PrepareOptions, *, kind: str | None = 
     This is the one path both `uscl prepare` and :func:`read_and_preprocess`
     take, so stored and predicted frames are made identically.
     """
-    from uscl.video.reader import read_frames
-
     scale = options.size if options.size and not options.crop else None
     return read_frames(path, channels=options.channels, fps=options.fps, max_frames=options.max_frames,
                        kind=kind, files=files, size=scale)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uscl.synth.fields import smooth_noise_1d, smooth_noise_2d, speckle_field
+from uscl.synth.fields import gaussian_blur, smooth_noise_1d, smooth_noise_2d, speckle_field
 from uscl.synth.params import VideoParams
 
 
@@ -87,8 +87,6 @@ def _draw_bronchograms(shape: tuple[int, int], starts: list[tuple[float, float]]
 
 def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator) -> Anatomy:
     """Draw the canvases of one video from its parameters and ``rng``."""
-    from uscl.synth.fields import gaussian_blur
-
     px = rows / 256.0  # texture scales are given for a 256-px image
     my = int(math.ceil(0.05 * rows)) + 2
     mx = int(math.ceil(0.14 * cols)) + 2

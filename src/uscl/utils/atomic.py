@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from uscl.errors import UsclError
 
 
@@ -68,8 +70,6 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], s
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):

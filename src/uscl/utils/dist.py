@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +78,6 @@ def all_gather_with_grad(tensor: torch.Tensor) -> list[torch.Tensor]:
     """All ranks' copies of ``tensor``; gradients flow back to every rank's input."""
     if get_world_size() == 1:
         return [tensor]
-    import warnings
 
     import torch.distributed.nn.functional as dnf
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-from uscl.video.decoded import DecodedVideo, DecodeError, kept_rate
+from uscl.video.decoded import DecodedVideo, DecodeError, kept_rate, to_channels
 from uscl.video.sampling import fps_indices
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -104,8 +107,6 @@ def _cut_short(ds, size: int) -> str | None:
 
 
 def _decode_pixels(ds) -> np.ndarray:
-    from pydicom.pixels import get_decoder
-
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if ts is not None and ts.is_compressed:
         try:
@@ -126,8 +127,6 @@ def _decode_pixels(ds) -> np.ndarray:
 
 def _to_uint8(arr: np.ndarray, ds, photometric: str) -> np.ndarray:
     if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
         arr = apply_color_lut(arr, ds)
         if arr.dtype != np.uint8:  # 16-bit LUT entries
             arr = (arr.astype(np.float64) / max(1.0, float(arr.max())) * 255.0)
@@ -138,8 +137,6 @@ def _to_uint8(arr: np.ndarray, ds, photometric: str) -> np.ndarray:
         return 255 - arr
     data = arr.astype(np.float64)
     if photometric.startswith("MONOCHROME"):
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
         data = apply_modality_lut(arr, ds).astype(np.float64)
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
             data = apply_voi_lut(data, ds).astype(np.float64)
@@ -151,11 +148,6 @@ def _to_uint8(arr: np.ndarray, ds, photometric: str) -> np.ndarray:
 
 
 def read_dicom(path: str | Path, *, channels: str = "grey", fps: float | None = None) -> DecodedVideo:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    from uscl.video.decoded import to_channels
-
     try:
         ds = pydicom.dcmread(str(path))
     except InvalidDicomError:

@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from uscl.video.formats import digit_free_name, is_image_name, kind_of, natural_key
 
 
@@ -93,8 +95,6 @@ class Discovery:
 
 def _image_size(path: Path) -> tuple[int, int] | str:
     """(width, height) of a readable image, else the reason it cannot be read."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.size

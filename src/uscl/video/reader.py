@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from uscl.video.av_reader import read_av
 from uscl.video.decoded import DecodedVideo, DecodeError, kept_rate
+from uscl.video.dicom_reader import read_dicom
 from uscl.video.formats import is_image_name, kind_of, natural_key
+from uscl.video.image_reader import read_frame_folder, read_image
 from uscl.video.sampling import even_indices
 
 
@@ -47,20 +50,12 @@ def read_frames(
             raise DecodeError("empty file (0 bytes)")
 
     if kind == "video":
-        from uscl.video.av_reader import read_av
-
         video = read_av(path, channels=channels, fps=fps, size=size)
     elif kind == "dicom":
-        from uscl.video.dicom_reader import read_dicom
-
         video = read_dicom(path, channels=channels, fps=fps)
     elif kind == "image":
-        from uscl.video.image_reader import read_image
-
         video = read_image(path, channels=channels)
     elif kind == "frames":
-        from uscl.video.image_reader import read_frame_folder
-
         files = list(files) if files is not None else frame_files(path)
         if not files:
             raise DecodeError("folder holds no image files")

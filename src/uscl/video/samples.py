@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 # extension → (codec, pixel format, rate that the codec accepts)
 VIDEO_CODECS: dict[str, tuple[str, str]] = {
@@ -40,15 +45,11 @@ def moving_frames(n: int = 8, height: int = 48, width: int = 48, seed: int = 0, 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, *, faststart: bool = False) -> Path:
     """Encode uint8 (T, H, W, 3) frames; the codec follows the extension (gif via PIL)."""
-    import av
-
     path = Path(path)
     frames = np.asarray(frames, np.uint8)
     if frames.ndim == 3:
         frames = np.repeat(frames[..., None], 3, axis=-1)
     if path.suffix.lower() == ".gif":
-        from PIL import Image
-
         imgs = [Image.fromarray(f) for f in frames]
         imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
         return path
@@ -89,10 +90,6 @@ def write_dicom(
     another syntax (its pixel bytes are then just encapsulated garbage: for
     testing what happens when no decoder exists).
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, UID, generate_uid
-
     frames = np.asarray(frames)
     n = frames.shape[0]
     meta = FileMetaDataset()
