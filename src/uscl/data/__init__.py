@@ -2,6 +2,7 @@
 
 from uscl.data.device_frames import DeviceBatchLoader, DeviceFrames, frames_nbytes
 from uscl.data.frame_dataset import FrameDataset
+from uscl.data.frame_items import FrameItemDataset
 from uscl.data.loader import EpochDataLoader, make_loader
 from uscl.data.pairs import PairSamplingConfig
 from uscl.data.samplers import DistributedVideoSampler
@@ -13,6 +14,7 @@ __all__ = [
     "DistributedVideoSampler",
     "EpochDataLoader",
     "FrameDataset",
+    "FrameItemDataset",
     "PairSamplingConfig",
     "VideoItemDataset",
     "frames_nbytes",

@@ -76,6 +76,8 @@ class DatasetConfig:
         help="hold the training frames on the GPU and gather batches there, no workers "
              "(default auto: on CUDA when they fit in a quarter of the free GPU memory)")
     frames_per_item: int = 3
+    frame_slots: int | None = config_field(None, help="frames per epoch for frame-sampling methods (simclr-frames; "
+                                                      "default: every training frame once)")
     min_gap: int = config_field(0, help="fewest frames between two frames of one item (default 0)")
     max_gap: int | None = config_field(None, help="most frames between the first and last frame of an item "
                                                   "(default: the whole video)")
@@ -267,6 +269,7 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
         cfg.dataset.frames_on_device = d.frames_on_device = "always" if d.frames_on_device else "never"
     need(d.frames_on_device in FRAMES_ON_DEVICE,
          f"dataset.frames_on_device must be one of {', '.join(FRAMES_ON_DEVICE)}, got {d.frames_on_device!r}")
+    need(d.frame_slots is None or d.frame_slots >= 1, f"dataset.frame_slots must be >= 1, got {d.frame_slots}")
     need(d.frames_per_item == 3, f"dataset.frames_per_item must be 3 (f1, f2 anchor, f3), got {d.frames_per_item}")
     need(d.min_gap >= 0 and (d.max_gap is None or d.max_gap >= d.min_gap),
          f"dataset.min_gap/max_gap: need 0 <= min_gap <= max_gap, got {d.min_gap}/{d.max_gap}")

@@ -2,8 +2,8 @@
 
 A method is a small object the loop calls through a few hooks:
 
-* ``sampling_mode``: how a video becomes an item ("spg": three frames f1, f2, f3;
-  "simclr": one frame twice), and ``mixup``: whether the two views are mixes;
+* ``sampling_mode``: how a video becomes items ("spg": three frames f1, f2, f3; "simclr": one
+  frame twice; "frames": every frame its own item), and ``mixup``: whether the views are mixes;
 * ``loss(model, view1, view2, labels)``: the loss of one step (:class:`StepLosses`);
 * ``validation_loss(model, view1, view2)``: a loss on unaugmented views (lower is better);
 * ``after_step(model)``: work after each optimiser step (a momentum encoder's update);
@@ -16,7 +16,10 @@ a subclass registered with :func:`register_method`; its name is then a valid
 
 * ``uscl``: SPG with mixup + NT-Xent + λ·(CE(view1) + CE(view2)) on labelled items;
 * ``uscl-selfsup``: the same without the supervised term;
-* ``simclr``: two augmentations of one random frame per video, NT-Xent only.
+* ``simclr``: two augmentations of one random frame per video, NT-Xent only;
+* ``simclr-frames``: the paper's SimCLR baseline: frames sampled as independent images (an
+  epoch covers every training frame, or ``dataset.frame_slots`` of them), so two frames of
+  one video can be each other's negatives.
 
 ``mixup: false`` (ablation) keeps SPG's frame drawing but uses f1 and f3 unmixed.
 """
@@ -74,7 +77,7 @@ class PretrainMethod:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    sampling_mode: ClassVar[str] = "spg"  # uscl.data.PairSamplingConfig.mode: "spg" | "simclr"
+    sampling_mode: ClassVar[str] = "spg"  # one of SAMPLING_MODES
     mixes: ClassVar[bool] = True  # whether the views may be mixes (the run's mixup setting decides)
     wants_labels: ClassVar[bool] = False  # whether it has a supervised term for labelled videos
 
@@ -110,14 +113,18 @@ class PretrainMethod:
 
 
 _METHODS: dict[str, type[PretrainMethod]] = {}
+# "spg": three frames of one video per item; "simclr": one frame of one video per item, twice;
+# "frames": every frame an independent item (two frames of one video may share a batch)
+SAMPLING_MODES = ("spg", "simclr", "frames")
 
 
 def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
     """Class decorator: make ``cls.name`` a pretraining method (a valid ``method`` setting)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__}: a method needs a name")
-    if cls.sampling_mode not in ("spg", "simclr"):
-        raise ValueError(f"{cls.__name__}.sampling_mode must be 'spg' or 'simclr', got {cls.sampling_mode!r}")
+    if cls.sampling_mode not in SAMPLING_MODES:
+        raise ValueError(f"{cls.__name__}.sampling_mode must be one of {', '.join(SAMPLING_MODES)}, "
+                         f"got {cls.sampling_mode!r}")
     _METHODS[cls.name] = cls
     return cls
 
@@ -156,3 +163,10 @@ class SimCLR(PretrainMethod):
     summary = "two augmentations of one frame per video"
     sampling_mode = "simclr"
     mixes = False
+
+
+@register_method
+class SimCLRFrames(SimCLR):
+    name = "simclr-frames"
+    summary = "the paper's SimCLR: every frame an independent image (frames of one video may be negatives)"
+    sampling_mode = "frames"

@@ -12,7 +12,8 @@ from torch import nn
 from uscl.augment import AugmentConfig, BatchAugment
 from uscl.checkpoint import load_weights, strip_wrappers
 from uscl.checkpoint.run_files import BEST, LAST
-from uscl.data import DeviceBatchLoader, DeviceFrames, PairSamplingConfig, VideoItemDataset, frames_nbytes, make_loader
+from uscl.data import (DeviceBatchLoader, DeviceFrames, FrameItemDataset, PairSamplingConfig, VideoItemDataset,
+                       frames_nbytes, make_loader)
 from uscl.errors import UsclError
 from uscl.models import build_model
 from uscl.pretrain.config import PretrainConfig
@@ -52,12 +53,12 @@ def open_store(store: str | None) -> FrameStore:
     return opened
 
 
-def batch_size_for(cfg: PretrainConfig, train_videos: int, world: int, log) -> int:
-    """The global batch: at most the training videos, a multiple of the process count."""
+def batch_size_for(cfg: PretrainConfig, items: int, world: int, log) -> int:
+    """The global batch: at most the training items (videos, or frames), a multiple of the process count."""
     batch = cfg.batch_size
-    if train_videos < batch:
-        log.warn(f"only {train_videos} training videos for a batch of {batch} videos; using batch size {train_videos}")
-        batch = train_videos
+    if items < batch:
+        log.warn(f"only {items} training items for a batch of {batch}; using batch size {items}")
+        batch = items
     if batch % world:
         log.warn(f"batch size {batch} is not a multiple of the {world} processes; using {batch - batch % world}")
         batch -= batch % world
@@ -75,7 +76,7 @@ def split_videos(cfg: PretrainConfig, store: FrameStore, world: int, log) -> tup
     elif val and cfg.select == "best" and len(val) < SMALL_VALIDATION:
         log.warn(f"the validation loss is measured on {len(val)} videos: a noisy guide, whose lowest value "
                  "may fall on an early epoch by chance; select='last' exports the final epoch instead")
-    if len(train) < 2 * world:
+    if len(train) < 2 * world and method_class(cfg.method).sampling_mode != "frames":
         raise UsclError(f"pretraining needs at least {2 * world} training videos "
                         f"({'2 per process' if world > 1 else 'NT-Xent needs negatives'}); the store gives {len(train)}",
                         param="store")
@@ -92,7 +93,6 @@ def build_data(cfg: PretrainConfig, dinfo: DistInfo, device: torch.device, log) 
     store = open_store(cfg.store)
     world = dinfo.world_size
     train, val = split_videos(cfg, store, world, log)
-    batch = batch_size_for(cfg, len(train), world, log)
     has_labels = any(store.videos[i].label is not None for i in train)
     if cfg.supervised and not has_labels:
         log.warn(f"the store has no labels for the training videos: method {cfg.method} runs self-supervised "
@@ -104,9 +104,17 @@ def build_data(cfg: PretrainConfig, dinfo: DistInfo, device: torch.device, log) 
     records = [{"video_id": store.videos[v].video_id, "source": store.videos[v].source,
                 "content_hash": store.videos[v].content_hash} for v, used in zip(train, use_label or []) if used]
     d = cfg.dataset
+    frames_mode = method.sampling_mode == "frames"  # independent frames, not one item per video
     pairs = PairSamplingConfig(frames_per_item=d.frames_per_item, min_gap=d.min_gap, max_gap=d.max_gap,
-                               mode=method.sampling_mode)
-    train_ds = VideoItemDataset(store, train, pairs, class_to_index=c2i, use_label=use_label, seed=cfg.seed)
+                               mode="simclr" if frames_mode else method.sampling_mode)
+    if frames_mode:
+        train_ds = FrameItemDataset(store, train, class_to_index=c2i, use_label=use_label, seed=cfg.seed,
+                                    slots=d.frame_slots)
+        log.info(f"{method.name}: an epoch is {len(train_ds)} frames of the {len(train)} training videos"
+                 f" ({train_ds.num_frames} frames in all); two frames of one video may share a batch")
+    else:
+        train_ds = VideoItemDataset(store, train, pairs, class_to_index=c2i, use_label=use_label, seed=cfg.seed)
+    batch = batch_size_for(cfg, len(train_ds), world, log)
     on_device = frames_on_device(d.frames_on_device, store, train, train_ds.channels, device)
     if on_device:
         frames = DeviceFrames(store, train, train_ds.channels, device)
