@@ -51,7 +51,7 @@ def test_simclr_frames_can_pair_two_frames_of_one_video_and_simclr_cannot(make_s
     assert len(set(drawn)) > 1 and drawn != [tuple(f) for f in slots.plan_batch([(1, i) for i in range(6)])[2]]
 
 
-@pytest.mark.parametrize("method", ["simclr-frames"])
+@pytest.mark.parametrize("method", ["simclr-frames", "moco", "moco-spg"])
 def test_baseline_trains_and_resumes_bit_identically(method, make_store, tmp_path):
     store = make_store(n_videos=8, frames=4, size=32)
     straight = pretrain(tiny(store, tmp_path / "straight", method=method))

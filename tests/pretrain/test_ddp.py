@@ -107,3 +107,52 @@ def test_each_global_batch_holds_each_video_once_split_between_ranks():
         for step_i, (a, b) in enumerate(zip(*ranks)):
             assert not set(a) & set(b) and len(set(a)) == len(a) == global_batch // WORLD
             assert a + b == flat[step_i * global_batch:(step_i + 1) * global_batch]
+
+
+# -- MoCo under DDP: the queue holds the global batch's keys --------------------------------
+def _moco_worker(rank, init_file, out_file):
+    from uscl.pretrain.moco import MoCo
+
+    td.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        model = tiny_model()
+        method = MoCo(queue_size=12, momentum=0.9, seed=0, temperature=0.2)
+        method.setup(model, torch.device("cpu"))
+        ddp = nn.parallel.DistributedDataParallel(model)
+        v1, v2, labels = batch("none")
+        sl = slice(rank * 4, (rank + 1) * 4)
+        parts = method.loss(ddp, v1[sl], v2[sl], labels[sl], distributed=True)
+        parts.total.backward()
+        loss = parts.total.detach().clone()
+        td.all_reduce(loss)
+        method.after_step(ddp)
+        if rank == 0:
+            torch.save({"loss": loss / WORLD,
+                        "grads": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+                        "queue": method.queue.clone(), "pointer": method.pointer}, out_file)
+    finally:
+        td.destroy_process_group()
+
+
+def test_two_process_moco_equals_one_process_on_the_global_batch(tmp_path):
+    from uscl.pretrain.moco import MoCo
+
+    out = tmp_path / "moco.pt"
+    mp.spawn(_moco_worker, args=(str(tmp_path / "init"), str(out)), nprocs=WORLD, join=True)
+    got = torch.load(out, weights_only=True)
+    model = tiny_model()
+    method = MoCo(queue_size=12, momentum=0.9, seed=0, temperature=0.2)
+    method.setup(model, torch.device("cpu"))
+    v1, v2, labels = batch("none")
+    parts = method.loss(model, v1, v2, labels)
+    parts.total.backward()
+    method.after_step(model)
+    assert torch.allclose(got["loss"], parts.total.detach(), atol=1e-6)
+    with_grad = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(with_grad) == set(got["grads"]) and "projection.0.weight" in with_grad
+    for name, grad in with_grad.items():
+        assert torch.allclose(got["grads"][name], grad, atol=1e-6, rtol=1e-5), name
+    # both views' keys of all 8 items in global-batch order: the queue a single process holds
+    assert got["pointer"] == method.pointer == 16 % 12
+    assert torch.allclose(got["queue"], method.queue, atol=1e-6)

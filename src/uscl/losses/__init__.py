@@ -1,6 +1,8 @@
-"""Losses as pure functions: NT-Xent and the masked supervised cross-entropy."""
+"""Losses as pure functions: NT-Xent, MoCo's InfoNCE against a queue, the masked supervised
+cross-entropy."""
 
+from uscl.losses.moco import enqueue, moco_infonce
 from uscl.losses.ntxent import nt_xent
 from uscl.losses.supervised import masked_cross_entropy
 
-__all__ = ["nt_xent", "masked_cross_entropy"]
+__all__ = ["enqueue", "masked_cross_entropy", "moco_infonce", "nt_xent"]

@@ -59,6 +59,18 @@ class LossConfig:
     lambda_sup: float = config_field(0.2, help="weight of each view's supervised cross-entropy (uscl; default 0.2)")
 
 
+@dataclass
+class MocoConfig:
+    """MoCo v2's own settings (methods moco and moco-spg)."""
+
+    queue_size: int = config_field(1024, help="MoCo: negatives kept in the queue (default 1024: a few epochs of "
+                                              "a few hundred videos; the paper's 65536 was ~5%% of ImageNet)")
+    momentum: float = config_field(0.99, flag="--moco-momentum",
+                                   help="MoCo: key-encoder momentum (default 0.99; 0.999 barely moves in the "
+                                        "few hundred steps of a small data set)")
+    temperature: float = config_field(0.2, flag="--moco-temperature", help="MoCo: InfoNCE temperature (default 0.2)")
+
+
 FRAMES_ON_DEVICE = ("auto", "always", "never")
 
 
@@ -125,6 +137,7 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    moco: MocoConfig = field(default_factory=MocoConfig)
 
     @property
     def arch(self) -> str:
@@ -157,7 +170,7 @@ def _pop_ignored(data: dict, prefix: str = "") -> list[str]:
         if full in IGNORED_ORIGINAL_KEYS:
             ignored.append(full)
             del data[key]
-        elif isinstance(data[key], dict) and full in ("model", "loss", "dataset"):
+        elif isinstance(data[key], dict) and full in ("model", "loss", "dataset", "augment", "moco"):
             ignored += _pop_ignored(data[key], full + ".")
     return ignored
 
@@ -224,7 +237,8 @@ def _parse_input_shape(text: str) -> tuple[int, int, int | None]:
 def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     """Check every value once, resolve derived settings; raise ConfigError naming the problem."""
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model), loss=dataclasses.replace(cfg.loss),
-                              dataset=dataclasses.replace(cfg.dataset), augment=dataclasses.replace(cfg.augment))
+                              dataset=dataclasses.replace(cfg.dataset), augment=dataclasses.replace(cfg.augment),
+                              moco=dataclasses.replace(cfg.moco))
     method = method_class(cfg.method)
     if cfg.model.base_model not in ARCHITECTURES:
         raise ConfigError(f"model.base_model: {cfg.model.base_model!r} is not one of {', '.join(ARCHITECTURES)}",
@@ -259,6 +273,9 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     need(cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1, "max_steps_per_epoch must be >= 1")
     need(cfg.model.out_dim >= 1, f"model.out_dim must be >= 1, got {cfg.model.out_dim}")
     need(cfg.loss.temperature > 0, f"loss.temperature must be > 0, got {cfg.loss.temperature}")
+    need(cfg.moco.queue_size >= 1, f"moco.queue_size must be >= 1, got {cfg.moco.queue_size}")
+    need(0 <= cfg.moco.momentum < 1, f"moco.momentum must be within [0, 1), got {cfg.moco.momentum}")
+    need(cfg.moco.temperature > 0, f"moco.temperature must be > 0, got {cfg.moco.temperature}")
     need(cfg.loss.lambda_sup >= 0, f"loss.lambda_sup must be >= 0, got {cfg.loss.lambda_sup}")
     d = cfg.dataset
     need(d.image_size >= 16, f"dataset.image_size must be at least 16 px, got {d.image_size}")

@@ -6,6 +6,8 @@ A method is a small object the loop calls through a few hooks:
   frame twice; "frames": every frame its own item), and ``mixup``: whether the views are mixes;
 * ``loss(model, view1, view2, labels)``: the loss of one step (:class:`StepLosses`);
 * ``validation_loss(model, view1, view2)``: a loss on unaugmented views (lower is better);
+* ``from_config(cfg)``, ``setup(model, device)``: build it from the run's settings, and what
+  depends on the model (a key encoder, a queue) once the model exists;
 * ``after_step(model)``: work after each optimiser step (a momentum encoder's update);
 * ``state_dict()`` / ``load_state_dict()``: extra state (a queue, a key encoder) saved in
   ``train_state.pt`` and restored on resume.
@@ -88,6 +90,21 @@ class PretrainMethod:
         self.lambda_sup = lambda_sup
         self.mixup = bool(mixup) and self.mixes
         self.supervised = bool(supervised) and self.wants_labels
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, supervised: bool) -> "PretrainMethod":
+        """The method with a run's settings (``cfg``: a PretrainConfig); a method with settings of
+        its own reads them here."""
+        return cls(temperature=cfg.loss.temperature, cosine=cfg.loss.use_cosine_similarity,
+                   lambda_sup=cfg.loss.lambda_sup, mixup=cfg.mixup, supervised=supervised)
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:
+        """Called once with the (unwrapped) model on its device before training or a resume:
+        build what depends on it (a key encoder copy, a queue)."""
+
+    def describe(self) -> str:
+        """One line for the log: the method and its settings."""
+        return self.name
 
     def loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor, *,
              distributed: bool = False) -> StepLosses:

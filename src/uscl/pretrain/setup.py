@@ -84,9 +84,7 @@ def split_videos(cfg: PretrainConfig, store: FrameStore, world: int, log) -> tup
 
 
 def build_method(cfg: PretrainConfig, has_labels: bool) -> PretrainMethod:
-    cls = method_class(cfg.method)
-    return cls(temperature=cfg.loss.temperature, cosine=cfg.loss.use_cosine_similarity,
-               lambda_sup=cfg.loss.lambda_sup, mixup=cfg.mixup, supervised=cfg.supervised and has_labels)
+    return method_class(cfg.method).from_config(cfg, supervised=cfg.supervised and has_labels)
 
 
 def build_data(cfg: PretrainConfig, dinfo: DistInfo, device: torch.device, log) -> RunData:
@@ -167,6 +165,7 @@ def build_training(cfg: PretrainConfig, data: RunData, dinfo: DistInfo, device: 
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
+    data.method.setup(raw, device)
     # grey frames stay 1-channel: the backbone's first convolution takes them as RGB-repeated
     view_channels = 1 if data.channels == 1 else 3
     augment = BatchAugment(AugmentConfig.of(cfg.augment, cfg.dataset.image_size, view_channels),

@@ -86,6 +86,16 @@ def all_gather_with_grad(tensor: torch.Tensor) -> list[torch.Tensor]:
         return list(dnf.all_gather(tensor))
 
 
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order (no gradient): the
+    global batch's rows, the same on every rank."""
+    if get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
+    td.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, 0)
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (no gradient), in place, returned for convenience."""
     if get_world_size() > 1:
