@@ -2,6 +2,7 @@
 
 * :mod:`.config`      - :class:`FinetuneConfig`
 * :mod:`.splits`      - stratified, grouped folds; POCOVID-Net ``cross_val.json`` import; leakage check
+* :mod:`.label_fraction` - nested, stratified, patient-whole subsets of each fold's training videos
 * :mod:`.init`        - backbone initialisation (random, ImageNet file, our runs, the USCL release)
 * :mod:`.train`       - :func:`finetune`: the run (checks, folds, run folder, outputs, resume)
 * :mod:`.modes`       - one function per mode: paper / full (gradient), linear, knn

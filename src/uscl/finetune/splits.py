@@ -54,13 +54,14 @@ class Splits:
     method: str = "stratified-group-kfold"
     excluded: dict[str, str] = field(default_factory=dict)  # video_id -> why it was left out
     notes: list[str] = field(default_factory=list)
+    label_fraction: float = 1.0  # < 1: folds train on that fraction of their videos (finetune.label_fraction)
 
     @property
     def n_folds(self) -> int:
         return len(self.folds)
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "format": SPLITS_FORMAT,
             "version": 1,
             "method": self.method,
@@ -75,6 +76,9 @@ class Splits:
             "groups": self.groups,
             "excluded": self.excluded,
         }
+        if self.label_fraction < 1:  # written only when set, so full splits files stay as they were
+            data["label_fraction"] = self.label_fraction
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "Splits":
@@ -88,6 +92,7 @@ class Splits:
             method=str(data.get("method", "imported")),
             excluded=dict(data.get("excluded", {})),
             notes=list(data.get("notes", [])),
+            label_fraction=float(data.get("label_fraction", 1.0)),
         )
 
     def save(self, path: str | Path) -> Path:

@@ -4,6 +4,7 @@
 * :mod:`.comparison` - :func:`compare`: several inits fine-tuned over the same folds, then their table and report
 * :mod:`.pretrain`   - :func:`pretrain_report`: report.md and loss curves of a pretraining run
 * :mod:`.plots`      - the PNG figures (matplotlib, Agg backend)
+* :mod:`.stats`      - a study table's means, 95% t-intervals (over cells or seeds), paired differences
 """
 
 from uscl.report.comparison import CompareResult, compare, write_comparison
