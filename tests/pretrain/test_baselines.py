@@ -19,6 +19,10 @@ class Killed(Exception):
 
 
 def tiny(store, out, **kw):
+    from uscl.pretrain.config import ProbeConfig
+
+    if isinstance(kw.get("probe"), dict):
+        kw["probe"] = ProbeConfig(**kw["probe"])
     base = dict(store=str(store), out=str(out), epochs=2, batch_size=4, device="cpu", seed=0,
                 dataset=DatasetConfig(image_size=32, valid_size=0.25, frame_slots=8))
     return PretrainConfig(**{**base, **kw})
@@ -68,3 +72,31 @@ def test_baseline_trains_and_resumes_bit_identically(method, make_store, tmp_pat
     a, _ = load_weights(straight.last_path)
     b, _ = load_weights(resumed.last_path)
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+
+
+def test_online_probe_is_logged_chooses_the_checkpoint_and_guards_its_videos(make_store, tmp_path):
+    import csv
+    import json
+
+    from uscl.finetune import FinetuneConfig, finetune
+    from uscl.errors import UsclError
+
+    store = make_store(n_videos=12, frames=4, size=32)
+    res = pretrain(tiny(store, tmp_path / "run", method="uscl-selfsup", epochs=3, select="probe",
+                        probe={"every": 2, "folds": 2, "knn_k": 3, "frames_per_video": 2}))
+    rows = list(csv.DictReader((res.run_dir / "metrics.csv").open()))
+    probed = [int(r["epoch"]) for r in rows if r["probe_linear_acc"]]
+    assert probed == [2, 3]  # every 2 epochs and after the last
+    for r in rows:
+        if r["probe_linear_acc"]:
+            assert 0 <= float(r["probe_knn_acc"]) <= 1 and 0 <= float(r["probe_linear_acc"]) <= 1
+    best = max((float(r["probe_linear_acc"]), -int(r["epoch"])) for r in rows if r["probe_linear_acc"])
+    assert res.selected_by == "probe_linear_acc" and res.best_epoch == -best[1]
+    meta = json.loads((res.run_dir / "backbone.json").read_text())
+    assert meta["selected_by"] == "probe_linear_acc" and meta["epoch"] == res.best_epoch
+    listed = json.loads((res.run_dir / "labelled_videos.json").read_text())["videos"]
+    assert len(listed) == 12 and all(v["used_for"] == "probe" for v in listed)
+    # the probe saw these videos' labels: fine-tuning refuses to test on them
+    with pytest.raises(UsclError, match="label"):
+        finetune(FinetuneConfig(store=str(store), out=str(tmp_path / "ft"), init=f"checkpoint:{res.run_dir}",
+                                mode="knn", folds=2, image_size=32, device="cpu"))

@@ -25,21 +25,24 @@ BACKBONE_META = ("arch", "feature_dim", "method", "epoch", "val_loss", "train_lo
 
 
 class CheckpointSaver:
-    """``last`` every epoch, ``best`` by ``criterion`` (a metric name, lower is better),
-    ``backbone`` from the ``select`` checkpoint at the end."""
+    """``last`` every epoch, ``best`` by ``criterion`` (a metric name; lower is better unless
+    ``higher_is_better``), ``backbone`` from the ``select`` checkpoint at the end."""
 
-    def __init__(self, run_dir: str | Path, *, select: str = "best", criterion: str = "val_loss"):
+    def __init__(self, run_dir: str | Path, *, select: str = "best", criterion: str = "val_loss",
+                 higher_is_better: bool = False):
         if select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
         self.run_dir = Path(run_dir)
         self.select = select
         self.criterion = criterion
+        self.higher_is_better = higher_is_better
         self.best_epoch: int | None = None
         self.best_score: float | None = None
 
     def update(self, epoch: int, score: float | None) -> bool:
-        """Record ``epoch``'s score (lower is better); returns whether it is the new best."""
-        improved = score is not None and (self.best_score is None or score < self.best_score)
+        """Record ``epoch``'s score (None: not measured this epoch); returns whether it is the new best."""
+        better = (lambda a, b: a > b) if self.higher_is_better else (lambda a, b: a < b)
+        improved = score is not None and (self.best_score is None or better(score, self.best_score))
         if improved:
             self.best_score, self.best_epoch = float(score), int(epoch)
         return improved

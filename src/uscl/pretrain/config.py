@@ -71,6 +71,20 @@ class MocoConfig:
     temperature: float = config_field(0.2, flag="--moco-temperature", help="MoCo: InfoNCE temperature (default 0.2)")
 
 
+@dataclass
+class ProbeConfig:
+    """The online probe (uscl.pretrain.probe): kNN and linear probes on frozen features."""
+
+    store: str | None = config_field(None, flag="--probe-store",
+                                     help="labelled store for the online probe (default: the pretraining store)")
+    every: int = config_field(0, flag="--probe-every",
+                              help="run the online probe every N epochs and after the last (default 0: off; "
+                                   "--select probe turns it on every 5)")
+    folds: int = 5
+    knn_k: int = 20
+    frames_per_video: int = 4  # evenly spread frames per probe video (bounds the probe's cost)
+
+
 FRAMES_ON_DEVICE = ("auto", "always", "never")
 
 
@@ -119,9 +133,9 @@ class PretrainConfig:
     cuda_graphs: bool = True  # replay the augmentation of grey CUDA batches as a CUDA graph
     # which checkpoint becomes RUN/backbone.safetensors: "best" = lowest validation loss (the
     # original); "last" = the final epoch (a small validation set makes "best" a noisy choice)
-    select: Literal["best", "last"] = config_field(
+    select: Literal["best", "last", "probe"] = config_field(
         "best", help="checkpoint exported as backbone.safetensors: best = lowest validation loss "
-                     "(default, as the original), last = the final epoch")
+                     "(default, as the original), last = the final epoch, probe = best online-probe accuracy")
     sync_bn: bool = True  # SyncBatchNorm under DDP on CUDA
     device: Literal["auto", "cpu", "cuda"] = config_field("auto", help="training device (default auto)")
     seed: int = config_field(0, help="seed of every random draw of the run (default 0)")
@@ -138,6 +152,7 @@ class PretrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     moco: MocoConfig = field(default_factory=MocoConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     @property
     def arch(self) -> str:
@@ -170,7 +185,7 @@ def _pop_ignored(data: dict, prefix: str = "") -> list[str]:
         if full in IGNORED_ORIGINAL_KEYS:
             ignored.append(full)
             del data[key]
-        elif isinstance(data[key], dict) and full in ("model", "loss", "dataset", "augment", "moco"):
+        elif isinstance(data[key], dict) and full in ("model", "loss", "dataset", "augment", "moco", "probe"):
             ignored += _pop_ignored(data[key], full + ".")
     return ignored
 
@@ -238,7 +253,7 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     """Check every value once, resolve derived settings; raise ConfigError naming the problem."""
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model), loss=dataclasses.replace(cfg.loss),
                               dataset=dataclasses.replace(cfg.dataset), augment=dataclasses.replace(cfg.augment),
-                              moco=dataclasses.replace(cfg.moco))
+                              moco=dataclasses.replace(cfg.moco), probe=dataclasses.replace(cfg.probe))
     method = method_class(cfg.method)
     if cfg.model.base_model not in ARCHITECTURES:
         raise ConfigError(f"model.base_model: {cfg.model.base_model!r} is not one of {', '.join(ARCHITECTURES)}",
@@ -276,6 +291,12 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     need(cfg.moco.queue_size >= 1, f"moco.queue_size must be >= 1, got {cfg.moco.queue_size}")
     need(0 <= cfg.moco.momentum < 1, f"moco.momentum must be within [0, 1), got {cfg.moco.momentum}")
     need(cfg.moco.temperature > 0, f"moco.temperature must be > 0, got {cfg.moco.temperature}")
+    if cfg.select == "probe" and cfg.probe.every == 0:
+        cfg.probe.every = 5  # choosing by the probe needs the probe
+    need(cfg.probe.every >= 0, f"probe.every must be >= 0, got {cfg.probe.every}")
+    need(cfg.probe.folds >= 2, f"probe.folds must be >= 2, got {cfg.probe.folds}")
+    need(cfg.probe.knn_k >= 1, f"probe.knn_k must be >= 1, got {cfg.probe.knn_k}")
+    need(cfg.probe.frames_per_video >= 1, f"probe.frames_per_video must be >= 1, got {cfg.probe.frames_per_video}")
     need(cfg.loss.lambda_sup >= 0, f"loss.lambda_sup must be >= 0, got {cfg.loss.lambda_sup}")
     d = cfg.dataset
     need(d.image_size >= 16, f"dataset.image_size must be at least 16 px, got {d.image_size}")

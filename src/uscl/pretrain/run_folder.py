@@ -20,7 +20,8 @@ from uscl.pretrain.config import PretrainConfig, elastic_differences, resume_dif
 from uscl.utils.atomic import atomic_write_text
 
 METRIC_COLUMNS = ["epoch", "total_loss", "contrastive_loss", "supervised_loss", "lr", "val_loss",
-                  "images_per_s", "data_wait_share", "epoch_time_s", "labelled_items"]
+                  "images_per_s", "data_wait_share", "epoch_time_s", "labelled_items",
+                  "probe_knn_acc", "probe_linear_acc", "probe_s"]
 
 
 @dataclass

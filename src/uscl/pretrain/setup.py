@@ -19,6 +19,7 @@ from uscl.models import build_model
 from uscl.pretrain.config import PretrainConfig
 from uscl.pretrain.loop import Training
 from uscl.pretrain.methods import PretrainMethod, method_class
+from uscl.pretrain.probe import OnlineProbe
 from uscl.pretrain.selection import choose_labelled, select_videos, split_train_val
 from uscl.store import FrameStore
 from uscl.utils.dist import DistInfo
@@ -41,7 +42,8 @@ class RunData:
     classes: list[str]  # the supervised term's classes ([] without it)
     channels: int  # of the stored frames
     frames_on_device: bool
-    labelled_records: list[dict] = field(default_factory=list)  # whose labels the supervised term uses
+    labelled_records: list[dict] = field(default_factory=list)  # whose labels the run uses (term, probe)
+    supervised_videos: int = 0  # videos whose labels the supervised term uses
 
 
 def open_store(store: str | None) -> FrameStore:
@@ -135,7 +137,7 @@ def build_data(cfg: PretrainConfig, dinfo: DistInfo, device: torch.device, log) 
                  f"them first; a store prepared at the training size (`uscl prepare --size {d.image_size}`) "
                  "skips that (about 1.4x faster augmentation on a CPU)")
     return RunData(store, method, train, val, train_loader, val_loader, batch, classes, train_ds.channels,
-                   on_device, records)
+                   on_device, records, len(records))
 
 
 def frames_on_device(mode: str, store: FrameStore, videos: list[int], channels: int, device: torch.device) -> bool:
@@ -192,3 +194,23 @@ def init_from(model: nn.Module, spec: str, arch: str, log) -> None:
     target.load_state_dict(usable, strict=False)
     skipped = sorted(set(own) - set(usable))
     log.info(f"initialised {len(usable)} tensors from {path}" + (f" ({len(skipped)} left as initialised)" if skipped else ""))
+
+
+def build_probe(cfg: PretrainConfig, data: RunData, device: torch.device, log) -> OnlineProbe | None:
+    """The online probe when ``probe.every`` > 0, on ``probe.store`` or the pretraining store;
+    when it chooses the checkpoint, its labelled videos join the run's labelled list."""
+    if cfg.probe.every <= 0:
+        return None
+    store = open_store(cfg.probe.store) if cfg.probe.store else data.store
+    p = cfg.probe
+    probe = OnlineProbe(store, folds=p.folds, knn_k=p.knn_k, frames_per_video=p.frames_per_video,
+                        image_size=cfg.dataset.image_size, mean=cfg.augment.mean, std=cfg.augment.std,
+                        device=device, seed=cfg.seed)
+    log.info(f"online probe every {p.every} epochs: kNN (k={p.knn_k}) and linear on {len(probe.plan.videos)} "
+             f"labelled videos of {store.root} ({len(probe.plan.folds)} video-level folds, {p.frames_per_video} "
+             "frames per video)")
+    if cfg.select == "probe":
+        data.labelled_records = data.labelled_records + probe.labelled_records()
+        log.info("the probe chooses the checkpoint: its videos are listed in labelled_videos.json, and "
+                 "fine-tuning refuses to test on them")
+    return probe

@@ -39,7 +39,7 @@ from uscl.errors import UsclError
 from uscl.pretrain.config import PretrainConfig, config_dict, config_to_yaml, lr_at, validate_config
 from uscl.pretrain.loop import Training, train_one_epoch, validate
 from uscl.pretrain.run_folder import EpochRecords, Logger, RunFolder, choose_run_folder, clear_outputs
-from uscl.pretrain.setup import RunData, build_data, build_training
+from uscl.pretrain.setup import RunData, build_data, build_probe, build_training
 from uscl.pretrain.state import restore_state, save_state
 from uscl.utils import dist
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
@@ -91,12 +91,12 @@ def _run(cfg: PretrainConfig, dinfo: dist.DistInfo, on_epoch_end, log: Logger) -
     dist.barrier()  # every rank has checked the folder before rank 0 writes to it
     data = build_data(cfg, dinfo, device, log)
     t = build_training(cfg, data, dinfo, device, precision, log)
-    saver = CheckpointSaver(folder.path, select=cfg.select,
-                            criterion="val_loss" if data.val_loader is not None else "train_loss")
+    probe = build_probe(cfg, data, device, log)
+    saver = _saver(cfg, folder.path, data)
     start, metrics = _open_folder(cfg, folder, t, saver, data, dinfo, log)
     log.info(f"pretraining {cfg.method} ({cfg.arch}, {cfg.dataset.image_size} px) on {len(data.train_videos)} videos "
              f"(+{len(data.val_videos)} validation), batch {data.global_batch}, "
-             f"{'labels of ' + str(len(data.labelled_records)) + ' videos' if t.method.supervised else 'no labels'}, "
+             f"{'labels of ' + str(data.supervised_videos) + ' videos' if t.method.supervised else 'no labels'}, "
              f"{device.type} {precision}" + (f", {dinfo.world_size} processes" if dinfo.distributed else ""))
     records = EpochRecords(folder.path, enabled=dinfo.is_main)
     try:
@@ -106,11 +106,13 @@ def _run(cfg: PretrainConfig, dinfo: dist.DistInfo, on_epoch_end, log: Logger) -
             evaluate = (epoch + 1) % cfg.eval_every_n_epochs == 0 or epoch + 1 == cfg.epochs
             row["val_loss"] = validate(t, data.val_loader, image_size=cfg.dataset.image_size,
                                        mean=cfg.augment.mean, std=cfg.augment.std) if evaluate else None
+            if probe is not None and ((epoch + 1) % cfg.probe.every == 0 or epoch + 1 == cfg.epochs):
+                row.update(probe(unwrap_model(t.raw_model).backbone))
             if not math.isfinite(row["total_loss"]):
                 raise UsclError(f"the training loss became {row['total_loss']} in epoch {epoch + 1}; "
                                 "try a lower lr or precision fp32", param="lr")
             metrics.append(row)
-            improved = saver.update(epoch + 1, row["val_loss"] if saver.criterion == "val_loss" else row["total_loss"])
+            improved = saver.update(epoch + 1, row.get("total_loss" if saver.criterion == "train_loss" else saver.criterion))
             if dinfo.is_main:
                 saver.save(epoch + 1, unwrap_model(t.raw_model).state_dict(), _meta(cfg, data, t, row), improved)
                 records.write(metrics)
@@ -149,6 +151,15 @@ def _open_folder(cfg: PretrainConfig, folder: RunFolder, t: Training, saver: Che
     return start, metrics
 
 
+def _saver(cfg: PretrainConfig, run_dir: Path, data: RunData) -> CheckpointSaver:
+    """best by the online probe (``select: probe``, higher is better), else by the validation loss
+    (the training loss without validation videos); backbone from best or last."""
+    if cfg.select == "probe":
+        return CheckpointSaver(run_dir, select="best", criterion="probe_linear_acc", higher_is_better=True)
+    return CheckpointSaver(run_dir, select=cfg.select,
+                           criterion="val_loss" if data.val_loader is not None else "train_loss")
+
+
 def _meta(cfg: PretrainConfig, data: RunData, t: Training, row: dict) -> dict:
     """The JSON beside each checkpoint: what it is and how its inputs must be prepared."""
     m = unwrap_model(t.raw_model)
@@ -161,12 +172,15 @@ def _meta(cfg: PretrainConfig, data: RunData, t: Training, row: dict) -> dict:
         "store_id": data.store.store_id, "store": str(cfg.store), "store_options": data.store.options,
         "image_size": cfg.dataset.image_size, "channels": data.channels, "mean": cfg.augment.mean,
         "std": cfg.augment.std, "train_videos": len(data.train_videos), "val_videos": len(data.val_videos),
-        "labelled_videos": len(data.labelled_records), "seed": cfg.seed, "config": config_dict(cfg),
+        "labelled_videos": data.supervised_videos, "seed": cfg.seed, "config": config_dict(cfg),
     }
 
 
 def _epoch_line(row: dict, epochs: int, supervised: bool, improved: bool) -> str:
     val = f"  val {row['val_loss']:.4f}" if row["val_loss"] is not None else ""
+    if row.get("probe_linear_acc") is not None:
+        val += (f"  probe knn {row['probe_knn_acc']:.3f} linear {row['probe_linear_acc']:.3f}"
+                f" ({row['probe_s']:.1f}s)")
     sup = f", sup {row['supervised_loss']:.4f}" if supervised else ""
     return (f"epoch {row['epoch']}/{epochs}  loss {row['total_loss']:.4f} (con {row['contrastive_loss']:.4f}{sup})"
             f"{val}  lr {row['lr']:.2e}  {row['images_per_s']:.1f} img/s  data {row['data_wait_share']:.0%}"
@@ -181,4 +195,5 @@ def _result(cfg: PretrainConfig, run_dir: Path, saver: CheckpointSaver, metrics:
         run_dir=run_dir, last_path=run_dir / LAST, best_path=run_dir / BEST, backbone_path=run_dir / BACKBONE,
         metrics=list(metrics), best_epoch=saver.best_epoch,
         best_val_loss=saver.best_score if saver.criterion == "val_loss" else None,
-        selected_by=saver.criterion, backbone_epoch=exported, warnings=list(log.warnings))
+        selected_by=saver.criterion,
+        backbone_epoch=exported, warnings=list(log.warnings))
