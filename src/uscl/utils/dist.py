@@ -48,7 +48,14 @@ def init_distributed(device_type: str = "cpu", timeout_s: float = 1800) -> DistI
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    td.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    # torchrun's store outlives a restart (--max-restarts): keys of the dead attempt's ranks
+    # (their gloo addresses) would still be read by the new ones, which then fail to connect
+    # ("connectFullMesh ... connection refused"). Each attempt gets keys of its own.
+    store, rank, world = next(td.rendezvous("env://", timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    td.init_process_group(backend=backend, store=td.PrefixStore(f"/uscl/attempt_{attempt}", store), rank=rank,
+                          world_size=world, timeout=timeout)
     return info()
 
 
