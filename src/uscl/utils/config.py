@@ -170,15 +170,15 @@ def setting_differences(saved: dict, now: Any, *, free: typing.Iterable[str] = (
 # -- command-line flags from the config dataclasses ------------------------------------------
 def config_field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
                  choices: typing.Callable[[], typing.Iterable[str]] | None = None,
-                 default_factory: Any = dataclasses.MISSING) -> Any:
+                 metavar: str | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that also describes its command-line flag.
 
     ``help``: the flag's help; ``flag``: its name when not ``--<field-name>`` with dashes;
     ``choices``: a function giving the allowed values when they are not a ``Literal``
-    (a registry, read when the parser is built). Fields with help become flags through
-    :func:`add_config_flags`.
+    (a registry, read when the parser is built); ``metavar``: the flag's value in the help.
+    Fields with help become flags through :func:`add_config_flags`.
     """
-    meta = {"help": help, "flag": flag, "choices": choices}
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -197,6 +197,22 @@ def config_flags(cls: type, prefix: str = "") -> list[tuple[str, str, dataclasse
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             out.append((prefix + f.name, flag, f, tp))
     return out
+
+
+def field_choices(cls: type, name: str) -> tuple | None:
+    """The allowed values of field ``name`` of config dataclass ``cls``: its ``config_field``
+    ``choices`` or its ``Literal`` type; None when any value of its type goes. For a flag
+    that sets the same setting under another name (``uscl pipeline --finetune-mode``)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.metadata.get("choices"):
+        return tuple(f.metadata["choices"]())
+    return _flag_type(typing.get_type_hints(cls)[name])[1]
+
+
+def field_help(cls: type, name: str) -> str:
+    """The flag help declared with field ``name`` of ``cls`` (see :func:`config_field`)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.metadata.get("help", "")
 
 
 def _flag_type(tp: Any) -> tuple[Any, tuple | None]:
@@ -237,7 +253,8 @@ def add_config_flags(parser, cls: type, *, skip: typing.Iterable[str] = ()) -> d
         else:
             ftype, literals = _flag_type(tp)
             choices = list(meta["choices"]()) if meta.get("choices") else (list(literals) if literals else None)
-            parser.add_argument(flag, dest=dest, type=ftype, choices=choices, default=None, help=meta["help"])
+            parser.add_argument(flag, dest=dest, type=ftype, choices=choices, default=None, help=meta["help"],
+                                metavar=meta.get("metavar"))
         dests[dest] = key
         names[key] = flag
     parser.config_flag_names = names
