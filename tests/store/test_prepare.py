@@ -167,11 +167,11 @@ def test_labels_csv_at_the_root_of_src_is_used_when_no_labels_option_is_given(tm
     summary = prepare(data, tmp_path / "auto", SMALL, show_progress=False)
     assert {v.source: v.label for v in FrameStore(tmp_path / "auto").videos} == truth
     assert summary.labels_csv == str(data / "labels.csv") and summary.labels_found
-    assert (f"labels from {data / 'labels.csv'} (found at the root of the source; pass --labels to choose another)"
+    assert (f"labels from {data / 'labels.csv'} (found at the root of the source; pass labels_csv to choose another)"
             in summary.format())
-    # the CLI says so too
+    # the CLI says so too, naming its flag
     assert main(["prepare", str(data), str(tmp_path / "cli"), "--size", "32"]) == 0
-    assert "found at the root of the source" in capsys.readouterr().out
+    assert "found at the root of the source; pass --labels to choose another" in capsys.readouterr().out
     assert {v.source: v.label for v in FrameStore(tmp_path / "cli").videos} == truth
     # explicit options win: another CSV, or labels from the folder names
     other = tmp_path / "other.csv"
@@ -187,7 +187,7 @@ def test_labels_csv_at_the_root_of_src_is_used_when_no_labels_option_is_given(tm
     (data / "labels.csv").unlink()
     s4 = prepare(data, tmp_path / "none", SMALL, show_progress=False)
     assert all(v.label is None for v in FrameStore(tmp_path / "none").videos)
-    assert "no labels" in s4.format() and "--labels" in s4.format()
+    assert "no labels" in s4.format() and "labels_csv" in s4.format() and "label_from parent" in s4.format()
 
 
 def test_a_root_labels_csv_that_is_not_a_labels_csv_is_named_in_the_error(tmp_path, capsys):

@@ -88,58 +88,63 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}", param=_param(key))
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}", param=_param(key))
         return value
     if dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", param=_param(key))
         return from_dict(tp, value, where=key)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", param=_param(key))
         inner = args[0] if args else Any
         items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", param=_param(key))
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}", param=_param(key))
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", param=_param(key))
         try:
             return int(value)
         except ValueError as exc:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from exc
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", param=_param(key)) from exc
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", param=_param(key))
         try:
             return float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from exc
+            raise ConfigError(f"{key}: expected a number, got {value!r}", param=_param(key)) from exc
     if tp is str:
         if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", param=_param(key))
         return str(value)
     if tp is Path:
         return Path(value)
     return value
+
+
+def _param(key: str) -> str:
+    """The setting a value error is about: ``only_folds[1]`` → ``only_folds``."""
+    return key.split("[", 1)[0]
 
 
 def setting_differences(saved: dict, now: Any, *, free: typing.Iterable[str] = (),
