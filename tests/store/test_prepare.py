@@ -345,3 +345,21 @@ def test_truncated_array_is_named_on_open_and_prepare_decodes_it_again(src, tmp_
     assert store.verify() == 6 and _manifest(out) == manifest
     for vid, frames in before.items():
         np.testing.assert_array_equal(store.frames(vid), frames)
+
+
+def test_cli_errors_name_the_flag_of_the_parameter(tmp_path, capsys):
+    """prepare() says labels_csv / where / overwrite; `uscl prepare` adds --labels / --where / --overwrite."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "a.mp4", moving_frames(3, 32, 32), fps=10)
+    with pytest.raises(UsclError, match="labels CSV not found") as err:
+        prepare(src, tmp_path / "out", SMALL, labels_csv=tmp_path / "nope.csv", show_progress=False)
+    assert err.value.param == "labels_csv" and "--" not in str(err.value)
+    assert main(["prepare", str(src), str(tmp_path / "out"), "--labels", str(tmp_path / "nope.csv")]) == 2
+    assert "(set with --labels)" in capsys.readouterr().err
+    assert main(["prepare", str(src), str(tmp_path / "out"), "--where", "probe"]) == 2
+    assert "bad where entry 'probe'" in (err := capsys.readouterr().err) and "(set with --where)" in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("x")
+    assert main(["prepare", str(src), str(tmp_path / "full")]) == 2
+    assert "set overwrite (set with --overwrite)" in capsys.readouterr().err
