@@ -109,7 +109,8 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
         labels_csv, label_from = labels_options(src, labels)
         summary = prepare(src, out / f"{name}_store", options, labels_csv=labels_csv, label_from=label_from,
                           where=cfg.where or None, overwrite=cfg.overwrite, show_progress=False)
-        log(f"   {name}: " + summary.format().replace("\n", "\n   "))
+        names = {"labels_csv": "labels" if name == "downstream" else "pretrain_labels"}  # this function's parameters
+        log(f"   {name}: " + summary.format(names).replace("\n", "\n   "))
         stores[name] = out / f"{name}_store"
     seconds["prepare"] = time.perf_counter() - t0
     pretrain_store = stores["pretrain" if separate else "downstream"]

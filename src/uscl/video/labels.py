@@ -39,7 +39,7 @@ class FoundLabelsError(UsclError):
         self.path, self.problem = Path(path), problem
         super().__init__(
             f"{problem}\n({self.path} was found at the root of the source and used because neither labels_csv "
-            f"nor label_from was given: fix it, or pass labels_csv (another CSV) or label_from)"
+            f"nor label_from was given: fix it, or pass labels_csv (another CSV) or label_from)", param="labels_csv"
         )
 
 
