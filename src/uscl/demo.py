@@ -13,6 +13,7 @@ from pathlib import Path
 from uscl.pipeline import PipelineConfig, run_pipeline
 from uscl.synth import generate
 from uscl.utils.atomic import prepare_output_dir
+from uscl.utils.seed import derive_seed
 
 
 @dataclass
@@ -52,7 +53,8 @@ def run_demo(cfg: DemoConfig, log=print) -> DemoResult:
     t0 = time.perf_counter()
     log(f"\n== 1/{4 + len(cfg.methods)} synthesise {3 * cfg.pretrain_videos_per_class} pretraining and "
         f"{3 * cfg.videos_per_class} downstream lung-ultrasound videos ({cfg.frames} frames, {cfg.synth_size} px)")
-    for part, n, seed in (("pretrain", cfg.pretrain_videos_per_class, cfg.seed + 1000),
+    # the pretraining set's own seed: a set never shares its videos' randomness with the other
+    for part, n, seed in (("pretrain", cfg.pretrain_videos_per_class, derive_seed(cfg.seed, "demo-pretrain-videos")),
                           ("downstream", cfg.videos_per_class, cfg.seed)):
         synth = generate(out / f"{part}_videos", videos_per_class=n, frames=cfg.frames,
                          size=cfg.synth_size, seed=seed, overwrite=cfg.overwrite)

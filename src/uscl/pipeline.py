@@ -59,9 +59,9 @@ class PipelineConfig:
 
     def validate(self) -> "PipelineConfig":
         if not self.videos:
-            raise ConfigError("no videos folder given")
+            raise ConfigError("no videos folder given: set videos", param="videos")
         if not self.methods:
-            raise ConfigError("give at least one pretraining method (uscl, uscl-selfsup, simclr)")
+            raise ConfigError("give at least one pretraining method (uscl, uscl-selfsup, simclr)", param="methods")
         return self
 
 
@@ -81,7 +81,7 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
     """
     cfg.validate()
     if cfg.resume and cfg.overwrite:
-        raise ConfigError("--resume continues a run, --overwrite replaces it: give one of them")
+        raise ConfigError("resume continues a run, overwrite replaces it: set only one of them", param="resume")
     if out_ready:
         out = Path(cfg.out)
     elif cfg.resume and (Path(cfg.out) / SETTINGS_FILE).is_file():
@@ -112,7 +112,8 @@ def run_pipeline(cfg: PipelineConfig, log=print, *, step_offset: int = 0, out_re
         labels_csv, label_from = labels_options(src, labels)
         summary = prepare(src, out / f"{name}_store", options, labels_csv=labels_csv, label_from=label_from,
                           where=cfg.where or None, overwrite=cfg.overwrite, show_progress=False)
-        log(f"   {name}: " + summary.format().replace("\n", "\n   "))
+        names = {"labels_csv": "labels" if name == "downstream" else "pretrain_labels"}  # this function's parameters
+        log(f"   {name}: " + summary.format(names).replace("\n", "\n   "))
         stores[name] = out / f"{name}_store"
     seconds["prepare"] = time.perf_counter() - t0
     pretrain_store = stores["pretrain" if separate else "downstream"]
@@ -173,14 +174,15 @@ def _check_settings(out: Path, cfg: PipelineConfig) -> None:
     """A resumed run must compute what the first one did: refuse other settings, naming them."""
     diff = setting_differences(load_yaml(out / SETTINGS_FILE), cfg, free=MAY_DIFFER)
     if diff:
-        raise UsclError(f"cannot resume {out}: its settings differ from the ones given: {'; '.join(diff)}")
+        raise UsclError(f"cannot resume {out}: its settings differ from the ones given: {'; '.join(diff)}",
+                        param="resume")
 
 
 def _pretrain_step(run_dir: Path, settings: dict, resume: bool, log):
     """Pretrain, or with ``resume`` keep a finished run and continue an unfinished one."""
     if resume and (run_dir / STATE_FILE).is_file():
         cfg = resume_config(run_dir, epochs=settings["epochs"])
-        log(f"   continuing {run_dir} (`uscl pretrain --resume`; a finished run is only re-exported)")
+        log(f"   continuing {run_dir} (pretraining with resume; a finished run is only re-exported)")
         return pretrain(cfg)
     if resume and run_dir.is_dir():  # killed before its first epoch ended: start it again
         settings = {**settings, "overwrite": True}

@@ -68,7 +68,7 @@ def test_bad_checkpoints_are_named_and_nothing_is_written(make_store, tmp_path):
         finetune(_cfg(store, out, init=f"imagenet:{partial}", overwrite=True))
     legacy = tmp_path / "legacy.pth"
     torch.save(resnet18(), legacy)  # a whole pickled module
-    with pytest.raises(UsclError, match="unsafe-pickle"):
+    with pytest.raises(UsclError, match="unsafe_pickle"):
         finetune(_cfg(store, out, init=f"imagenet:{legacy}", overwrite=True))
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # nothing overwritten
     with pytest.raises(UsclError, match="not empty"):
@@ -145,5 +145,23 @@ def test_checkpoint_init_takes_our_runs_and_names_them_by_method(tmp_path):
     r50, _ = build_backbone("resnet50")
     with pytest.raises(UsclError, match="resnet18 backbone, but the model is resnet50"):
         apply_init(r50, sd, "resnet50", str(run))
-    with pytest.raises(UsclError, match="unknown --init"):
+    with pytest.raises(UsclError, match="unknown init"):
         parse_init("imagenet1k")
+
+
+def test_cli_errors_name_the_flag_of_the_setting(make_store, tmp_path, capsys):
+    """The library says only_folds / init / where; `uscl finetune` and `uscl compare` add the flag."""
+    from uscl.cli import main
+
+    store = make_store(n_videos=6, frames=2)
+    base = ["--store", str(store), "--out", str(tmp_path / "run"), "--folds", "2", "--epochs", "1"]
+    assert main(["finetune", *base, "--only-folds", "0,0"]) == 2
+    err = capsys.readouterr().err
+    assert "only_folds lists fold(s) 0 more than once (set with --only-folds)" in err
+    assert main(["finetune", *base, "--mode", "knn", "--select", "val"]) == 2
+    assert "(set with --select)" in capsys.readouterr().err
+    assert main(["compare", *base, "--init", "random", "--init", "imagenet1k"]) == 2
+    assert "unknown init 'imagenet1k'" in (err := capsys.readouterr().err) and err.rstrip().endswith("(set with --init)")
+    assert main(["compare", *base, "--init", "random", "--where", "probe"]) == 2
+    assert "where expects key=value, got 'probe' (set with --where)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

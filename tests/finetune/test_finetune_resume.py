@@ -13,6 +13,7 @@ from uscl.finetune.predictions import read_predictions
 from uscl.finetune.splits import make_splits
 from uscl.finetune.train import finetune
 from uscl.store import FrameStore
+from uscl.utils.seed import derive_seed
 
 QUIET = {"log": lambda *a: None}
 SMALL = ["--image-size", "32", "--batch-size", "8", "--epochs", "2"]
@@ -72,7 +73,7 @@ def test_only_folds_trains_those_folds_of_the_full_split_and_says_so(make_store,
     # --resume --only-folds 1 fills in the missing fold; the run is then complete
     calls = _count_training(monkeypatch)
     res = finetune(_cfg(store, run, only_folds=[1], resume=True), **QUIET)
-    assert calls == [1]  # only fold 1 trained (seed*1000 + fold)
+    assert calls == [derive_seed(0, "fold", 1)]  # only fold 1 trained
     m2 = res.metrics
     assert m2["folds_run"] == [0, 1, 2] and m2["complete"] is True and m2["coverage"] is None
     assert m2["folds_kept"] == [0, 2] and m2["folds_trained_now"] == [1]
@@ -106,12 +107,12 @@ def test_resume_after_a_kill_redoes_only_the_unfinished_fold(make_store, tmp_pat
     model_time = (run / "fold0" / "model.safetensors").stat().st_mtime_ns
 
     # without --resume the folder is refused, with a hint
-    with pytest.raises(UsclError, match="not empty.*continue it with --resume"):
+    with pytest.raises(UsclError, match="not empty.*continue it with resume"):
         finetune(_cfg(store, run), **QUIET)
 
     calls = _count_training(monkeypatch)
     m = finetune(_cfg(store, run, resume=True, workers=0, device="cpu"), **QUIET).metrics
-    assert calls == [2]  # folds 0 and 1 were not retrained
+    assert calls == [derive_seed(0, "fold", 2)]  # folds 0 and 1 were not retrained
     assert m["folds_kept"] == [0, 1] and m["folds_trained_now"] == [2] and m["complete"] is True
     assert [m["folds"][0], m["folds"][1]] == [before[0], before[1]]  # kept folds: exactly what was there
     assert (run / "fold0" / "model.safetensors").stat().st_mtime_ns == model_time
@@ -147,7 +148,7 @@ def test_resume_refuses_other_settings_stores_and_folders(make_store, tmp_path):
         finetune(_cfg(other, run, mode="knn", knn_k=3, resume=True), **QUIET)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == snapshot  # nothing touched
 
-    with pytest.raises(ConfigError, match="one of --resume"):
+    with pytest.raises(ConfigError, match="one of resume"):
         finetune(_cfg(store, run, mode="knn", resume=True, overwrite=True), **QUIET)
     stranger = tmp_path / "stranger"
     stranger.mkdir()

@@ -25,7 +25,7 @@ def test_labels_seen_in_pretraining_are_refused_or_reported(make_store, tmp_path
     assert all(set(v) == {"video_id", "source", "content_hash"} for v in listing["videos"])
     base = dict(store=str(store), mode="knn", knn_k=1, folds=3, image_size=32, device="cpu")
 
-    with pytest.raises(UsclError, match="allow-pretraining-labels"):
+    with pytest.raises(UsclError, match="allow_pretraining_labels"):
         finetune(FinetuneConfig(out=str(tmp_path / "ft"), init=f"checkpoint:{sup.run_dir}", **base), log=lambda *a: None)
     assert not (tmp_path / "ft").exists() or not any((tmp_path / "ft").iterdir())
     with pytest.raises(UsclError, match="pretrained with the labels of"):

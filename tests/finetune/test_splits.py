@@ -63,10 +63,10 @@ def test_leakage_check_fails_loudly(make_store, tmp_path):
 def test_small_class_is_named_or_merged_on_request(make_store):
     root = make_store(n_videos=8, frames=2, classes=("covid", "regular", "viral", "pneumonia"))
     store = FrameStore(root)  # 2 videos per class
-    with pytest.raises(UsclError, match=r"covid has 2 videos.*--folds 2"):
+    with pytest.raises(UsclError, match=r"covid has 2 videos.*folds=2"):
         make_splits(store, n_folds=3)
     merged = make_splits(store, n_folds=3, merge_small_folds=True)
-    assert merged.notes and "merge-small-folds" in merged.notes[0]
+    assert merged.notes and "merge_small_folds" in merged.notes[0]
     only = make_splits(store, n_folds=2, classes=["covid", "regular"])
     assert set(only.labels.values()) == {"covid", "regular"}
     assert sum(r.startswith("class") for r in only.excluded.values()) == 4
@@ -78,7 +78,7 @@ def test_where_filter_and_bad_input(make_store):
     store = FrameStore(root)
     for i, v in enumerate(store.videos):
         v.extra["probe"] = "convex" if i < 5 else "linear"
-    with pytest.raises(UsclError, match="no video matches --where probe=phased"):
+    with pytest.raises(UsclError, match="no video matches where probe=phased"):
         make_splits(store, n_folds=2, where={"probe": "phased"})
     with pytest.raises(UsclError, match="regular has 1 videos"):
         make_splits(store, n_folds=2, where={"probe": "convex"}, classes=["covid", "pneumonia", "regular"])

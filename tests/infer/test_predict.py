@@ -173,3 +173,21 @@ def test_unfinished_folds_are_left_out(tiny, tmp_path):
     (run / "fold0" / "metrics.json").unlink()
     with pytest.raises(UsclError, match="no finished"):
         fold_paths(run)
+
+
+def test_cli_errors_name_the_flag_of_the_parameter(tiny, tmp_path, capsys):
+    """load_model/predict say fold / batch_size / class_name; `uscl predict` and `uscl export` add the flag."""
+    from uscl.errors import UsclError
+    from uscl.infer.predict import predict
+
+    one = tiny / "ft" / "fold0" / "model.safetensors"
+    with pytest.raises(UsclError, match="fold picks a fold of a run folder") as err:
+        predict(one, [tiny / "synth"], fold=0)
+    assert err.value.param == "fold" and "--" not in str(err.value)
+    assert main(["predict", str(one), str(tiny / "synth"), "--fold", "0"]) == 2
+    assert "(set with --fold)" in capsys.readouterr().err
+    assert main(["predict", str(tiny / "ft"), str(tiny / "synth"), "--explain", "--class", "nope", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "class_name 'nope' is not a class" in (err := capsys.readouterr().err) and "(set with --class)" in err
+    assert main(["export", str(one), str(tmp_path / "e"), "--format", "onnx", "--fold", "1"]) == 2
+    assert "(set with --fold)" in capsys.readouterr().err

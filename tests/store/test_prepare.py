@@ -167,11 +167,11 @@ def test_labels_csv_at_the_root_of_src_is_used_when_no_labels_option_is_given(tm
     summary = prepare(data, tmp_path / "auto", SMALL, show_progress=False)
     assert {v.source: v.label for v in FrameStore(tmp_path / "auto").videos} == truth
     assert summary.labels_csv == str(data / "labels.csv") and summary.labels_found
-    assert (f"labels from {data / 'labels.csv'} (found at the root of the source; pass --labels to choose another)"
+    assert (f"labels from {data / 'labels.csv'} (found at the root of the source; pass labels_csv to choose another)"
             in summary.format())
-    # the CLI says so too
+    # the CLI says so too, naming its flag
     assert main(["prepare", str(data), str(tmp_path / "cli"), "--size", "32"]) == 0
-    assert "found at the root of the source" in capsys.readouterr().out
+    assert "found at the root of the source; pass --labels to choose another" in capsys.readouterr().out
     assert {v.source: v.label for v in FrameStore(tmp_path / "cli").videos} == truth
     # explicit options win: another CSV, or labels from the folder names
     other = tmp_path / "other.csv"
@@ -187,7 +187,7 @@ def test_labels_csv_at_the_root_of_src_is_used_when_no_labels_option_is_given(tm
     (data / "labels.csv").unlink()
     s4 = prepare(data, tmp_path / "none", SMALL, show_progress=False)
     assert all(v.label is None for v in FrameStore(tmp_path / "none").videos)
-    assert "no labels" in s4.format() and "--labels" in s4.format()
+    assert "no labels" in s4.format() and "labels_csv" in s4.format() and "label_from parent" in s4.format()
 
 
 def test_a_root_labels_csv_that_is_not_a_labels_csv_is_named_in_the_error(tmp_path, capsys):
@@ -345,3 +345,21 @@ def test_truncated_array_is_named_on_open_and_prepare_decodes_it_again(src, tmp_
     assert store.verify() == 6 and _manifest(out) == manifest
     for vid, frames in before.items():
         np.testing.assert_array_equal(store.frames(vid), frames)
+
+
+def test_cli_errors_name_the_flag_of_the_parameter(tmp_path, capsys):
+    """prepare() says labels_csv / where / overwrite; `uscl prepare` adds --labels / --where / --overwrite."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "a.mp4", moving_frames(3, 32, 32), fps=10)
+    with pytest.raises(UsclError, match="labels CSV not found") as err:
+        prepare(src, tmp_path / "out", SMALL, labels_csv=tmp_path / "nope.csv", show_progress=False)
+    assert err.value.param == "labels_csv" and "--" not in str(err.value)
+    assert main(["prepare", str(src), str(tmp_path / "out"), "--labels", str(tmp_path / "nope.csv")]) == 2
+    assert "(set with --labels)" in capsys.readouterr().err
+    assert main(["prepare", str(src), str(tmp_path / "out"), "--where", "probe"]) == 2
+    assert "bad where entry 'probe'" in (err := capsys.readouterr().err) and "(set with --where)" in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("x")
+    assert main(["prepare", str(src), str(tmp_path / "full")]) == 2
+    assert "set overwrite (set with --overwrite)" in capsys.readouterr().err

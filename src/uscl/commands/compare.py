@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_finetune_arguments(p, with_init=False)
     p.add_argument("--init", action="append", dest="inits", required=True, metavar="[NAME=]SPEC",
                    help="an init to compare (repeat): random | imagenet:PATH | checkpoint:RUN | uscl-official:PATH")
+    p.config_flag_names = {**getattr(p, "config_flag_names", {}), "init": "--init"}  # an error about one init
 
 
 def run(args: argparse.Namespace) -> int:

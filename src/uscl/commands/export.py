@@ -31,7 +31,8 @@ example:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="`uscl finetune` run folder, fold folder or model.safetensors")
     p.add_argument("out", metavar="OUT", help="output file (extension added if missing) or existing folder")
-    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"], help="file format")
+    p.add_argument("--format", dest="fmt", required=True, choices=["torchscript", "onnx", "safetensors"],
+                   help="file format")
     p.add_argument("--fold", type=int, metavar="K", help="export fold K of a run folder (default: all folds, averaged)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
@@ -39,6 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from uscl.infer.export import export_model
 
-    result = export_model(args.model, args.out, args.format, fold=args.fold, overwrite=args.overwrite)
+    result = export_model(args.model, args.out, args.fmt, fold=args.fold, overwrite=args.overwrite)
     print(result.format_report())
     return 0

@@ -24,7 +24,10 @@ examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from uscl.finetune.config import FinetuneConfig
     from uscl.pipeline import PipelineConfig
+    from uscl.pretrain.config import PretrainConfig
+    from uscl.utils.config import field_choices, field_help
 
     d = PipelineConfig()
     p.add_argument("videos", help="folder of labelled videos to evaluate on")
@@ -34,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-videos", help="a separate folder of videos to pretrain on")
     p.add_argument("--pretrain-labels", help="labels CSV for --pretrain-videos (default: its labels.csv if it exists, "
                                              "else the parent folder names)")
-    p.add_argument("--methods", default=",".join(d.methods), help="pretraining methods (default: uscl,simclr)")
-    p.add_argument("--classes", help="classes to evaluate, comma-separated (default: every label)")
+    p.add_argument("--methods", default=",".join(d.methods), help="pretraining methods (default: %(default)s)")
+    p.add_argument("--classes", help=field_help(FinetuneConfig, "classes") + " (default: every label)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input and store size in px")
     p.add_argument("--fps", type=float, help="frames per second kept at ingest (default: all)")
     p.add_argument("--max-frames", type=int, help="frames kept per video at ingest")
@@ -44,22 +47,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep only inputs whose labels-CSV column matches (repeatable), e.g. probe=convex")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     p.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch, help="videos per pretraining batch")
-    p.add_argument("--select", default=d.select, choices=["last", "best"],
-                   help="pretraining checkpoint evaluated: last epoch (default) or lowest validation loss")
-    p.add_argument("--max-frames-per-video", type=int, help="training frames per video in fine-tuning")
+    p.add_argument("--select", default=d.select, choices=field_choices(PretrainConfig, "select"),
+                   help="pretraining checkpoint evaluated: last = the final epoch, best = lowest validation "
+                        "loss (default %(default)s)")
+    p.add_argument("--max-frames-per-video", type=int,
+                   help="fine-tuning: " + field_help(FinetuneConfig, "max_frames_per_video"))
     add_run_options(p, d)
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run in --out with the same settings: finished steps are kept")
 
 
 def add_run_options(p: argparse.ArgumentParser, d) -> None:
-    """The fine-tuning and run flags `uscl pipeline` and `uscl demo` share (defaults from config ``d``)."""
-    p.add_argument("--finetune-mode", default=d.finetune_mode, choices=["paper", "full", "linear", "knn"])
-    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
-    p.add_argument("--folds", type=int, default=d.folds)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    """The fine-tuning and run flags `uscl pipeline` and `uscl demo` share (defaults from config ``d``).
+
+    They set FinetuneConfig (and PretrainConfig) settings under the pipeline's names; the
+    allowed values come from those configs, not from here.
+    """
+    from uscl.finetune.config import FinetuneConfig
+    from uscl.pretrain.config import PretrainConfig
+    from uscl.utils.config import field_choices
+
+    p.add_argument("--finetune-mode", default=d.finetune_mode, choices=field_choices(FinetuneConfig, "mode"),
+                   help="what trains in fine-tuning (default %(default)s)")
+    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help="fine-tuning epochs (default %(default)s)")
+    p.add_argument("--folds", type=int, default=d.folds, help="video-level folds (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of every step (default %(default)s)")
+    # one device for pretraining and fine-tuning: the values both accept
+    p.add_argument("--device", default=d.device, choices=field_choices(PretrainConfig, "device"),
+                   help="default %(default)s")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
+    # a fine-tuning error about ``mode`` names the pipeline's flag for it
+    p.config_flag_names = {**getattr(p, "config_flag_names", {}), "mode": "--finetune-mode"}
 
 
 def run(args: argparse.Namespace) -> int:

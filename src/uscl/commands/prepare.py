@@ -50,9 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="folder to ingest (searched recursively)")
     p.add_argument("out", help="frame store folder to create or update")
     g = p.add_argument_group("labels")
-    g.add_argument("--labels", metavar="CSV", help="CSV with columns path,label[,patient,...]; path relative to SRC; "
-                                                  "other columns are kept in each record's extra fields "
-                                                  "(default: SRC/labels.csv if it exists and --label-from is not given)")
+    g.add_argument("--labels", dest="labels_csv", metavar="CSV",
+                   help="CSV with columns path,label[,patient,...]; path relative to SRC; "
+                        "other columns are kept in each record's extra fields "
+                        "(default: SRC/labels.csv if it exists and --label-from is not given)")
     g.add_argument("--label-from", choices=["parent", "prefix"],
                    help="label inputs the CSV does not name: by parent folder name, or by file-name prefix "
                         "(given alone, SRC/labels.csv is not read)")
@@ -86,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = prepare(
             args.src, args.out, options,
-            labels_csv=args.labels, label_from=args.label_from, prefix_map=args.prefix_map, where=args.where,
+            labels_csv=args.labels_csv, label_from=args.label_from, prefix_map=args.prefix_map, where=args.where,
             frame_folders=not args.no_frame_folders, overwrite=args.overwrite,
         )
     except FoundLabelsError as exc:
         raise UsclError(f"{exc.problem}\n({exc.path} was found at the root of SRC and used because neither --labels "
                         "nor --label-from was given: fix it, or pass --labels CSV or --label-from)") from None
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format())
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format(args._flags))
     return 0

@@ -14,10 +14,34 @@
 * :mod:`.pretraining_labels` - inits pretrained with the test videos' labels: refused or flagged
 * :mod:`.metrics`     - frame- and video-level metrics, summaries over folds, paired differences
 * :mod:`.compare`     - several inits over the same folds (their report: :mod:`uscl.report`)
+
+The names below are imported when first used: the CLI builds the `finetune` flags from
+:mod:`.config` alone, without loading the training code (sklearn, the models).
 """
 
-from uscl.finetune.compare import InitRuns, finetune_inits
-from uscl.finetune.config import FinetuneConfig
-from uscl.finetune.train import FinetuneResult, build_splits, finetune
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "FinetuneConfig": "uscl.finetune.config",
+    "FinetuneResult": "uscl.finetune.train",
+    "InitRuns": "uscl.finetune.compare",
+    "build_splits": "uscl.finetune.train",
+    "finetune": "uscl.finetune.train",
+    "finetune_inits": "uscl.finetune.compare",
+}
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "InitRuns", "build_splits", "finetune", "finetune_inits"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -45,7 +45,7 @@ def resolve_names(inits: list[str], unsafe_pickle: bool = False) -> list[tuple[s
         name = name_for(spec, meta)
         if name in seen:
             if spec.explicit_name:
-                raise UsclError(f"two inits are named {name!r}; give distinct names with NAME=SPEC")
+                raise UsclError(f"two inits are named {name!r}; give distinct names with NAME=SPEC", param="inits")
             seen[name] += 1
             name = f"{name}{seen[name]}"
         seen.setdefault(name, 1)
@@ -68,7 +68,7 @@ def finetune_inits(base: FinetuneConfig, inits: list[str], out: str | Path, *, r
     to every init. Every init is loaded and checked before anything runs or is written.
     """
     if not inits:
-        raise UsclError("give at least one --init")
+        raise UsclError("give at least one init", param="inits")
     out = Path(out)
     resume = resume or base.resume
     base = dataclasses.replace(base, out=str(out), resume=resume)
@@ -85,14 +85,14 @@ def finetune_inits(base: FinetuneConfig, inits: list[str], out: str | Path, *, r
         _check_labels(store, splits, named, base)
     else:
         splits = build_splits(base, store)
-        select_folds(splits, base.only_folds)  # a bad --only-folds is refused before anything is written
+        select_folds(splits, base.only_folds)  # a bad only_folds is refused before anything is written
         _check_labels(store, splits, named, base)
         prepare_output_dir(out, overwrite=base.overwrite, marker="comparison.json")
         splits.save(shared)
     selected = select_folds(splits, base.only_folds)
     log(f"compare {', '.join(n for n, _, _ in named)} over the same folds:\n{splits.summary()}")
     if base.only_folds is not None:
-        log(f"--only-folds: every init trains fold(s) {', '.join(str(f.index) for f in selected)} of {splits.n_folds}")
+        log(f"only_folds: every init trains fold(s) {', '.join(str(f.index) for f in selected)} of {splits.n_folds}")
 
     for name, spec, _ in named:
         cfg = dataclasses.replace(base, init=spec, out=str(out / name), splits=None)

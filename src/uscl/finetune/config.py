@@ -1,17 +1,35 @@
-"""Fine-tuning configuration: one typed dataclass, filled from YAML and CLI flags."""
+"""Fine-tuning configuration: one typed dataclass, filled from YAML and CLI flags.
+
+Each setting with a command-line flag is declared here once, with its help
+(:func:`uscl.utils.config.config_field`); `uscl finetune` and `uscl compare` generate
+their flags from these fields.
+"""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
 from uscl.errors import ConfigError
+from uscl.utils.config import config_field
 
 SELECTED_ON_TEST = "SELECTED ON TEST FOLD — optimistic, for reproduction only"
 
 # learning rates of the modes that train by gradient descent
 DEFAULT_LR = {"paper": 0.01, "full": 1e-4}
 GRADIENT_MODES = tuple(DEFAULT_LR)  # paper, full: the others (linear, knn) fit on frozen features
+
+FinetuneMode = Literal["paper", "full", "linear", "knn"]
+MODES: tuple[str, ...] = typing.get_args(FinetuneMode)
+Selection = Literal["last", "val"]
+SELECTIONS: tuple[str, ...] = typing.get_args(Selection)
+
+
+def _architectures() -> tuple[str, ...]:
+    from uscl.models.backbone import ARCHITECTURES  # torchvision: imported when first asked for
+
+    return tuple(ARCHITECTURES)
 
 
 @dataclass
@@ -36,70 +54,98 @@ class FinetuneConfig:
     complete outputs are kept, the others are redone from scratch.
     """
 
-    store: str = ""
-    out: str = ""
-    init: str = "random"
-    mode: Literal["paper", "full", "linear", "knn"] = "paper"
-    arch: str | None = None  # resnet18 | resnet50; None: from the init checkpoint, else resnet18
-    folds: int = 5
-    splits: str | None = None  # our splits.json or POCOVID-Net cross_val.json
-    seed: int = 0
-    classes: list[str] | None = None
+    store: str = config_field("", help="frame store folder (made by `uscl prepare`)")
+    out: str = config_field("", help="output folder (refused if not empty, unless --overwrite or --resume)")
+    init: str = config_field("random", help="random | imagenet:PATH | checkpoint:RUN_OR_FILE | uscl-official:PATH "
+                                            "(default random)")
+    mode: FinetuneMode = config_field("paper", help="what trains (default paper)")
+    arch: str | None = config_field(None, choices=_architectures,
+                                    help="default: the init checkpoint's, else resnet18")
+    folds: int = config_field(5, help="number of folds (default 5)")
+    splits: str | None = config_field(None, metavar="FILE",  # our splits.json or POCOVID-Net cross_val.json
+                                      help="use these folds: a uscl splits.json or a POCOVID-Net cross_val.json")
+    seed: int = config_field(0, help="seed for folds, init and augmentation (default 0)")
+    classes: list[str] | None = config_field(
+        None, help="comma-separated classes to use (others left out), e.g. covid,pneumonia,regular")
+    # from the command line: repeatable --where KEY=VALUE (written in uscl.commands.finetune)
     where: dict[str, str] = field(default_factory=dict)
-    merge_small_folds: bool = False
-    epochs: int = 100
-    lr: float | None = None  # None: 0.01 (paper) / 1e-4 (full)
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    image_size: int = 224
-    workers: int = 0
-    max_frames_per_video: int | None = None  # training frames per video (test uses all)
-    select: Literal["last", "val"] = "last"
-    val_fraction: float = 0.2
-    select_on_test: bool = False
+    merge_small_folds: bool = config_field(False, help="allow a class with fewer videos than folds "
+                                                       "(tested in fewer folds)")
+    epochs: int = config_field(100, help="epochs (default 100)")
+    lr: float | None = config_field(None, help="learning rate (default 0.01 paper, 1e-4 full)")
+    weight_decay: float = config_field(1e-4, help="Adam weight decay (default 1e-4)")
+    batch_size: int = config_field(32, help="batch size (default 32)")
+    image_size: int = config_field(224, help="input size in pixels (default 224)")
+    workers: int = config_field(0, help="data loader workers (default 0)")
+    max_frames_per_video: int | None = config_field(  # training frames per video (test uses all)
+        None, help="training frames per video, evenly spread (default all)")
+    select: Selection = config_field(
+        "last", help="model selection: last epoch (default) or best on validation")
+    val_fraction: float = config_field(0.2, help="validation share of each training fold, by video (default 0.2)")
+    select_on_test: bool = config_field(
+        False, help="REPRODUCTION ONLY: keep the epoch with the best test accuracy (optimistic)")
     freeze_bn_stats: bool = True  # frozen layers keep their BatchNorm statistics (eval mode)
-    knn_k: int = 10
+    knn_k: int = config_field(10, help="neighbours for --mode knn (default 10)")
     linear_c: float = 1.0  # inverse regularisation of the logistic regression
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA (always fp32 on CPU)
-    unsafe_pickle: bool = False
-    overwrite: bool = False
-    only_folds: list[int] | None = None  # fold indices to run (None: all)
-    resume: bool = False  # continue a matching run folder: keep complete folds, redo the rest
+    device: str = config_field("auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    amp: bool = config_field(True, help="bf16 autocast on CUDA (default on; --no-amp: fp32)")
+    unsafe_pickle: bool = config_field(
+        False, help="UNSAFE: allow loading a legacy full-pickle .pth (runs code from the file)")
+    overwrite: bool = config_field(False, help="reuse a non-empty output folder")
+    only_folds: list[int] | None = config_field(  # fold indices to run (None: all)
+        None, metavar="K,K,...", help="train and evaluate only these folds (0-based indices of the split), "
+                                      "e.g. 0,2; the results then say they are partial")
+    # continue a matching run folder: keep complete folds, redo the rest
+    resume: bool = config_field(
+        False, help="continue the run(s) in --out with the same settings: keep folds whose outputs are "
+                    "complete, redo unfinished ones (with --only-folds: fill in those folds)")
     # run even when the init was pretrained with labels of the test videos (outputs say so)
-    allow_pretraining_labels: bool = False
+    allow_pretraining_labels: bool = config_field(
+        False, help="run even if the init's pretraining used the labels of videos tested here "
+                    "(refused by default; every output then says the results are optimistic)")
 
     def validate(self) -> "FinetuneConfig":
+        """Check every value; a problem is a ConfigError naming the setting (``param``)."""
         if not self.store:
-            raise ConfigError("no --store given")
+            raise ConfigError("no frame store given: set store", param="store")
         if not self.out:
-            raise ConfigError("no --out given")
-        if self.arch not in (None, "resnet18", "resnet50"):
-            raise ConfigError(f"arch must be resnet18 or resnet50, got {self.arch!r}")
+            raise ConfigError("no output folder given: set out", param="out")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", param="mode")
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}", param="select")
+        if self.arch is not None and self.arch not in _architectures():
+            raise ConfigError(f"arch must be one of {', '.join(_architectures())} (or unset: the init's), "
+                              f"got {self.arch!r}", param="arch")
         for name in ("epochs", "batch_size", "image_size", "knn_k"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}", param=name)
         if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+            raise ConfigError(f"workers must be >= 0, got {self.workers}", param="workers")
         if self.max_frames_per_video is not None and self.max_frames_per_video < 1:
-            raise ConfigError("max_frames_per_video must be at least 1")
+            raise ConfigError(f"max_frames_per_video must be at least 1, got {self.max_frames_per_video}",
+                              param="max_frames_per_video")
         if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}", param="lr")
         if self.select_on_test and self.select == "val":
-            raise ConfigError("choose one of --select val and --select-on-test")
+            raise ConfigError("choose one of select='val' and select_on_test", param="select_on_test")
         if self.mode in ("linear", "knn") and (self.select_on_test or self.select == "val"):
-            raise ConfigError(f"mode {self.mode} has no epochs to select; drop --select val / --select-on-test")
+            which = "select_on_test" if self.select_on_test else "select"
+            raise ConfigError(f"mode {self.mode} has no epochs to select; drop select='val' / select_on_test",
+                              param=which)
         if self.resume and self.overwrite:
-            raise ConfigError("choose one of --resume (keep finished folds) and --overwrite (start again)")
+            raise ConfigError("choose one of resume (keep finished folds) and overwrite (start again)",
+                              param="resume")
         if self.only_folds is not None:
             if not self.only_folds:
-                raise ConfigError("--only-folds is empty; give fold indices such as 0,2")
+                raise ConfigError("only_folds is empty; give fold indices such as 0,2", param="only_folds")
             negative = [k for k in self.only_folds if k < 0]
             if negative:
-                raise ConfigError(f"--only-folds: fold indices start at 0, got {negative[0]}")
+                raise ConfigError(f"only_folds: fold indices start at 0, got {negative[0]}", param="only_folds")
             twice = sorted({k for k in self.only_folds if self.only_folds.count(k) > 1})
             if twice:
-                raise ConfigError(f"--only-folds lists fold(s) {', '.join(map(str, twice))} more than once")
+                raise ConfigError(f"only_folds lists fold(s) {', '.join(map(str, twice))} more than once",
+                                  param="only_folds")
         return self
 
     @property

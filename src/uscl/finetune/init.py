@@ -57,15 +57,15 @@ def parse_init(text: str) -> InitSpec:
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise UsclError(
-            f"unknown --init {text!r}; use random, imagenet:PATH, checkpoint:RUN_OR_FILE or uscl-official:PATH"
-            " (optionally NAME=... to name it)"
+            f"unknown init {text!r}; use random, imagenet:PATH, checkpoint:RUN_OR_FILE or uscl-official:PATH"
+            " (optionally NAME=... to name it)", param="init"
         )
     if kind == "random":
         if path:
-            raise UsclError(f"--init random takes no path (got {text!r})")
+            raise UsclError(f"init random takes no path (got {text!r})", param="init")
         return InitSpec(name or "random", kind, None, name is not None)
     if not path:
-        raise UsclError(f"--init {kind} needs a path: {kind}:PATH")
+        raise UsclError(f"init {kind} needs a path: {kind}:PATH", param="init")
     default = {"imagenet": "imagenet", "uscl-official": "uscl-official", "checkpoint": Path(path).name or "checkpoint"}[kind]
     return InitSpec(name or default, kind, path, name is not None)
 
@@ -88,9 +88,10 @@ def read_state_dict(path: str | Path, *, unsafe_pickle: bool = False) -> dict[st
             raise UsclError(
                 f"{path} cannot be loaded safely (torch.load weights_only=True failed: {str(exc).splitlines()[0]}). "
                 "It is probably a legacy full pickle. Loading it runs arbitrary code stored in the file; "
-                "if you trust its origin, pass --unsafe-pickle (UNSAFE), or convert it to a state dict / safetensors"
+                "if you trust its origin, set unsafe_pickle (UNSAFE), or convert it to a state dict / safetensors",
+                param="unsafe_pickle",
             ) from exc
-        print(f"WARNING: --unsafe-pickle: unpickling {path} with weights_only=False; this can run arbitrary code",
+        print(f"WARNING: unsafe_pickle: unpickling {path} with weights_only=False; this can run arbitrary code",
               file=sys.stderr)
         obj = torch.load(path, map_location="cpu", weights_only=False)
     return _unwrap_state_dict(obj, path)

@@ -1,4 +1,4 @@
-"""The data loaders of one fold: its train, test and (with ``--select val``) validation videos' frames."""
+"""The data loaders of one fold: its train, test and (with ``select="val"``) validation videos' frames."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from uscl.data.frame_dataset import FrameDataset
 from uscl.data.loader import BatchReader
 from uscl.finetune.config import GRADIENT_MODES, FinetuneConfig
 from uscl.finetune.splits import Fold
-from uscl.utils.seed import make_generator, worker_init_fn
+from uscl.utils.seed import derive_seed, make_generator, worker_init_fn
 
 
 def make_loader(store, indices, class_to_index, cfg: FinetuneConfig, *, train: bool, seed: int, max_frames=None):
@@ -32,13 +32,18 @@ def make_loader(store, indices, class_to_index, cfg: FinetuneConfig, *, train: b
 
 
 def fold_loaders(store, fold: Fold, class_to_index: dict[str, int], cfg: FinetuneConfig, seed: int) -> dict:
-    """``{"train", "test"[, "val"]}`` loaders of a fold; only gradient modes shuffle the training frames."""
+    """``{"train", "test"[, "val"]}`` loaders of a fold; only gradient modes shuffle the training frames.
+
+    ``seed``: the fold's seed; each loader's generator (order, worker seeds) derives its own from it.
+    """
     idx = {side: [store.index_of(v) for v in getattr(fold, side)] for side in ("train", "val", "test")}
     loaders = {
         "train": make_loader(store, idx["train"], class_to_index, cfg, train=cfg.mode in GRADIENT_MODES,
-                             seed=seed, max_frames=cfg.max_frames_per_video),
-        "test": make_loader(store, idx["test"], class_to_index, cfg, train=False, seed=seed),
+                             seed=derive_seed(seed, "loader", "train"), max_frames=cfg.max_frames_per_video),
+        "test": make_loader(store, idx["test"], class_to_index, cfg, train=False,
+                            seed=derive_seed(seed, "loader", "test")),
     }
     if idx["val"]:
-        loaders["val"] = make_loader(store, idx["val"], class_to_index, cfg, train=False, seed=seed)
+        loaders["val"] = make_loader(store, idx["val"], class_to_index, cfg, train=False,
+                                     seed=derive_seed(seed, "loader", "val"))
     return loaders

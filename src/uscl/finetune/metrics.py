@@ -159,7 +159,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
 
 
 def folds_coverage(folds_run: Sequence[int], n_folds: int) -> str | None:
-    """``"folds 0, 2 of 5 only"`` for a partial k-fold run (``--only-folds``), ``None`` when every fold ran."""
+    """``"folds 0, 2 of 5 only"`` for a partial k-fold run (``only_folds``), ``None`` when every fold ran."""
     if len(set(folds_run)) >= n_folds:
         return None
     return f"fold{'s' if len(folds_run) != 1 else ''} {', '.join(str(k) for k in sorted(folds_run))} of {n_folds} only"

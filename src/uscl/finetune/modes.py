@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from uscl.finetune.engine import Runner, evaluate, train_one_epoch
 from uscl.models.classifier import FinetunedClassifier
 from uscl.utils.progress import progress
-from uscl.utils.seed import make_generator
+from uscl.utils.seed import derive_seed, make_generator
 
 
 @dataclass
@@ -62,7 +62,7 @@ def train_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, f
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    gen = make_generator(fold_seed, runner.device if runner.cuda else None)
+    gen = make_generator(derive_seed(fold_seed, "augment"), runner.device if runner.cuda else None)
     history, best, best_epoch, best_score = [], None, None, -1.0
     watch = "test" if cfg.select_on_test else ("val" if cfg.select == "val" else None)
     for epoch in progress(range(1, cfg.epochs + 1), desc=f"{desc} epochs", leave=False):
@@ -123,7 +123,8 @@ def linear_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, 
 def fit_linear(cfg, model: FinetunedClassifier, train_feats, train_labels, k: int):
     """Standardised logistic regression, then folded into ``model.head`` (so the saved model predicts alone)."""
     scaler = StandardScaler().fit(train_feats)
-    clf = LogisticRegression(C=cfg.linear_c, max_iter=2000, random_state=cfg.seed)
+    clf = LogisticRegression(C=cfg.linear_c, max_iter=2000,
+                             random_state=derive_seed(cfg.seed, "linear-probe") % 2**32)
     clf.fit(scaler.transform(train_feats), train_labels)
     coef, intercept = clf.coef_, clf.intercept_
     if coef.shape[0] == 1:  # binary: sigmoid(w.x + b) == softmax([0, w.x + b])

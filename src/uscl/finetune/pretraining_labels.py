@@ -66,8 +66,8 @@ def check_pretraining_labels(store, splits, spec: InitSpec, allow: bool, log=pri
             f"tested here (USCL's supervised term; {listing}): its results are optimistic")
     if not allow:
         raise UsclError(
-            f"{note}. Pretrain with --method uscl-selfsup or on other videos, or pass "
-            f"--allow-pretraining-labels to run anyway (every output then says so). "
-            f"Videos: {', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}")
+            f"{note}. Pretrain with method uscl-selfsup or on other videos, or set "
+            f"allow_pretraining_labels to run anyway (every output then says so). "
+            f"Videos: {', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}", param="allow_pretraining_labels")
     log(f"WARNING: {note}")
     return {"videos": len(seen), "examples": seen[:5], "listing": str(listing), "note": note}

@@ -70,16 +70,17 @@ def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print) -> t
                                    else "no complete fold yet"))
     elif occupied and not cfg.overwrite:
         is_run = (run / CONFIG_FILE).is_file() and (run / SPLITS_FILE).is_file()
-        hint = " (it holds a fine-tuning run: continue it with --resume)" if is_run else ""
-        raise UsclError(f"output folder {run} is not empty{hint}; choose another --out, or pass --overwrite")
-    elif occupied:  # --overwrite: the old run's folds must not mix with the new ones
+        hint = " (it holds a fine-tuning run: continue it with resume)" if is_run else ""
+        raise UsclError(f"output folder {run} is not empty{hint}; choose another out folder, or set overwrite",
+                        param="overwrite")
+    elif occupied:  # overwrite: the old run's folds must not mix with the new ones
         old = [d for d in run.iterdir() if d.is_dir() and _FOLD_DIR.match(d.name)]
         for d in old:
             shutil.rmtree(d)
         if old:
-            log(f"--overwrite: removed {len(old)} fold folder(s) of the previous run in {run}")
+            log(f"overwrite: removed {len(old)} fold folder(s) of the previous run in {run}")
     elif cfg.resume:
-        log(f"--resume: nothing to resume in {run}, starting a new run")
+        log(f"resume: nothing to resume in {run}, starting a new run")
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / CONFIG_FILE, dump_yaml(replace(cfg, resume=False, overwrite=False)))
     if not (run / SPLITS_FILE).is_file() or not cfg.resume:
@@ -91,18 +92,18 @@ def check_resumable(run: Path, cfg: FinetuneConfig, splits: Splits) -> None:
     """Refuse to continue ``run`` unless its saved settings and folds are the ones asked for."""
     path = run / CONFIG_FILE
     if not path.is_file():
-        raise UsclError(f"cannot resume {run}: no {CONFIG_FILE} (is it a `uscl finetune` run folder?)")
+        raise UsclError(f"cannot resume {run}: no {CONFIG_FILE} (is it a fine-tuning run folder?)", param="out")
     diffs = config_differences(load_yaml(path), cfg)
     if diffs:
         raise UsclError(
             f"cannot resume {run}: its settings differ from the ones given: {'; '.join(diffs)}. "
-            f"Use the run's settings (see {path}) or another --out"
+            f"Use the run's settings (see {path}) or another out folder", param="out"
         )
     if (run / SPLITS_FILE).is_file():
         problem = splits_difference(json.loads((run / SPLITS_FILE).read_text()), splits)
         if problem:
             raise UsclError(f"cannot resume {run}: {problem} (its {SPLITS_FILE} vs the folds asked for); "
-                            "use the same --folds/--seed/--splits/--classes or another --out")
+                            "use the same folds/seed/splits/classes or another out folder", param="out")
 
 
 def config_differences(saved: dict, cfg: FinetuneConfig) -> list[str]:
@@ -156,8 +157,8 @@ def load_complete_fold(d: Path, fold: Fold, mode: str, store_id: str, classes) -
         return None
     if meta.get("store_id") != store_id:
         raise UsclError(
-            f"cannot resume: {d} was trained on a frame store with id {meta.get('store_id')}, but the --store "
-            f"given has id {store_id} (its content changed); start a new run with another --out"
+            f"cannot resume: {d} was trained on a frame store with id {meta.get('store_id')}, but the store "
+            f"given has id {store_id} (its content changed); start a new run with another out folder", param="store"
         )
     return KeptFold(metrics, preds)
 

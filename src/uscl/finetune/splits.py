@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from uscl.errors import UsclError
 from uscl.utils.atomic import atomic_write_json
+from uscl.utils.seed import derive_rng, derive_seed
 
 SPLITS_FORMAT = "uscl-splits"
 
@@ -124,7 +125,7 @@ def parse_where(items: Iterable[str] | dict | None) -> dict[str, str]:
     for item in items:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
-            raise UsclError(f"--where expects key=value, got {item!r}")
+            raise UsclError(f"where expects key=value, got {item!r}", param="where")
         out[key.strip()] = value.strip()
     return out
 
@@ -149,7 +150,7 @@ def select_videos(store, classes: Sequence[str] | None = None, where: dict[str, 
     if not labelled:
         raise UsclError(
             f"the store {store.root} has no labelled videos; fine-tuning needs labels "
-            "(prepare it with labels, e.g. from a labels.csv or one folder per class)"
+            "(prepare it with labels, e.g. from a labels.csv or one folder per class)", param="store"
         )
     available = sorted({v.label for v in labelled})
     if classes:
@@ -157,10 +158,10 @@ def select_videos(store, classes: Sequence[str] | None = None, where: dict[str, 
         unknown = [c for c in classes if c not in available]
         if unknown:
             raise UsclError(
-                f"class(es) {', '.join(unknown)} not in the store (it has: {', '.join(available)})"
+                f"class(es) {', '.join(unknown)} not in the store (it has: {', '.join(available)})", param="classes"
             )
         if len(set(classes)) != len(classes):
-            raise UsclError(f"--classes lists a class twice: {','.join(classes)}")
+            raise UsclError(f"classes lists a class twice: {','.join(classes)}", param="classes")
     else:
         classes = available
     where = where or {}
@@ -174,7 +175,7 @@ def select_videos(store, classes: Sequence[str] | None = None, where: dict[str, 
             continue
         miss = [k for k, v in where.items() if str(_record_value(rec, k)) != v]
         if miss:
-            excluded[rec.video_id] = "filtered out by --where " + ",".join(f"{k}={where[k]}" for k in miss)
+            excluded[rec.video_id] = "filtered out by where " + ",".join(f"{k}={where[k]}" for k in miss)
             continue
         if rec.num_frames < 1:
             excluded[rec.video_id] = "no frames"
@@ -183,15 +184,15 @@ def select_videos(store, classes: Sequence[str] | None = None, where: dict[str, 
     if where and not kept:
         keys = sorted({k for v in store.videos for k in v.extra})
         raise UsclError(
-            f"no video matches --where {', '.join(f'{k}={v}' for k, v in where.items())} "
-            f"(keys recorded in the store's extra: {', '.join(keys) or 'none'})"
+            f"no video matches where {', '.join(f'{k}={v}' for k, v in where.items())} "
+            f"(keys recorded in the store's extra: {', '.join(keys) or 'none'})", param="where"
         )
     present = {store[v].label for v in kept}
     missing = [c for c in classes if c not in present]
     if missing:
-        raise UsclError(f"no video of class(es) {', '.join(missing)} left after filtering")
+        raise UsclError(f"no video of class(es) {', '.join(missing)} left after filtering", param="classes")
     if len(present) < 2:
-        raise UsclError(f"fine-tuning needs at least 2 classes; only {', '.join(present)} is left")
+        raise UsclError(f"fine-tuning needs at least 2 classes; only {', '.join(present)} is left", param="classes")
     return kept, list(classes), excluded
 
 
@@ -212,14 +213,14 @@ def make_splits(
     test without it (recorded in ``notes``).
     """
     if n_folds < 2:
-        raise UsclError(f"--folds must be at least 2, got {n_folds}")
+        raise UsclError(f"folds must be at least 2, got {n_folds}", param="folds")
     ids, classes, excluded = select_videos(store, classes, where)
     ids = sorted(ids)  # independent of manifest order
     labels = {v: store[v].label for v in ids}
     groups = {v: group_of(store[v]) for v in ids}
     n_groups = len(set(groups.values()))
     if n_groups < n_folds:
-        raise UsclError(f"only {n_groups} videos/patients to split, fewer than --folds {n_folds}")
+        raise UsclError(f"only {n_groups} videos/patients to split, fewer than folds={n_folds}", param="folds")
     per_class = {c: len({groups[v] for v in ids if labels[v] == c}) for c in classes}
     small = {c: n for c, n in per_class.items() if n < n_folds}
     unit = "patients/videos" if any(g.startswith("patient:") for g in groups.values()) else "videos"
@@ -228,17 +229,17 @@ def make_splits(
         desc = ", ".join(f"{c} has {n} {unit}" for c, n in small.items())
         if not merge_small_folds:
             others = [c for c in classes if c not in small]
-            hint = f"--classes {','.join(others)}" if len(others) >= 2 else "another class selection"
+            hint = f"classes={','.join(others)}" if len(others) >= 2 else "another class selection"
             raise UsclError(
                 f"class(es) with fewer {unit} than folds ({n_folds}): {desc}. "
-                + (f"Use --folds {min(small.values())} or fewer, " if min(small.values()) >= 2 else "")
+                + (f"Use folds={min(small.values())} or fewer, " if min(small.values()) >= 2 else "")
                 + f"leave the class out with {hint}, "
-                "or pass --merge-small-folds to let it be tested in fewer folds"
+                "or set merge_small_folds to let it be tested in fewer folds", param="merge_small_folds"
             )
-        notes.append(f"--merge-small-folds: {desc}; it is tested in only that many of the {n_folds} folds")
+        notes.append(f"merge_small_folds: {desc}; it is tested in only that many of the {n_folds} folds")
     y = np.array([classes.index(labels[v]) for v in ids])
     g = np.array([groups[v] for v in ids])
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=derive_seed(seed, "folds") % 2**32)
     folds = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
@@ -246,11 +247,11 @@ def make_splits(
             for k, (tr, te) in enumerate(splitter.split(np.zeros(len(ids)), y, g)):
                 folds.append(Fold(k, [ids[i] for i in tr], [ids[i] for i in te]))
         except ValueError:
-            # sklearn refuses when every class is smaller than n_folds (--merge-small-folds only)
+            # sklearn refuses when every class is smaller than n_folds (merge_small_folds only)
             folds = _round_robin_folds(ids, y, g, n_folds, seed)
     empty = [f.index for f in folds if not f.test]
     if empty:
-        raise UsclError(f"fold(s) {empty} got no test videos; use fewer --folds")
+        raise UsclError(f"fold(s) {empty} got no test videos; use fewer folds", param="folds")
     splits = Splits(folds, list(classes), labels, groups, seed=seed, excluded=excluded, notes=notes)
     check_leakage(splits, store)
     return splits
@@ -258,7 +259,7 @@ def make_splits(
 
 def _round_robin_folds(ids, y, g, n_folds: int, seed: int) -> list[Fold]:
     """Deal each class's groups (shuffled by seed) to the folds in turn, continuing across classes."""
-    rng = np.random.default_rng(seed)
+    rng = derive_rng(seed, "folds-round-robin")
     group_label = {}
     for grp, lab in zip(g, y):
         group_label.setdefault(grp, Counter())[int(lab)] += 1
@@ -278,7 +279,7 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> Sp
     The test fold is never touched: validation only picks the epoch.
     """
     if not 0 < fraction < 1:
-        raise UsclError(f"--val-fraction must be between 0 and 1, got {fraction}")
+        raise UsclError(f"val_fraction must be between 0 and 1, got {fraction}", param="val_fraction")
     n_parts = max(2, int(round(1 / fraction)))
     for fold in splits.folds:
         ids = sorted(fold.train + fold.val)
@@ -286,12 +287,15 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> Sp
         g = np.array([splits.groups.get(v, f"video:{v}") for v in ids])
         n_groups = len(set(g))
         if n_groups < 2:
-            raise UsclError(f"fold {fold.index}: too few training videos ({n_groups}) to carve a validation split")
+            raise UsclError(f"fold {fold.index}: too few training videos ({n_groups}) to carve a validation split",
+                            param="select")
         # sklearn needs n_splits <= the largest class's member count
         n_split = min(n_parts, n_groups, int(np.bincount(y).max()))
         if n_split < 2:
-            raise UsclError(f"fold {fold.index}: too few training videos per class to carve a validation split")
-        splitter = StratifiedGroupKFold(n_splits=n_split, shuffle=True, random_state=seed + fold.index)
+            raise UsclError(f"fold {fold.index}: too few training videos per class to carve a validation split",
+                            param="select")
+        splitter = StratifiedGroupKFold(n_splits=n_split, shuffle=True,
+                                        random_state=derive_seed(seed, "fold-split", fold.index) % 2**32)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The least populated class")
             tr, va = next(iter(splitter.split(np.zeros(len(ids)), y, g)))
@@ -303,7 +307,7 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> Sp
 
 
 def select_folds(splits: Splits, only: Sequence[int] | None) -> list[Fold]:
-    """The folds a run trains (``--only-folds``), in split order; all of them when ``only`` is None.
+    """The folds a run trains (``only_folds``), in split order; all of them when ``only`` is None.
 
     Selection never changes a fold's videos: the split is always made over all folds.
     """
@@ -312,12 +316,12 @@ def select_folds(splits: Splits, only: Sequence[int] | None) -> list[Fold]:
     indices = [f.index for f in splits.folds]
     twice = sorted({k for k in only if list(only).count(k) > 1})
     if twice:
-        raise UsclError(f"--only-folds lists fold(s) {', '.join(map(str, twice))} more than once")
+        raise UsclError(f"only_folds lists fold(s) {', '.join(map(str, twice))} more than once", param="only_folds")
     bad = [k for k in only if k not in indices]
     if bad:
         raise UsclError(
-            f"--only-folds {', '.join(map(str, bad))}: out of range; the split has {splits.n_folds} folds "
-            f"(indices {min(indices)}-{max(indices)})"
+            f"only_folds {', '.join(map(str, bad))}: out of range; the split has {splits.n_folds} folds "
+            f"(indices {min(indices)}-{max(indices)})", param="only_folds"
         )
     wanted = set(only)
     return [f for f in splits.folds if f.index in wanted]
@@ -383,19 +387,20 @@ def load_splits(path: str | Path, store, classes: Sequence[str] | None = None, w
     """Read our own splits.json or import a POCOVID-Net cross_val.json (auto-detected)."""
     path = Path(path)
     if not path.is_file():
-        raise UsclError(f"splits file not found: {path}")
+        raise UsclError(f"splits file not found: {path}", param="splits")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise UsclError(f"{path} is not valid JSON: {exc}") from exc
+        raise UsclError(f"{path} is not valid JSON: {exc}", param="splits") from exc
     if isinstance(data, dict) and data.get("format") == SPLITS_FORMAT:
         splits = Splits.from_json(data)
         if classes and list(classes) != splits.classes:
             raise UsclError(
-                f"{path} was made for classes {','.join(splits.classes)}, not {','.join(classes)}"
+                f"{path} was made for classes {','.join(splits.classes)}, not {','.join(classes)}", param="classes"
             )
         if where:
-            raise UsclError("--where cannot be combined with a uscl splits.json (it already fixes the videos)")
+            raise UsclError("where cannot be combined with a uscl splits.json (it already fixes the videos)",
+                            param="where")
         check_leakage(splits, store)
         return splits
     return import_pocovid_splits(path, store, classes=classes, where=where, data=data)
@@ -424,7 +429,7 @@ def import_pocovid_splits(path, store, classes=None, where=None, data=None) -> S
     ):
         raise UsclError(
             f"{path} is neither a uscl splits.json nor a POCOVID-Net cross_val.json "
-            '({"0": {"train": [[files], [labels]], "test": [[files], [labels]]}, ...})'
+            '({"0": {"train": [[files], [labels]], "test": [[files], [labels]]}, ...})', param="splits"
         )
     allowed, classes, excluded = select_videos(store, classes, where)
     allowed = set(allowed)
@@ -472,17 +477,18 @@ def import_pocovid_splits(path, store, classes=None, where=None, data=None) -> S
             sides[side] = vids
         folds.append(Fold(k, sides["train"], sides["test"]))
     if ambiguous:
-        raise UsclError(f"{path}: names matching several store videos: {'; '.join(sorted(ambiguous)[:5])}")
+        raise UsclError(f"{path}: names matching several store videos: {'; '.join(sorted(ambiguous)[:5])}",
+                        param="splits")
     if label_conflicts:
-        raise UsclError(f"{path}: labels disagree with the store: {'; '.join(label_conflicts[:5])}")
+        raise UsclError(f"{path}: labels disagree with the store: {'; '.join(label_conflicts[:5])}", param="splits")
     used = {v for f in folds for v in f.train + f.test}
     if not used:
-        raise UsclError(f"{path}: no file name matches a video of the store (matched by source stem)")
+        raise UsclError(f"{path}: no file name matches a video of the store (matched by source stem)", param="splits")
     notes = [f"imported from {path.name}; file names matched to store videos by source stem"]
     if unmatched:
         notes.append(f"{len(unmatched)} name(s) in the file match no store video: {', '.join(sorted(unmatched)[:10])}")
     if left_out:
-        notes.append(f"{len(left_out)} matched video(s) left out by --classes/--where")
+        notes.append(f"{len(left_out)} matched video(s) left out by classes/where")
     not_in_file = sorted(allowed - used)
     for v in not_in_file:
         excluded[v] = "not listed in the imported splits"

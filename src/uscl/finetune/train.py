@@ -52,7 +52,7 @@ from uscl.models.classifier import build_classifier
 from uscl.store import FrameStore
 from uscl.utils.atomic import atomic_write_json
 from uscl.utils.device import resolve_device
-from uscl.utils.seed import seed_everything
+from uscl.utils.seed import derive_seed, seed_everything
 
 METRICS_FORMAT = "uscl-finetune-metrics"
 
@@ -91,7 +91,7 @@ def build_splits(cfg: FinetuneConfig, store) -> Splits:
     if cfg.splits:
         splits = load_splits(cfg.splits, store, classes=cfg.classes, where=cfg.where or None)
         if any(f.val for f in splits.folds) and cfg.select != "val":
-            for f in splits.folds:  # a reused splits.json of a --select val run: fold val back into train
+            for f in splits.folds:  # a reused splits.json of a select=val run: fold val back into train
                 f.train, f.val = sorted(f.train + f.val), []
     else:
         splits = make_splits(store, cfg.folds, cfg.seed, cfg.classes, cfg.where or None, cfg.merge_small_folds)
@@ -121,7 +121,7 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print, lo
     trained = []
     for fold in plan.selected:
         if fold.index in kept:
-            log(f"  fold {fold.index}: complete outputs found, kept (--resume)")
+            log(f"  fold {fold.index}: complete outputs found, kept (resume)")
             continue
         done[fold.index] = run_fold(plan, runner, run, fold, base_meta, log)
         trained.append(fold.index)
@@ -163,7 +163,7 @@ def run_fold(plan: _Plan, runner: Runner, run: Path, fold: Fold, base_meta: dict
     fdir = fold_dir(run, fold.index)
     if clear_fold(fdir):
         log(f"  fold {fold.index}: deleted the partial outputs of an unfinished run, redoing it")
-    fold_seed = cfg.seed * 1000 + fold.index
+    fold_seed = derive_seed(cfg.seed, "fold", fold.index)  # every stream of the fold derives from it
     seed_everything(fold_seed)
     model = build_classifier(plan.arch, len(plan.classes), plan.init_sd, plan.spec.spec)
     loaders = fold_loaders(plan.store, fold, {c: i for i, c in enumerate(plan.classes)}, cfg, fold_seed)
@@ -223,7 +223,7 @@ def run_metrics(plan: _Plan, run: Path, done: dict[int, dict], trained: list[int
         "pretraining_label_leakage": leakage,
         "n_folds": splits.n_folds,
         "folds_run": folds_run,
-        "complete": coverage is None,  # False: a partial k-fold run (--only-folds), not a full estimate
+        "complete": coverage is None,  # False: a partial k-fold run (only_folds), not a full estimate
         "coverage": coverage,
         "folds_trained_now": trained,
         "folds_kept": kept,
@@ -242,7 +242,7 @@ def _log_start(plan: _Plan, log, log_splits: bool = True) -> None:
     log(f"finetune {plan.init_name} ({plan.spec.spec}) mode={cfg.mode} arch={plan.arch} on {plan.device}; "
         f"{splits.summary() if log_splits else 'the folds above'}")
     if cfg.only_folds is not None:
-        log(f"--only-folds: training fold(s) {', '.join(str(f.index) for f in plan.selected)} of {splits.n_folds}")
+        log(f"only_folds: training fold(s) {', '.join(str(f.index) for f in plan.selected)} of {splits.n_folds}")
     if cfg.select_on_test:
         log(f"WARNING: {SELECTED_ON_TEST}")
 

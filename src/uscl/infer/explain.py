@@ -61,11 +61,11 @@ class Explainer:
         self.model = model
         self.options = options or ExplainOptions()
         if model.is_knn:
-            raise UsclError("--explain needs class scores with gradients; this is a kNN model, which has none "
-                            "(fine-tune with --mode paper, full or linear to explain it)")
+            raise UsclError("explaining needs class scores with gradients; this is a kNN model, which has none "
+                            "(fine-tune with mode paper, full or linear to explain it)")
         if self.options.class_name is not None and self.options.class_name not in model.classes:
-            raise UsclError(f"--class {self.options.class_name!r} is not a class of this model "
-                            f"({', '.join(model.classes)})")
+            raise UsclError(f"class_name {self.options.class_name!r} is not a class of this model "
+                            f"({', '.join(model.classes)})", param="class_name")
         self.root = Path(out) / EXPLAIN_DIR
         self._used: set[str] = set()
         self.records: list[ExplainRecord] = []

@@ -137,16 +137,17 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
                  overwrite: bool = False, verify_batch: int = 3) -> ExportResult:
     """Export a run folder (``fold`` or the ensemble of all folds) or one model file; see the module docstring."""
     if fmt not in FORMATS:
-        raise UsclError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise UsclError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}", param="fmt")
     model = load_model(model_path, fold).to(torch.device("cpu"))
     if fmt == "safetensors" and model.is_ensemble:
         raise UsclError(f"{model_path} has {len(model.folds)} folds; torchvision weights hold one network: "
-                        "pass --fold K (or export the averaging ensemble as torchscript or onnx)")
+                        "pick one with fold=K (or export the averaging ensemble as torchscript or onnx)",
+                        param="fold")
     path = output_path(out, fmt)
     sidecar = path.with_suffix(".json")
     for p in (path, sidecar):
         if p.exists() and not overwrite:
-            raise UsclError(f"{p} exists; choose another OUT or pass --overwrite")
+            raise UsclError(f"{p} exists; choose another out or set overwrite", param="overwrite")
     module = model.module().eval()
     example = example_input(model, 2, seed=0)  # what the exporter traces
     x = example_input(model, verify_batch, seed=1)  # what the check runs: another batch size and content

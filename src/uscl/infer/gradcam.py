@@ -32,7 +32,7 @@ class GradCAM:
     def __init__(self, net: nn.Module, layer: nn.Module | None = None):
         if getattr(net, "is_knn", False):
             raise UsclError("Grad-CAM needs class scores with gradients; a kNN model has none "
-                            "(explain a model fine-tuned with --mode paper, full or linear)")
+                            "(explain a model fine-tuned with mode paper, full or linear)")
         self.net = net
         self.layer = layer if layer is not None else net.backbone.layer4
         self._act: torch.Tensor | None = None

@@ -238,7 +238,7 @@ def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, in
         if not p.is_file():
             raise UsclError(f"model file not found: {path}")
         if fold is not None:
-            raise UsclError("--fold picks a fold of a run folder; MODEL is already one model file")
+            raise UsclError(f"fold picks a fold of a run folder; {path} is already one model file", param="fold")
         m = _FOLD_DIR.match(p.parent.name)
         return [(p, int(m.group(1)) if m else None)]
     if not p.is_dir():
@@ -254,7 +254,7 @@ def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, in
     unfinished = [k for k, f in found if (k, f) not in complete]
     if not complete:
         raise UsclError(f"{p} holds no finished fold*/{MODEL_FILE}"
-                        + (f" (folds {', '.join(map(str, unfinished))} were interrupted: `uscl finetune --resume`"
+                        + (f" (folds {', '.join(map(str, unfinished))} were interrupted: fine-tuning again with resume"
                            " completes them)" if unfinished else ": is it a `uscl finetune` run folder?"))
     if fold is None:
         if unfinished:
@@ -265,8 +265,9 @@ def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, in
         if k == fold:
             return [(f, k)]
     if fold in unfinished:
-        raise UsclError(f"fold {fold} of {p} did not finish (no metrics.json); `uscl finetune --resume` completes it")
-    raise UsclError(f"{p} has no fold {fold} (folds: {', '.join(str(k) for k, _ in complete)})")
+        raise UsclError(f"fold {fold} of {p} did not finish (no metrics.json); fine-tuning again with resume "
+                        "completes it", param="fold")
+    raise UsclError(f"{p} has no fold {fold} (folds: {', '.join(str(k) for k, _ in complete)})", param="fold")
 
 
 _SHARED_KEYS = ("classes", "image_size", "mean", "std", "store_options", "arch")
@@ -285,7 +286,7 @@ def load_model(path: str | Path, fold: int | None = None) -> LoadedModel:
             diff = [key for key in _SHARED_KEYS if meta.get(key) != first_meta.get(key)]
             if diff:
                 raise UsclError(f"{file} differs from fold {folds[0].fold} in {', '.join(diff)}: "
-                                "its folds cannot be averaged; pick one with --fold")
+                                "its folds cannot be averaged; pick one with fold", param="fold")
         else:
             first_meta = meta
         folds.append(FoldModel(build_fold_net(state, meta, str(file)), file, meta,

@@ -38,7 +38,7 @@ class InputPrediction:
     kind: str
     frame_probs: np.ndarray  # (T, K) float
     classes: list[str]
-    frames: np.ndarray | None = None  # uint8 (T, S, S, C) as preprocessed, kept for --explain
+    frames: np.ndarray | None = None  # uint8 (T, S, S, C) as preprocessed, kept for explanations
 
     @property
     def num_frames(self) -> int:
@@ -135,7 +135,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
 
     ``on_result(prediction)`` is called once per input as soon as it is done,
     with its preprocessed frames attached (``prediction.frames``), which are
-    then dropped unless ``keep_frames``: --explain works input by input
+    then dropped unless ``keep_frames``: explaining works input by input
     without holding every clip in memory.
     """
     device = torch.device(device)
@@ -193,9 +193,9 @@ def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, f
     >>> [(r.name, r.label, r.agreement) for r in run.results], run.skipped
     """
     if batch_size < 1:
-        raise UsclError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UsclError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")
     if not inputs:
-        raise UsclError("no INPUT given")
+        raise UsclError("no inputs given", param="inputs")
     model = load_model(model_path, fold)
     dev = resolve_device(device)
     return predict_items(model, gather_inputs(inputs), batch_size=batch_size, device=dev, amp=amp,

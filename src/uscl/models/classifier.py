@@ -56,7 +56,7 @@ def apply_init(backbone: nn.Module, sd: dict[str, torch.Tensor] | None, arch: st
         found = infer_arch(sd)
         parts = []
         if found != arch:
-            parts.append(f"{source} holds a {found} backbone, but the model is {arch} (set --arch {found})")
+            parts.append(f"{source} holds a {found} backbone, but the model is {arch} (set arch={found})")
         if shape:
             parts.append("shape mismatch: " + ", ".join(
                 f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:5]) + _more(shape))
@@ -64,7 +64,8 @@ def apply_init(backbone: nn.Module, sd: dict[str, torch.Tensor] | None, arch: st
             parts.append(f"missing key(s): {', '.join(missing[:8])}{_more(missing, 8)}")
         if unexpected:
             parts.append(f"unexpected key(s): {', '.join(unexpected[:8])}{_more(unexpected, 8)}")
-        raise UsclError(f"cannot initialise {arch} from {source}: " + "; ".join(parts))
+        raise UsclError(f"cannot initialise {arch} from {source}: " + "; ".join(parts),
+                        param="arch" if found != arch else None)
     backbone.load_state_dict(sd, strict=False)
 
 

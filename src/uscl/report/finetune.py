@@ -7,7 +7,7 @@ metric from ``fold{k}/predictions.csv`` and writes ``report.md``,
 when present) it gives the paired per-fold difference, because the inits share
 the same folds and fold-to-fold variation would otherwise swamp the effect.
 
-A run of only some folds (``--only-folds``) is reported as such ("folds 0, 2
+A run of only some folds (``only_folds``, ``--only-folds``) is reported as such ("folds 0, 2
 of 5 only") wherever its numbers appear; runs are paired only when they cover
 the same folds.
 """
@@ -224,7 +224,7 @@ def write_plots(path: Path, runs: dict[str, dict], classes) -> list[Path]:
         y = np.concatenate([p.labels for p in r["predictions"]])
         pr = np.concatenate([p.probs for p in r["predictions"]])
         figs.append(plots.roc_curves(path / f"roc{sfx}.png", y, pr, classes, f"ROC, frames: {label_of(m, n)}"))
-    # bars aligned by fold index, so runs of different folds (--only-folds) do not shift
+    # bars aligned by fold index, so runs of different folds (only_folds) do not shift
     indices = sorted({f["fold"] for r in runs.values() for f in r["metrics"]["folds"]})
     per_init = {}
     for n, r in runs.items():
@@ -247,15 +247,16 @@ def render_markdown(title: str, data: dict, runs: dict, figs: list[Path]) -> str
     coverages = sorted({r.get("coverage") for r in data["runs"].values() if r.get("coverage")})
     lines = [f"# {title}", ""]
     if coverages:
-        partial = (f"> **Partial cross-validation: {'; '.join(coverages)}** (`--only-folds`). The numbers below "
-                   f"cover those folds only; they are not a full {first['n_folds']}-fold estimate. "
-                   "Fill in the other folds with `uscl finetune --resume` (or `uscl compare --resume`).")
+        partial = (f"> **Partial cross-validation: {'; '.join(coverages)}** (`only_folds`, `--only-folds`). "
+                   f"The numbers below cover those folds only; they are not a full {first['n_folds']}-fold "
+                   "estimate. Fill in the other folds by resuming the run (`resume`: `uscl finetune --resume` "
+                   "or `uscl compare --resume`).")
         lines += [partial, ""]
     leaky = {n: r["label_leakage"] for n, r in data["runs"].items() if r.get("label_leakage")}
     for n, leak in leaky.items():
         lines += [f"> **WARNING: {LEAKAGE_NOTE} ({n}).** {leak['note'][0].upper() + leak['note'][1:]}. "
-                  "Run with `--allow-pretraining-labels`; pretrain with `--method uscl-selfsup` or on other "
-                  "videos for an honest estimate.", ""]
+                  "Run with `allow_pretraining_labels` (`--allow-pretraining-labels`); pretrain with method "
+                  "`uscl-selfsup` (`--method uscl-selfsup`) or on other videos for an honest estimate.", ""]
     if any_test:
         lines += [f"> **WARNING: {SELECTED_ON_TEST}.** Runs marked so kept, per fold, the epoch with the best "
                   "accuracy on the test fold (the original release's protocol); their numbers are inflated.", ""]

@@ -78,7 +78,8 @@ def pretrain_report(path: str | Path) -> Path:
         "",
         f"Method **{cfg.method}** ({cfg.arch}, {cfg.dataset.image_size} px, batch {cfg.batch_size} videos), "
         f"store `{cfg.store}` (id {last.get('store_id')}). Epochs run: {len(rows)} of {cfg.epochs}"
-        + ("" if len(rows) >= cfg.epochs else " (**unfinished**: `uscl pretrain --resume` continues it)") + ".",
+        + ("" if len(rows) >= cfg.epochs
+           else " (**unfinished**: resuming continues it: `resume`, `uscl pretrain --resume`)") + ".",
         f"Labels used by the supervised term: {len(labelled.get('videos') or [])} videos"
         + (" (fine-tuning refuses to test on them; see labelled_videos.json)." if labelled.get("videos") else "."),
         "",

@@ -67,7 +67,7 @@ class PrepareSummary:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): kept with a warning
     decoded: int = 0  # videos decoded in this run
     reused: int = 0  # videos taken from an earlier run
-    filtered: int = 0  # inputs left out by --where
+    filtered: int = 0  # inputs left out by where
     ignored: list[str] = field(default_factory=list)  # files that are not media
     unmatched_labels: list[str] = field(default_factory=list)  # CSV rows naming no input
     removed: int = 0  # stale arrays of sources no longer present
@@ -82,21 +82,26 @@ class PrepareSummary:
         """Decoding throughput of this run (source frames decoded per second)."""
         return self.frames_decoded / self.seconds if self.seconds > 0 else 0.0
 
-    def format(self) -> str:
+    def format(self, names: dict[str, str] | None = None) -> str:
+        """The closing report; its hints name ``prepare``'s parameters (``labels_csv``...), or
+        what ``names`` maps them to (the CLI passes its flags: ``--labels``...)."""
+        def name(param: str) -> str:
+            return (names or {}).get(param, param)
+
         lines = [f"frame store {self.out}: {self.videos} videos, {self.frames} frames"]
         if self.labels_found:
             lines.append(f"labels from {self.labels_csv} (found at the root of the source; "
-                         "pass --labels to choose another)")
+                         f"pass {name('labels_csv')} to choose another)")
         elif self.videos and set(self.per_label) == {UNLABELLED} and not self.labels_csv and not self.label_from:
-            lines.append("no labels: every video is unlabelled (give a labels CSV with --labels, "
-                         "or take labels from folder names with --label-from parent)")
+            lines.append(f"no labels: every video is unlabelled (give a labels CSV with {name('labels_csv')}, "
+                         f"or take labels from folder names with {name('label_from')} parent)")
         width = max([len(k) for k in self.per_label] + [5])
         lines.append(f"  {'label':<{width}}  videos  frames")
         for label, c in self.per_label.items():
             lines.append(f"  {label:<{width}}  {c['videos']:>6}  {c['frames']:>6}")
         lines.append(
             f"decoded {self.decoded}, reused {self.reused} from an earlier run"
-            + (f", {self.filtered} left out by --where" if self.filtered else "")
+            + (f", {self.filtered} left out by {name('where')}" if self.filtered else "")
             + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s)"
         )
         if self.skipped:
@@ -156,13 +161,13 @@ def _check_out(out: Path, options: dict, overwrite: bool) -> None:
     if existing is None:
         if not overwrite:
             raise UsclError(f"output folder {out} is not empty and holds no frame store; "
-                            "choose another OUT or pass --overwrite")
+                            "choose another out folder or set overwrite", param="overwrite")
         return
     if existing != options or overwrite:
         if not overwrite:
             raise UsclError(
                 f"{out} holds a store prepared with different options ({_options_diff(existing, options)}); "
-                "choose another OUT, or pass --overwrite to replace it"
+                "choose another out folder, or set overwrite to replace it", param="overwrite"
             )
         _clear_store(out)
 
@@ -263,7 +268,7 @@ def prepare(
                              labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found,
                              label_from=label_from)
     if not selected:
-        raise UsclError(f"--where {where} left none of the {len(discovery.inputs)} inputs under {src}")
+        raise UsclError(f"where {where} left none of the {len(discovery.inputs)} inputs under {src}", param="where")
 
     writer = StoreWriter(out, options=opts)
     log = IngestLog(out)

@@ -30,7 +30,7 @@ class SynthSummary:
     videos: list[tuple[str, str]] = field(default_factory=list)  # (path relative to out, label)
     labels_csv: Path | None = None
     seconds: float = 0.0
-    removed_stale: list[str] = field(default_factory=list)  # old synth files deleted under --overwrite
+    removed_stale: list[str] = field(default_factory=list)  # old synth files deleted under overwrite
 
 
 def video_name(label: str, index: int) -> str:
@@ -40,7 +40,7 @@ def video_name(label: str, index: int) -> str:
 
 def video_rng(seed: int, label: str, index: int) -> np.random.Generator:
     """Generator of one video: depends only on (seed, class, index), so the first
-    videos are the same whatever --videos-per-class or --classes say."""
+    videos are the same whatever videos_per_class or classes say."""
     return np.random.default_rng([seed, CLASSES.index(label), index])
 
 
@@ -48,12 +48,12 @@ def parse_classes(classes: str | Iterable[str]) -> tuple[str, ...]:
     names = [c.strip() for c in (classes.split(",") if isinstance(classes, str) else classes)]
     names = [c for c in names if c]
     if not names:
-        raise UsclError("no classes given; choose from " + ", ".join(CLASSES))
+        raise UsclError("no classes given; choose from " + ", ".join(CLASSES), param="classes")
     unknown = [c for c in names if c not in CLASSES]
     if unknown:
-        raise UsclError(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(CLASSES)}")
+        raise UsclError(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(CLASSES)}", param="classes")
     if len(set(names)) != len(names):
-        raise UsclError(f"a class is listed twice: {', '.join(names)}")
+        raise UsclError(f"a class is listed twice: {', '.join(names)}", param="classes")
     return tuple(names)
 
 
@@ -63,15 +63,15 @@ def generate(out: str | os.PathLike, videos_per_class: int = 10, frames: int = 5
     """Render and encode the data set; same arguments give byte-identical files."""
     classes = parse_classes(classes)
     if videos_per_class < 1:
-        raise UsclError(f"--videos-per-class must be at least 1, not {videos_per_class}")
+        raise UsclError(f"videos_per_class must be at least 1, not {videos_per_class}", param="videos_per_class")
     if frames < 1:
-        raise UsclError(f"--frames must be at least 1, not {frames}")
+        raise UsclError(f"frames must be at least 1, not {frames}", param="frames")
     if size < 32 or size % 2:
-        raise UsclError(f"--size must be an even number of pixels, at least 32, not {size}")
+        raise UsclError(f"size must be an even number of pixels, at least 32, not {size}", param="size")
     if not fps > 0:
-        raise UsclError(f"--fps must be positive, not {fps}")
+        raise UsclError(f"fps must be positive, not {fps}", param="fps")
     if seed < 0:
-        raise UsclError(f"--seed must be a non-negative integer, not {seed}")
+        raise UsclError(f"seed must be a non-negative integer, not {seed}", param="seed")
     start = time.perf_counter()
     root = prepare_output_dir(out, overwrite=overwrite, marker=LABELS_CSV)
     summary = SynthSummary(out=root)
@@ -95,7 +95,7 @@ def generate(out: str | os.PathLike, videos_per_class: int = 10, frames: int = 5
 
 def _remove_stale(root: Path, keep: set[str]) -> list[str]:
     """Delete synth videos of an earlier run in this folder that this run did not write
-    (only under --overwrite), so the folder and labels.csv agree."""
+    (only under overwrite), so the folder and labels.csv agree."""
     removed = []
     for label in CLASSES:
         for path in sorted((root / label).glob(f"{PREFIXES[label]}_synth_*.mp4")):

@@ -91,11 +91,11 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, mark
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UsclError(f"{path} exists and is not a folder")
+        raise UsclError(f"{path} exists and is not a folder", param="out")
     if path.exists() and any(path.iterdir()) and not overwrite:
         what = f" (it holds {marker})" if marker and (path / marker).exists() else ""
         raise UsclError(
-            f"output folder {path} is not empty{what}; choose another --out or pass --overwrite"
+            f"output folder {path} is not empty{what}; choose another out folder or set overwrite", param="overwrite"
         )
     path.mkdir(parents=True, exist_ok=True)
     return path

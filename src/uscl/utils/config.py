@@ -88,58 +88,63 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}", param=_param(key))
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}", param=_param(key))
         return value
     if dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", param=_param(key))
         return from_dict(tp, value, where=key)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", param=_param(key))
         inner = args[0] if args else Any
         items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", param=_param(key))
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}", param=_param(key))
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", param=_param(key))
         try:
             return int(value)
         except ValueError as exc:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from exc
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", param=_param(key)) from exc
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", param=_param(key))
         try:
             return float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from exc
+            raise ConfigError(f"{key}: expected a number, got {value!r}", param=_param(key)) from exc
     if tp is str:
         if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", param=_param(key))
         return str(value)
     if tp is Path:
         return Path(value)
     return value
+
+
+def _param(key: str) -> str:
+    """The setting a value error is about: ``only_folds[1]`` → ``only_folds``."""
+    return key.split("[", 1)[0]
 
 
 def setting_differences(saved: dict, now: Any, *, free: typing.Iterable[str] = (),
@@ -170,15 +175,15 @@ def setting_differences(saved: dict, now: Any, *, free: typing.Iterable[str] = (
 # -- command-line flags from the config dataclasses ------------------------------------------
 def config_field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
                  choices: typing.Callable[[], typing.Iterable[str]] | None = None,
-                 default_factory: Any = dataclasses.MISSING) -> Any:
+                 metavar: str | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that also describes its command-line flag.
 
     ``help``: the flag's help; ``flag``: its name when not ``--<field-name>`` with dashes;
     ``choices``: a function giving the allowed values when they are not a ``Literal``
-    (a registry, read when the parser is built). Fields with help become flags through
-    :func:`add_config_flags`.
+    (a registry, read when the parser is built); ``metavar``: the flag's value in the help.
+    Fields with help become flags through :func:`add_config_flags`.
     """
-    meta = {"help": help, "flag": flag, "choices": choices}
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -197,6 +202,22 @@ def config_flags(cls: type, prefix: str = "") -> list[tuple[str, str, dataclasse
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             out.append((prefix + f.name, flag, f, tp))
     return out
+
+
+def field_choices(cls: type, name: str) -> tuple | None:
+    """The allowed values of field ``name`` of config dataclass ``cls``: its ``config_field``
+    ``choices`` or its ``Literal`` type; None when any value of its type goes. For a flag
+    that sets the same setting under another name (``uscl pipeline --finetune-mode``)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.metadata.get("choices"):
+        return tuple(f.metadata["choices"]())
+    return _flag_type(typing.get_type_hints(cls)[name])[1]
+
+
+def field_help(cls: type, name: str) -> str:
+    """The flag help declared with field ``name`` of ``cls`` (see :func:`config_field`)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.metadata.get("help", "")
 
 
 def _flag_type(tp: Any) -> tuple[Any, tuple | None]:
@@ -237,7 +258,8 @@ def add_config_flags(parser, cls: type, *, skip: typing.Iterable[str] = ()) -> d
         else:
             ftype, literals = _flag_type(tp)
             choices = list(meta["choices"]()) if meta.get("choices") else (list(literals) if literals else None)
-            parser.add_argument(flag, dest=dest, type=ftype, choices=choices, default=None, help=meta["help"])
+            parser.add_argument(flag, dest=dest, type=ftype, choices=choices, default=None, help=meta["help"],
+                                metavar=meta.get("metavar"))
         dests[dest] = key
         names[key] = flag
     parser.config_flag_names = names

@@ -1,4 +1,4 @@
-"""One meaning of ``--device`` for every command."""
+"""One meaning of ``device`` (``--device``) for every command."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     Under torchrun, ``local_rank`` picks this process's GPU for ``auto`` and ``cuda``.
     """
     if name not in ("auto", "cpu") and not name.startswith("cuda"):
-        raise UsclError(f"--device must be auto, cpu or cuda[:N], not {name!r}")
+        raise UsclError(f"device must be auto, cpu or cuda[:N], not {name!r}", param="device")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UsclError(f"--device {name} was asked for, but no CUDA device is available on this machine")
+        raise UsclError(f"device {name!r} was asked for, but no CUDA device is available on this machine",
+                        param="device")
     if name in ("auto", "cuda"):
         return torch.device("cuda", local_rank) if local_rank is not None else torch.device("cuda")
     return torch.device(name)

@@ -181,7 +181,7 @@ def read_dicom(path: str | Path, *, channels: str = "grey", fps: float | None = 
     idx = list(range(n))
     if fps and n > 1:
         if times is None:
-            notes.append("frame rate unknown (no FrameTime/CineRate): --fps not applied, all frames kept")
+            notes.append("frame rate unknown (no FrameTime/CineRate): fps not applied, all frames kept")
         else:
             idx = fps_indices(times, fps)
     frames = np.stack([to_channels(arr[i], channels) for i in idx])

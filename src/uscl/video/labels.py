@@ -39,7 +39,7 @@ class FoundLabelsError(UsclError):
         self.path, self.problem = Path(path), problem
         super().__init__(
             f"{problem}\n({self.path} was found at the root of the source and used because neither labels_csv "
-            f"nor label_from was given: fix it, or pass labels_csv (another CSV) or label_from)"
+            f"nor label_from was given: fix it, or pass labels_csv (another CSV) or label_from)", param="labels_csv"
         )
 
 
@@ -56,7 +56,7 @@ class LabelInfo:
     extra: dict[str, str] = field(default_factory=dict)  # other CSV columns
 
     def fields(self) -> dict[str, str | None]:
-        """Everything a --where filter can test."""
+        """Everything a ``where`` filter can test."""
         return {**self.extra, "label": self.label, "patient": self.patient}
 
 
@@ -77,7 +77,7 @@ def read_labels_csv(path: str | Path, src: Path | None = None) -> dict[str, Labe
     """Rows of a labels CSV keyed by normalised relative path."""
     path = Path(path)
     if not path.is_file():
-        raise UsclError(f"labels CSV not found: {path}")
+        raise UsclError(f"labels CSV not found: {path}", param="labels_csv")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -86,7 +86,7 @@ def read_labels_csv(path: str | Path, src: Path | None = None) -> dict[str, Labe
             if "path" not in lower or "label" not in lower:
                 raise UsclError(
                     f"{path}: a labels CSV needs columns 'path' and 'label' (and optionally 'patient'); "
-                    f"found: {', '.join(header) or 'no header'}"
+                    f"found: {', '.join(header) or 'no header'}", param="labels_csv"
                 )
             rows: dict[str, LabelInfo] = {}
             for line_no, raw in enumerate(reader, start=2):
@@ -99,12 +99,13 @@ def read_labels_csv(path: str | Path, src: Path | None = None) -> dict[str, Labe
                 skip = {lower["path"], lower["label"], lower.get("patient")}
                 extra = {k: v for k, v in row.items() if k not in skip and v != ""}
                 if rel in rows and rows[rel].label != label:
-                    raise UsclError(f"{path}:{line_no}: {rel} is listed twice with different labels")
+                    raise UsclError(f"{path}:{line_no}: {rel} is listed twice with different labels",
+                                    param="labels_csv")
                 rows[rel] = LabelInfo(label=label, patient=patient, extra=extra)
     except UnicodeDecodeError as exc:
-        raise UsclError(f"{path} is not a UTF-8 text CSV ({exc})") from None
+        raise UsclError(f"{path} is not a UTF-8 text CSV ({exc})", param="labels_csv") from None
     except csv.Error as exc:
-        raise UsclError(f"{path} is not a valid CSV ({exc})") from None
+        raise UsclError(f"{path} is not a valid CSV ({exc})", param="labels_csv") from None
     return rows
 
 
@@ -119,7 +120,8 @@ def parse_prefix_map(text: str | None) -> dict[str, str]:
             continue
         prefix, sep, label = item.partition("=")
         if not sep or not prefix.strip() or not label.strip():
-            raise UsclError(f"bad --prefix-map entry {item!r}: expected PREFIX=LABEL, e.g. Cov=covid")
+            raise UsclError(f"bad prefix_map entry {item!r}: expected PREFIX=LABEL, e.g. Cov=covid",
+                            param="prefix_map")
         out[prefix.strip()] = label.strip()
     return out
 
@@ -144,7 +146,8 @@ def parse_where(items: list[str] | None) -> dict[str, set[str]]:
     for item in items or []:
         key, sep, values = item.partition("=")
         if not sep or not key.strip():
-            raise UsclError(f"bad --where {item!r}: expected COLUMN=VALUE[,VALUE...], e.g. probe=convex")
+            raise UsclError(f"bad where entry {item!r}: expected COLUMN=VALUE[,VALUE...], e.g. probe=convex",
+                            param="where")
         out.setdefault(key.strip(), set()).update(v.strip() for v in values.split(",") if v.strip())
     return out
 
@@ -159,7 +162,8 @@ class LabelResolver:
         prefix_map: dict[str, str] | None = None,
     ):
         if label_from not in (None, *LABEL_SOURCES):
-            raise UsclError(f"--label-from must be one of {', '.join(LABEL_SOURCES)}, got {label_from!r}")
+            raise UsclError(f"label_from must be one of {', '.join(LABEL_SOURCES)}, got {label_from!r}",
+                            param="label_from")
         self.csv_rows = csv_rows or {}
         self.label_from = label_from
         self.prefix_map = prefix_map if prefix_map is not None else dict(DEFAULT_PREFIX_MAP)

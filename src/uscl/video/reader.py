@@ -63,7 +63,7 @@ def read_frames(
         video = read_frame_folder([files[i] for i in even_indices(n_all, max_frames)], channels=channels)
         video.orig_num_frames = n_all - len(video.dropped)  # the readable frames, as far as they were read
         if fps:
-            video.notes.append("frame folder has no timing: --fps not applied")
+            video.notes.append("frame folder has no timing: fps not applied")
         return video
     else:
         raise ValueError(f"unknown input kind {kind!r}")
