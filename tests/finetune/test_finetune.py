@@ -8,7 +8,7 @@ from torchvision.models import resnet18
 
 from uscl.errors import UsclError
 from uscl.finetune.config import SELECTED_ON_TEST, FinetuneConfig
-from uscl.finetune.init import load_init, parse_init
+from uscl.checkpoint.inits import load_init, parse_init
 from uscl.finetune.predictions import read_predictions
 from uscl.finetune.train import finetune
 from uscl.models.classifier import FinetunedClassifier, apply_init
@@ -130,7 +130,7 @@ def test_select_val_and_select_on_test_are_recorded(make_store, tmp_path):
 
 def test_checkpoint_init_takes_our_runs_and_names_them_by_method(tmp_path):
     from uscl.checkpoint import export_backbone
-    from uscl.finetune.init import name_for
+    from uscl.checkpoint.inits import name_for
     from uscl.models import build_backbone
 
     net, _ = build_backbone("resnet18")

@@ -100,3 +100,23 @@ def test_online_probe_is_logged_chooses_the_checkpoint_and_guards_its_videos(mak
     with pytest.raises(UsclError, match="label"):
         finetune(FinetuneConfig(store=str(store), out=str(tmp_path / "ft"), init=f"checkpoint:{res.run_dir}",
                                 mode="knn", folds=2, image_size=32, device="cpu"))
+
+
+def test_pretraining_can_continue_from_local_imagenet_weights(make_store, tmp_path):
+    from torchvision.models import resnet18
+
+    from uscl.errors import UsclError
+
+    torch.manual_seed(123)
+    imagenet = resnet18().state_dict()
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(imagenet, path)
+    store = make_store(n_videos=8, frames=4, size=32)
+    res = pretrain(tiny(store, tmp_path / "run", init=f"imagenet:{path}", epochs=1, lr=1e-12))
+    got, _ = load_weights(res.last_path)
+    for key in ("conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight"):
+        assert torch.allclose(got[f"backbone.{key}"], imagenet[key], atol=1e-6), key
+    with pytest.raises(UsclError, match="not found|no such|missing"):
+        pretrain(tiny(store, tmp_path / "missing", init=f"imagenet:{tmp_path / 'nope.pth'}", epochs=1))
+    with pytest.raises(UsclError, match="init"):
+        pretrain(tiny(store, tmp_path / "bad", init="imagenet", epochs=1))

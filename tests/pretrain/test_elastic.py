@@ -8,6 +8,7 @@ dead ranks' gloo addresses and failed ("connectFullMesh ... connection refused")
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +52,15 @@ def torchrun(launcher, store, out, kill_at=0):
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", str(launcher),
            "pretrain", "--store", str(store), "--out", str(out), "--epochs", "3", "--batch-size", "4",
            "--image-size", "32", "--device", "cpu", "--valid-size", "0.25", "--auto-resume"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    # its own process group, so that a hung run is ended whole (workers included) at the timeout
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.slow

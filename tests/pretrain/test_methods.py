@@ -89,5 +89,5 @@ def test_registered_methods_are_the_cli_choices(toy_method):
 
 
 def test_an_unknown_method_is_named():
-    with pytest.raises(ConfigError, match="method: 'byol' is not one of uscl, uscl-selfsup, simclr"):
+    with pytest.raises(ConfigError, match="method: .byol. is not one of uscl, uscl-selfsup, simclr, simclr-frames, moco, moco-spg"):
         validate_config(PretrainConfig(method="byol"))

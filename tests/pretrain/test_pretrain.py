@@ -126,7 +126,7 @@ def test_empty_store_and_unknown_key(tmp_path):
     with pytest.raises(ConfigError, match="dataset.colour"):
         config_from_dict({"dataset": {"colour": 1}})
     with pytest.raises(ConfigError, match="method"):
-        validate_config(PretrainConfig(method="moco"))
+        validate_config(PretrainConfig(method="byol"))  # moco exists now
     with pytest.raises(ConfigError, match="base_model"):
         validate_config(config_from_dict({"arch": "vgg16"}))
     with pytest.raises(ConfigError, match="label_rate"):

@@ -71,7 +71,7 @@ def test_config_values_of_the_wrong_type_name_their_setting():
 def test_finetune_functions_name_their_parameter(make_store, tmp_path):
     from uscl.finetune.compare import finetune_inits
     from uscl.finetune.config import FinetuneConfig
-    from uscl.finetune.init import parse_init
+    from uscl.checkpoint.inits import parse_init
     from uscl.finetune.splits import carve_validation, make_splits, parse_where, select_folds
     from uscl.store import FrameStore
 

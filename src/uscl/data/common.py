@@ -25,7 +25,7 @@ def common_geometry(store, video_indices: Sequence[int]) -> int:
     if len(sizes) > 1:
         raise UsclError(
             f"the videos have different frame sizes ({', '.join(f'{h}x{w}' for h, w in sizes[:4])}"
-            f"{', ...' if len(sizes) > 4 else ''}); batches need one size: prepare the store with `--size`"
+            f"{', ...' if len(sizes) > 4 else ''}); batches need one size: prepare the store with a size (PrepareOptions.size)"
         )
     empty = [r.video_id for r in recs if r.num_frames < 1]
     if empty:

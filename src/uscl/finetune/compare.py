@@ -18,7 +18,7 @@ from pathlib import Path
 
 from uscl.errors import UsclError
 from uscl.finetune.config import FinetuneConfig
-from uscl.finetune.init import load_init, name_for, parse_init
+from uscl.checkpoint.inits import load_init, name_for, parse_init
 from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.splits import Splits, select_folds
 from uscl.finetune.train import build_splits, finetune

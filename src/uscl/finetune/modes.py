@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from uscl.finetune.engine import Runner, evaluate, train_one_epoch
 from uscl.models.classifier import FinetunedClassifier
+from uscl.models.features import knn_probs, l2_normalise
 from uscl.utils.progress import progress
 from uscl.utils.seed import derive_seed, make_generator
 
@@ -150,23 +150,8 @@ def knn_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, fol
     tr_feats, tr_labels, vids, frames, labels, te_feats = frozen_features(runner, model, loaders, desc)
     probs = knn_probs(tr_feats, tr_labels, te_feats, cfg.knn_k, model.head.out_features)
     tensors = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    tensors.update({"knn.bank": torch.from_numpy(_l2(tr_feats)).float(),
+    tensors.update({"knn.bank": torch.from_numpy(l2_normalise(tr_feats)).float(),
                     "knn.labels": torch.from_numpy(tr_labels.astype(np.int64))})
     return FoldFit(tensors, {"head": "knn", "knn_k": cfg.knn_k}, vids, frames, labels, probs)
 
 
-def knn_probs(bank: np.ndarray, bank_labels: np.ndarray, feats: np.ndarray, k_neigh: int, k: int) -> np.ndarray:
-    knn = KNeighborsClassifier(n_neighbors=min(k_neigh, len(bank)))
-    knn.fit(_l2(bank), bank_labels)
-    return _full_probs(knn.predict_proba(_l2(feats)), knn.classes_, k)
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _full_probs(partial: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
-    """sklearn gives columns only for classes seen in training; pad to all k classes."""
-    out = np.zeros((len(partial), k))
-    out[:, seen] = partial
-    return out

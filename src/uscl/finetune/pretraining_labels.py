@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.finetune.init import InitSpec
+from uscl.checkpoint.inits import InitSpec
 from uscl.checkpoint.run_files import LABELLED_FILE
 LEAKAGE_NOTE = "PRETRAINED WITH TEST LABELS"
 

@@ -32,7 +32,7 @@ import torch
 from uscl.finetune import metrics as M
 from uscl.finetune.config import GRADIENT_MODES, SELECTED_ON_TEST, FinetuneConfig
 from uscl.finetune.engine import Runner
-from uscl.finetune.init import InitSpec, load_init, name_for, parse_init
+from uscl.checkpoint.inits import InitSpec, load_init, name_for, parse_init
 from uscl.finetune.loaders import fold_loaders
 from uscl.finetune.modes import FoldFit, knn_fold, linear_fold, train_fold
 from uscl.finetune.outputs import model_meta, save_model, write_history

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from uscl.augment.config import AugmentSettings
+from uscl.checkpoint.inits import parse_init
 from uscl.checkpoint.run_files import CONFIG_FILE
 from uscl.errors import ConfigError, UsclError
 from uscl.models.backbone import ARCHITECTURES
@@ -141,7 +142,11 @@ class PretrainConfig:
     seed: int = config_field(0, help="seed of every random draw of the run (default 0)")
     eval_every_n_epochs: int = 1
     log_every_n_steps: int = 10
-    fine_tune_from: str | None = None  # start from a run folder / .safetensors (weights only)
+    fine_tune_from: str | None = None  # original key: start from a run folder / .safetensors (whole model)
+    # the backbone's starting weights, as fine-tuning names them: imagenet:PATH (continued,
+    # domain-adaptive pretraining from local ImageNet weights), checkpoint:RUN, uscl-official:PATH
+    init: str | None = config_field(None, help="start the backbone from imagenet:PATH (a local torchvision "
+                                               "state dict), checkpoint:RUN or uscl-official:PATH (default random)")
     max_steps_per_epoch: int | None = None  # cap (benchmarks, smoke tests)
     resume: str | None = None
     overwrite: bool = False
@@ -315,6 +320,11 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
         cfg.mixup = False  # e.g. simclr: two augmentations of one frame, nothing to mix
     if cfg.fine_tune_from in ("", "None", "none"):
         cfg.fine_tune_from = None
+    if cfg.init in ("", "random"):
+        cfg.init = None
+    if cfg.init is not None:
+        parse_init(cfg.init)  # a malformed spec is an error now, not after the data is read
+        need(cfg.fine_tune_from is None, "init and fine_tune_from both start the model: give one of them")
     return cfg
 
 

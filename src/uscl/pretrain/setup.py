@@ -11,11 +11,13 @@ from torch import nn
 
 from uscl.augment import AugmentConfig, BatchAugment
 from uscl.checkpoint import load_weights, strip_wrappers
+from uscl.checkpoint.inits import load_init, parse_init
 from uscl.checkpoint.run_files import BEST, LAST
 from uscl.data import (DeviceBatchLoader, DeviceFrames, FrameItemDataset, PairSamplingConfig, VideoItemDataset,
                        frames_nbytes, make_loader)
 from uscl.errors import UsclError
 from uscl.models import build_model
+from uscl.models.classifier import apply_init
 from uscl.pretrain.config import PretrainConfig
 from uscl.pretrain.loop import Training
 from uscl.pretrain.methods import PretrainMethod, method_class
@@ -134,7 +136,7 @@ def build_data(cfg: PretrainConfig, dinfo: DistInfo, device: torch.device, log) 
     first = store.videos[train[0]]
     if (first.height, first.width) != (d.image_size, d.image_size):
         log.info(f"store frames are {first.height}x{first.width} px, views {d.image_size} px: each step resizes "
-                 f"them first; a store prepared at the training size (`uscl prepare --size {d.image_size}`) "
+                 f"them first; a store prepared at the training size (PrepareOptions(size={d.image_size})) "
                  "skips that (about 1.4x faster augmentation on a CPU)")
     return RunData(store, method, train, val, train_loader, val_loader, batch, classes, train_ds.channels,
                    on_device, records, len(records))
@@ -157,6 +159,11 @@ def build_training(cfg: PretrainConfig, data: RunData, dinfo: DistInfo, device: 
                         classifier_input=cfg.model.classifier_input)
     if cfg.fine_tune_from:
         init_from(model, cfg.fine_tune_from, cfg.arch, log)
+    if cfg.init:
+        spec = parse_init(cfg.init)
+        state, _ = load_init(spec)
+        apply_init(model.backbone, state, cfg.arch, spec.spec)
+        log.info(f"backbone initialised from {spec.spec}: continued pretraining")
     raw = model.to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:

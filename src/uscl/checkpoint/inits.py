@@ -1,4 +1,4 @@
-"""Where a fine-tuned backbone's starting weights come from.
+"""Where a backbone's starting weights come from (fine-tuning, and continued pretraining).
 
 Init specs (optionally named, ``name=spec``, for comparisons):
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from uscl.checkpoint import load_backbone
+from uscl.checkpoint.weights import load_backbone
 from uscl.errors import UsclError
 from uscl.models.classifier import infer_arch
 

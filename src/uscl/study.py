@@ -1,0 +1,269 @@
+"""``uscl study``: does pretraining help this task, compared with what one would otherwise do,
+by how much, and with what uncertainty?
+
+For each method × pretraining seed, pretrain a backbone (the final epoch is kept: no
+checkpoint is chosen with labels), then evaluate every backbone, random init and, when a
+local file is given, ImageNet weights, on the SAME video-level folds in each mode. The
+report gives mean and 95% CI per init (over seeds × folds, and over seeds alone), per-seed
+rows, paired differences against random init and against the best baseline (CI, folds
+won), a plot with one point per seed and fold, and optionally a label-fraction curve
+(fine-tuning on 10/25/50/100% of each training fold's videos, nested subsets).
+
+Honest defaults: pretraining on the evaluated videos themselves (no separate pretraining
+store) uses no labels at all (``uscl`` runs as ``uscl-selfsup``, supervised terms off), and
+methods are compared at equal compute: every method sees one item per pretraining video per
+epoch (``simclr-frames`` gets as many frame slots as there are videos). Resumable: finished
+pretraining runs and fine-tuning folds are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uscl.checkpoint.run_files import STATE_FILE
+from uscl.checkpoint.weights import load_train_state
+from uscl.errors import ConfigError, UsclError
+from uscl.finetune.compare import finetune_inits
+from uscl.finetune.config import FinetuneConfig
+from uscl.finetune.label_fraction import subsample_splits
+from uscl.finetune.train import finetune
+from uscl.pretrain import PretrainConfig, method_names, pretrain, resume_config
+from uscl.pretrain.config import DatasetConfig
+from uscl.report import stats
+from uscl.report.plots import pyplot, save_figure
+from uscl.store import FrameStore
+from uscl.utils.atomic import atomic_write_json, atomic_write_text, prepare_output_dir
+from uscl.utils.config import config_field
+
+STUDY_FILE = "study.json"
+MODES = ("linear", "knn", "paper", "full")
+
+
+@dataclass
+class StudyConfig:
+    store: str = config_field("", help="labelled frame store to evaluate on")
+    out: str = config_field("uscl-study", help="study folder")
+    pretrain_store: str | None = config_field(None, help="separate store to pretrain on (default: the evaluated "
+                                                         "store, without its labels)")
+    methods: list[str] = config_field(default_factory=lambda: ["uscl", "simclr", "simclr-frames", "moco"],
+                                      help="pretraining methods, comma-separated")
+    seeds: list[int] = config_field(default_factory=lambda: [0, 1, 2], help="pretraining seeds (default 0,1,2)")
+    modes: list[str] = config_field(default_factory=lambda: ["linear"], help="evaluation modes: linear, knn, "
+                                                                             "paper, full (default linear)")
+    epochs: int = config_field(30, help="pretraining epochs (default 30)")
+    image_size: int = config_field(112, help="pretraining and fine-tuning size in px (default 112)")
+    batch_size: int = config_field(32, help="pretraining batch in videos (default 32)")
+    folds: int = config_field(5, help="video-level folds (default 5)")
+    finetune_epochs: int = config_field(30, help="fine-tuning epochs of the paper/full modes (default 30)")
+    imagenet: str | None = config_field(None, help="local torchvision ImageNet weights: adds the imagenet row")
+    label_fractions: list[float] = config_field(default_factory=list,
+                                                help="fractions of each training fold's videos for the label-rate "
+                                                     "curve, e.g. 0.1,0.25,0.5,1 (default: none)")
+    classes: list[str] | None = None
+    seed: int = 0  # the folds' seed (the same folds for every init)
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if not self.store:
+            raise ConfigError("store: a labelled frame store is needed", param="store")
+        unknown = [m for m in self.methods if m not in method_names()]
+        if unknown or not self.methods:
+            raise ConfigError(f"methods: {unknown or 'none'} not among {', '.join(method_names())}", param="methods")
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ConfigError(f"modes: {bad or 'none'} not among {', '.join(MODES)}", param="modes")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: need distinct seeds, got {self.seeds}", param="seeds")
+        if any(not 0 < f <= 1 for f in self.label_fractions):
+            raise ConfigError(f"label_fractions must lie in (0, 1], got {self.label_fractions}", param="label_fractions")
+        if self.epochs < 1 or self.folds < 2:
+            raise ConfigError("epochs must be >= 1 and folds >= 2", param="epochs" if self.epochs < 1 else "folds")
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    tables: dict[str, dict]  # mode (or "mode@fraction") -> {init: {(seed, fold): video accuracy}}
+    report: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def run_study(cfg: StudyConfig, log=print) -> StudyResult:
+    cfg.validate()
+    out = Path(cfg.out)
+    if not cfg.resume:
+        prepare_output_dir(out, overwrite=cfg.overwrite, marker=STUDY_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    same = cfg.pretrain_store is None or Path(cfg.pretrain_store).resolve() == Path(cfg.store).resolve()
+    notes = _notes(cfg, same)
+    for n in notes:
+        log(f"note: {n}")
+    backbones = {(m, s): pretrain_one(cfg, m, s, same, out, log) for m in cfg.methods for s in cfg.seeds}
+    inits = ["random"] + ([f"imagenet=imagenet:{cfg.imagenet}"] if cfg.imagenet else [])
+    inits += [f"{_label(m, same)}-s{s}=checkpoint:{d}" for (m, s), d in backbones.items()]
+    tables = {}
+    for mode in cfg.modes:
+        base = FinetuneConfig(store=cfg.store, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
+                              epochs=cfg.finetune_epochs, seed=cfg.seed, device=cfg.device,
+                              classes=cfg.classes)
+        runs = finetune_inits(base, inits, out / "eval" / mode, resume=cfg.resume, log=log)
+        tables[mode] = _table(runs.out, runs.specs)
+        for fraction in cfg.label_fractions:
+            if fraction < 1:
+                tables[f"{mode}@{fraction:g}"] = _fraction_runs(base, runs, fraction, cfg, log)
+    report = write_report(cfg, out, tables, [_label(m, same) for m in cfg.methods], notes)
+    log(f"study report: {report}")
+    return StudyResult(out, tables, report, notes)
+
+
+def _label(method: str, same: bool) -> str:
+    return "uscl-selfsup" if (same and method == "uscl") else method
+
+
+def _notes(cfg: StudyConfig, same: bool) -> list[str]:
+    notes = []
+    if same:
+        notes.append("pretraining on the evaluated videos: no labels reach a backbone (uscl runs as uscl-selfsup, "
+                     "supervised terms off)")
+    if not cfg.imagenet:
+        notes.append("no ImageNet row: give imagenet=PATH (local torchvision weights) to add it")
+    notes.append("every method sees one item per pretraining video per epoch (simclr-frames: as many frame slots), "
+                 "the final epoch is kept")
+    return notes
+
+
+def pretrain_one(cfg: StudyConfig, method: str, seed: int, same: bool, out: Path, log) -> Path:
+    """One pretraining run of the study (kept when finished, continued when not)."""
+    run_dir = out / "pretrain" / f"{_label(method, same)}-s{seed}"
+    store = cfg.pretrain_store or cfg.store
+    if (run_dir / STATE_FILE).is_file():
+        done = int(load_train_state(run_dir / STATE_FILE).get("epoch", 0))
+        if done >= cfg.epochs:
+            log(f"pretraining {run_dir.name}: finished earlier, kept")
+            return run_dir
+        log(f"pretraining {run_dir.name}: continuing after epoch {done}")
+        pretrain(resume_config(run_dir))
+        return run_dir
+    n_videos = len(FrameStore(store))
+    pcfg = PretrainConfig(store=store, out=str(run_dir), method=_label(method, same), seed=seed, epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, select="last", device=cfg.device, overwrite=True,
+                          label_rate=0.0 if same else 1.0,
+                          dataset=DatasetConfig(image_size=cfg.image_size, valid_size=0.0, frame_slots=n_videos))
+    log(f"pretraining {run_dir.name} ({cfg.epochs} epochs, {cfg.image_size} px)")
+    pretrain(pcfg)
+    return run_dir
+
+
+def _table(runs_dir: Path, specs: dict[str, str]) -> dict:
+    """``{init: {(seed, fold): video accuracy}}`` from the runs' metrics.json (seedless: random, imagenet)."""
+    table = {}
+    for name in specs:
+        metrics = json.loads((runs_dir / name / "metrics.json").read_text())
+        seed = int(name.rsplit("-s", 1)[1]) if "-s" in name and name.rsplit("-s", 1)[1].isdigit() else None
+        table[name] = {(seed, int(f["fold"])): float(f["video"]["accuracy"]) for f in metrics["folds"]}
+    return table
+
+
+def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig, log) -> dict:
+    """Every init fine-tuned on ``fraction`` of each training fold's videos (same test videos)."""
+    splits = subsample_splits(runs.splits, fraction, cfg.seed, store=FrameStore(cfg.store))
+    where = runs.out / f"fraction-{fraction:g}"
+    for name, spec in runs.specs.items():
+        run_cfg = dataclasses.replace(base, init=spec, out=str(where / name), resume=cfg.resume)
+        if cfg.resume and (where / name / "metrics.json").is_file() and json.loads(
+                (where / name / "metrics.json").read_text()).get("complete"):
+            continue
+        finetune(run_cfg, splits=splits, log=log, log_splits=False)
+    return _table(where, runs.specs)
+
+
+def _baselines(table: dict) -> list[str]:
+    return [n for n in table if n in ("random", "imagenet")]
+
+
+def _grouped(table: dict, methods: list[str]) -> dict:
+    """Each method's seeds merged into one init (cells keyed by (seed, fold))."""
+    out = {n: v for n, v in table.items() if n in ("random", "imagenet")}
+    for m in methods:
+        cells = {}
+        for name, scores in table.items():
+            if name.rsplit("-s", 1)[0] == m and name not in out:
+                cells.update(scores)
+        if cells:
+            out[m] = cells
+    return out
+
+
+def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], notes: list[str]) -> Path:
+    lines = ["# Study", "", f"Evaluated on `{cfg.store}`; pretrained on `{cfg.pretrain_store or cfg.store}`; "
+             f"{cfg.epochs} pretraining epochs at {cfg.image_size} px; seeds {', '.join(map(str, cfg.seeds))}; "
+             f"{cfg.folds} video-level folds (the same for every init). Metric: video accuracy.", ""]
+    lines += [f"- {n}" for n in notes] + [""]
+    data = {}
+    for key, table in tables.items():
+        grouped = _grouped(table, methods)
+        lines += [f"# Mode {key}", "", stats.study_markdown(grouped, [m for m in methods if m in grouped],
+                                                            _baselines(grouped), unit="cell", metric="video accuracy"),
+                  "", "Over seeds alone (each seed's fold mean is one unit: the stricter interval):", "",
+                  stats.summary_table(grouped, unit="seed", metric="video accuracy"), ""]
+        data[key] = {name: [[s, f, v] for (s, f), v in cells.items()] for name, cells in grouped.items()}
+    lines += _plots(out, tables, methods)
+    atomic_write_json(out / STUDY_FILE, {"config": dataclasses.asdict(cfg), "notes": notes, "scores": data})
+    report = out / "study.md"
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    return report
+
+
+def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
+    """One point per seed and fold per init; the label-fraction curve when fractions were run."""
+    plt = pyplot()
+    lines = []
+    for key, table in tables.items():
+        if "@" in key:
+            continue
+        grouped = _grouped(table, methods)
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(grouped), 3.4))
+        for x, (name, cells) in enumerate(grouped.items()):
+            vals = list(cells.values())
+            ax.scatter([x + 0.08 * ((i % 5) - 2) for i in range(len(vals))], vals, s=14, alpha=0.7)
+            ax.hlines(sum(vals) / len(vals), x - 0.3, x + 0.3, color="k")
+        ax.set_xticks(range(len(grouped)), list(grouped), rotation=30, ha="right")
+        ax.set_ylabel("video accuracy (one point per seed and fold)")
+        ax.set_title(f"mode {key}")
+        save_figure(fig, out / f"study_{key}.png")
+        lines += [f"![mode {key}](study_{key}.png)", ""]
+        fracs = sorted({float(k.split("@")[1]) for k in tables if k.startswith(f"{key}@")})
+        if fracs:
+            fig, ax = plt.subplots(figsize=(5, 3.4))
+            for name in grouped:
+                xs, ys = [], []
+                for fr in fracs + [1.0]:
+                    g = _grouped(tables[key if fr == 1.0 else f"{key}@{fr:g}"], methods)
+                    if name in g:
+                        xs.append(fr)
+                        ys.append(stats.summarize(g[name]).mean)
+                ax.plot(xs, ys, marker="o", label=name)
+            ax.set_xscale("log")
+            ax.set_xlabel("fraction of each training fold's videos")
+            ax.set_ylabel("mean video accuracy")
+            ax.legend(fontsize=7)
+            save_figure(fig, out / f"study_{key}_label_fraction.png")
+            lines += [f"![label fraction, mode {key}](study_{key}_label_fraction.png)", ""]
+    return lines
+
+
+def check_study(cfg: StudyConfig) -> None:
+    """Raise for a study whose folder holds a different study (resume)."""
+    saved = Path(cfg.out) / STUDY_FILE
+    if cfg.resume and saved.is_file():
+        old = json.loads(saved.read_text())["config"]
+        diffs = [k for k in ("store", "pretrain_store", "methods", "seeds", "epochs", "image_size", "folds")
+                 if old.get(k) != getattr(cfg, k)]
+        if diffs:
+            raise UsclError(f"{cfg.out} holds a study with other settings ({', '.join(diffs)}); use another out",
+                            param="resume")
