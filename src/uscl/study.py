@@ -95,6 +95,7 @@ class StudyResult:
 
 def run_study(cfg: StudyConfig, log=print) -> StudyResult:
     cfg.validate()
+    check_study(cfg)
     out = Path(cfg.out)
     if not cfg.resume:
         prepare_output_dir(out, overwrite=cfg.overwrite, marker=STUDY_FILE)
