@@ -120,3 +120,13 @@ def test_pretraining_can_continue_from_local_imagenet_weights(make_store, tmp_pa
         pretrain(tiny(store, tmp_path / "missing", init=f"imagenet:{tmp_path / 'nope.pth'}", epochs=1))
     with pytest.raises(UsclError, match="init"):
         pretrain(tiny(store, tmp_path / "bad", init="imagenet", epochs=1))
+
+
+def test_the_pretraining_report_shows_the_probe(make_store, tmp_path):
+    from uscl.report import pretrain_report
+
+    store = make_store(n_videos=12, frames=4, size=32)
+    res = pretrain(tiny(store, tmp_path / "run", method="simclr", epochs=2,
+                        probe={"every": 1, "folds": 2, "knn_k": 3, "frames_per_video": 2}))
+    text = pretrain_report(res.run_dir).read_text()
+    assert "Online probe" in text and "s per probe" in text and (res.run_dir / "pretrain_curves.png").is_file()

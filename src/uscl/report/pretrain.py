@@ -45,6 +45,14 @@ def _curves(path: Path, rows: list[dict], best_epoch: int | None) -> Path:
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("loss")
     ax_l.legend(fontsize=7)
+    probed = [r for r in rows if not math.isnan(r.get("probe_linear_acc", math.nan))]
+    if probed:  # the online probe's accuracies on a second axis
+        acc = ax_l.twinx()
+        for key, style in (("probe_knn_acc", "o-"), ("probe_linear_acc", "s-")):
+            acc.plot([int(r["epoch"]) for r in probed], [r[key] for r in probed], style, ms=3, color="tab:red",
+                     alpha=0.8 if key.endswith("linear_acc") else 0.45, label=key.replace("_", " "))
+        acc.set_ylabel("probe video accuracy", color="tab:red")
+        acc.legend(fontsize=7, loc="lower right")
     ax_r.plot(ep, [r["lr"] for r in rows], color="tab:green")
     ax_r.set_xlabel("epoch")
     ax_r.set_ylabel("learning rate", color="tab:green")
@@ -67,6 +75,7 @@ def pretrain_report(path: str | Path) -> Path:
     backbone = json.loads((path / "backbone.json").read_text()) if (path / "backbone.json").is_file() else {}
     labelled = json.loads((path / "labelled_videos.json").read_text()) if (path / "labelled_videos.json").is_file() else {}
     figure = _curves(path, rows, best.get("epoch"))
+    probed = [r for r in rows if not math.isnan(r.get("probe_linear_acc", math.nan))]
     first, final = rows[0], rows[-1]
     seconds = sum(r["epoch_time_s"] for r in rows)
 
@@ -80,8 +89,9 @@ def pretrain_report(path: str | Path) -> Path:
         f"store `{cfg.store}` (id {last.get('store_id')}). Epochs run: {len(rows)} of {cfg.epochs}"
         + ("" if len(rows) >= cfg.epochs
            else " (**unfinished**: resuming continues it: `resume`, `uscl pretrain --resume`)") + ".",
-        f"Labels used by the supervised term: {len(labelled.get('videos') or [])} videos"
-        + (" (fine-tuning refuses to test on them; see labelled_videos.json)." if labelled.get("videos") else "."),
+        f"Labels used: {len(labelled.get('videos') or [])} videos"
+        + (f" ({sum(v.get('used_for') == 'probe' for v in labelled['videos'])} by the online probe that chose the "
+           "checkpoint; fine-tuning refuses to test on them; see labelled_videos.json)." if labelled.get("videos") else "."),
         "",
         "| | epoch | train contrastive | validation contrastive |",
         "|---|---:|---:|---:|",
@@ -96,6 +106,9 @@ def pretrain_report(path: str | Path) -> Path:
         f"`backbone.safetensors` (torchvision keys) holds the **{backbone.get('source', cfg.select)}** checkpoint"
         + (f", epoch {backbone.get('epoch')}" if backbone.get("epoch") else "")
         + f" (`select: {cfg.select}`).",
+        *([f"Online probe (video accuracy over video-level folds): last kNN {fmt(probed[-1]['probe_knn_acc'])}, "
+           f"linear {fmt(probed[-1]['probe_linear_acc'])}; best linear {fmt(max(r['probe_linear_acc'] for r in probed))}; "
+           f"{fmt(sum(r['probe_s'] for r in probed) / len(probed))} s per probe."] if probed else []),
         f"Training time: {seconds / 60:.1f} min over {len(rows)} epochs; last epoch "
         f"{final['images_per_s']:.1f} images/s, {100 * final.get('data_wait_share', 0):.0f}% of it waiting for data.",
         "",
