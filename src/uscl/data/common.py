@@ -96,3 +96,29 @@ def gather_frames(store, videos: Sequence[int], frames: np.ndarray, channels: in
             src = torch.from_numpy(np.ascontiguousarray(arr[frames[i]])).permute(0, 3, 1, 2)
             out[i].copy_(src.expand(-1, channels, -1, -1) if src.shape[1] != channels else src)
     return out
+
+
+class PlannedBatches:
+    """``get_batch`` / ``__getitem__`` of a dataset of pretraining items whose ``plan_batch(keys)``
+    gives ``(label positions, store videos, frames (N, 3), mixable (N,))`` and which has ``store``,
+    ``channels`` and ``labels``: one read per batch, straight into the batch tensor."""
+
+    def get_batch(self, keys, read=None) -> dict:
+        """A collated batch of the items ``keys`` (ints or ``(epoch, index)``), read in one go.
+
+        Frames go straight from the memory-mapped arrays into one batch
+        tensor (in shared memory inside a loader worker, so nothing is copied
+        again on the way to the main process); ``read(videos, frames)`` reads
+        them from elsewhere (e.g. :class:`uscl.data.DeviceFrames`).
+        """
+        positions, videos, frames, mixable = self.plan_batch(keys)
+        pixels = read(videos, frames) if read is not None else gather_frames(self.store, videos, frames, self.channels)
+        return {
+            "frames": pixels,
+            "mixable": torch.from_numpy(mixable),
+            "label": torch.tensor([self.labels[p] for p in positions], dtype=torch.int64),
+            "video": torch.tensor(videos, dtype=torch.int64),
+        }
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        return {k: v[0] for k, v in self.get_batch([key]).items()}

@@ -19,12 +19,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from uscl.data.common import check_indices, common_geometry, gather_frames, label_index, split_keys
+from uscl.data.common import PlannedBatches, check_indices, common_geometry, label_index, split_keys
 from uscl.errors import ConfigError
 from uscl.utils.seed import derive_rng
 
 
-class FrameItemDataset(torch.utils.data.Dataset):
+class FrameItemDataset(PlannedBatches, torch.utils.data.Dataset):
     """Items are the (video, frame) pairs of ``video_indices``; see the module docstring."""
 
     def __init__(self, store, video_indices: Sequence[int], class_to_index: dict[str, int] | None = None,
@@ -69,16 +69,3 @@ class FrameItemDataset(torch.utils.data.Dataset):
         positions = self.item_video[items]
         frames = np.repeat(self.item_frame[items][:, None], 3, axis=1)
         return [int(p) for p in positions], [self.video_indices[p] for p in positions], frames, np.zeros(len(items), bool)
-
-    def get_batch(self, keys, read=None) -> dict:
-        positions, videos, frames, mixable = self.plan_batch(keys)
-        pixels = read(videos, frames) if read is not None else gather_frames(self.store, videos, frames, self.channels)
-        return {
-            "frames": pixels,
-            "mixable": torch.from_numpy(mixable),
-            "label": torch.tensor([self.labels[p] for p in positions], dtype=torch.int64),
-            "video": torch.tensor(videos, dtype=torch.int64),
-        }
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        return {k: v[0] for k, v in self.get_batch([key]).items()}

@@ -7,12 +7,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from uscl.data.common import check_indices, common_geometry, gather_frames, label_index, split_keys
+from uscl.data.common import PlannedBatches, check_indices, common_geometry, label_index, split_keys
 from uscl.data.pairs import PairSamplingConfig, batch_item_frames
 from uscl.errors import UsclError
 
 
-class VideoItemDataset(torch.utils.data.Dataset):
+class VideoItemDataset(PlannedBatches, torch.utils.data.Dataset):
     """One item = one video.
 
     Returns ``dict(frames=uint8 (3, C, H, W) [f1, f2, f3], mixable=bool,
@@ -81,23 +81,3 @@ class VideoItemDataset(torch.utils.data.Dataset):
             sel = [j for j, e in enumerate(epochs) if e == epoch]
             frames[sel], mixable[sel] = self.batch_frame_indices([indices[j] for j in sel], epoch)
         return indices, [self.video_indices[i] for i in indices], frames, mixable
-
-    def get_batch(self, keys, read=None) -> dict:
-        """A collated batch of the items ``keys`` (ints or ``(epoch, index)``), read in one go.
-
-        Frames go straight from the memory-mapped arrays into one batch
-        tensor (in shared memory inside a loader worker, so nothing is copied
-        again on the way to the main process); ``read(videos, frames)`` reads
-        them from elsewhere (e.g. :class:`uscl.data.DeviceFrames`).
-        """
-        indices, videos, frames, mixable = self.plan_batch(keys)
-        pixels = read(videos, frames) if read is not None else gather_frames(self.store, videos, frames, self.channels)
-        return {
-            "frames": pixels,
-            "mixable": torch.from_numpy(mixable),
-            "label": torch.tensor([self.labels[i] for i in indices], dtype=torch.int64),
-            "video": torch.tensor(videos, dtype=torch.int64),
-        }
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        return {k: v[0] for k, v in self.get_batch([key]).items()}
