@@ -419,11 +419,7 @@ def source_stem(name: str) -> str:
 _POCOVID_LABELS = {"cov": "covid", "pne": "pneumonia", "reg": "regular", "vir": "viral"}
 
 
-def import_pocovid_splits(path, store, classes=None, where=None, data=None) -> Splits:
-    """Map a POCOVID-Net ``cross_val.json`` onto store videos by source stem (see module doc)."""
-    path = Path(path)
-    if data is None:
-        data = json.loads(Path(path).read_text())
+def _check_pocovid_layout(path: Path, data) -> None:
     if not isinstance(data, dict) or not data or not all(
         isinstance(v, dict) and "train" in v and "test" in v for v in data.values()
     ):
@@ -431,6 +427,14 @@ def import_pocovid_splits(path, store, classes=None, where=None, data=None) -> S
             f"{path} is neither a uscl splits.json nor a POCOVID-Net cross_val.json "
             '({"0": {"train": [[files], [labels]], "test": [[files], [labels]]}, ...})', param="splits"
         )
+
+
+def import_pocovid_splits(path, store, classes=None, where=None, data=None) -> Splits:
+    """Map a POCOVID-Net ``cross_val.json`` onto store videos by source stem (see module doc)."""
+    path = Path(path)
+    if data is None:
+        data = json.loads(Path(path).read_text())
+    _check_pocovid_layout(path, data)
     allowed, classes, excluded = select_videos(store, classes, where)
     allowed = set(allowed)
     exact, lower = defaultdict(list), defaultdict(list)
