@@ -76,6 +76,8 @@ def pretrain_report(path: str | Path) -> Path:
     labelled = json.loads((path / "labelled_videos.json").read_text()) if (path / "labelled_videos.json").is_file() else {}
     figure = _curves(path, rows, best.get("epoch"))
     probed = [r for r in rows if not math.isnan(r.get("probe_linear_acc", math.nan))]
+    supervised = [v for v in labelled.get("videos") or [] if v.get("used_for") != "probe"]
+    by_probe = [v for v in labelled.get("videos") or [] if v.get("used_for") == "probe"]
     first, final = rows[0], rows[-1]
     seconds = sum(r["epoch_time_s"] for r in rows)
 
@@ -89,9 +91,10 @@ def pretrain_report(path: str | Path) -> Path:
         f"store `{cfg.store}` (id {last.get('store_id')}). Epochs run: {len(rows)} of {cfg.epochs}"
         + ("" if len(rows) >= cfg.epochs
            else " (**unfinished**: resuming continues it: `resume`, `uscl pretrain --resume`)") + ".",
-        f"Labels used: {len(labelled.get('videos') or [])} videos"
-        + (f" ({sum(v.get('used_for') == 'probe' for v in labelled['videos'])} by the online probe that chose the "
-           "checkpoint; fine-tuning refuses to test on them; see labelled_videos.json)." if labelled.get("videos") else "."),
+        f"Labels used by the supervised term: {len(supervised)} videos"
+        + (" (fine-tuning refuses to test on them; see labelled_videos.json)." if supervised else "."),
+        *([f"Labels used by the online probe that chose the checkpoint: {len(by_probe)} videos (fine-tuning "
+           "refuses to test on them too)."] if by_probe else []),
         "",
         "| | epoch | train contrastive | validation contrastive |",
         "|---|---:|---:|---:|",
