@@ -8,7 +8,7 @@ import os
 from uscl.errors import UsclError
 
 NAME = "pretrain"
-HELP = "pretrain a backbone on a frame store (USCL, USCL self-supervised, SimCLR)"
+HELP = "pretrain a backbone on a frame store (USCL, SimCLR, the paper's frame SimCLR, MoCo v2)"
 ORDER = 30
 DESCRIPTION = """\
 Pretrain a ResNet backbone on the videos of a frame store (made with `uscl prepare`).
