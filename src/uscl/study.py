@@ -183,8 +183,14 @@ def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig
     return _table(where, runs.specs)
 
 
+# the methods this tool exists for; every other init is a baseline a user could pick instead
+OURS = ("uscl", "uscl-selfsup", "moco-spg")
+
+
 def _baselines(table: dict) -> list[str]:
-    return [n for n in table if n in ("random", "imagenet")]
+    """random, imagenet and the other methods (SimCLR, the paper's SimCLR, MoCo) when ours are run."""
+    ours_run = any(n in OURS for n in table)
+    return [n for n in table if n in ("random", "imagenet") or (ours_run and n not in OURS)]
 
 
 def _grouped(table: dict, methods: list[str]) -> dict:
@@ -208,8 +214,11 @@ def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], 
     data = {}
     for key, table in tables.items():
         grouped = _grouped(table, methods)
-        lines += [f"# Mode {key}", "", stats.study_markdown(grouped, [m for m in methods if m in grouped],
-                                                            _baselines(grouped), unit="cell", metric="video accuracy"),
+        base = _baselines(grouped)
+        ours = [m for m in methods if m in grouped and m not in base]
+        lines += [f"# Mode {key}", "", stats.study_markdown(grouped, ours or [m for m in methods if m in grouped],
+                                                            base if ours else _baselines({}) or ["random"],
+                                                            unit="cell", metric="video accuracy"),
                   "", "Over seeds alone (each seed's fold mean is one unit: the stricter interval):", "",
                   stats.summary_table(grouped, unit="seed", metric="video accuracy"), ""]
         data[key] = {name: [[s, f, v] for (s, f), v in cells.items()] for name, cells in grouped.items()}
