@@ -30,6 +30,7 @@ from uscl.finetune.compare import finetune_inits
 from uscl.finetune.config import FinetuneConfig
 from uscl.finetune.label_fraction import subsample_splits
 from uscl.finetune.train import finetune
+from uscl.pipeline import SELF_SUPERVISED
 from uscl.pretrain import PretrainConfig, method_names, pretrain, resume_config
 from uscl.pretrain.config import DatasetConfig
 from uscl.report import stats
@@ -123,7 +124,8 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
 
 
 def _label(method: str, same: bool) -> str:
-    return "uscl-selfsup" if (same and method == "uscl") else method
+    """The method as run: without labels (``same``), the self-supervised variant, as the pipeline does."""
+    return SELF_SUPERVISED.get(method, method) if same else method
 
 
 def _notes(cfg: StudyConfig, same: bool) -> list[str]:
@@ -176,8 +178,8 @@ def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig
     where = runs.out / f"fraction-{fraction:g}"
     for name, spec in runs.specs.items():
         run_cfg = dataclasses.replace(base, init=spec, out=str(where / name), resume=cfg.resume)
-        if cfg.resume and (where / name / "metrics.json").is_file() and json.loads(
-                (where / name / "metrics.json").read_text()).get("complete"):
+        done = where / name / "metrics.json"
+        if cfg.resume and done.is_file() and json.loads(done.read_text()).get("complete"):
             continue
         finetune(run_cfg, splits=splits, log=log, log_splits=False)
     return _table(where, runs.specs)

@@ -70,23 +70,19 @@ def choose_run_folder(cfg: PretrainConfig) -> RunFolder:
     if run_dir.exists() and not run_dir.is_dir():
         raise UsclError(f"{run_dir} exists and is not a folder", param="out")
     holds_run = (run_dir / STATE_FILE).is_file()
-    if cfg.auto_resume and holds_run and not cfg.overwrite:
-        _check_resumable(run_dir, cfg, what="continue")
+    if cfg.auto_resume and not cfg.overwrite and (run_dir / CONFIG_FILE).is_file():
         diffs = elastic_differences(saved_config(run_dir), cfg)
         if diffs:
             raise UsclError(f"{run_dir} holds a run with other settings ({'; '.join(diffs)}); auto_resume only "
                             "continues the same run: use another out folder", param="auto_resume")
+        if not holds_run:  # started, but no epoch finished: start it again
+            return RunFolder(run_dir, False)
+        _check_resumable(run_dir, cfg, what="continue")
         done = finished_epochs(run_dir) or 0
         if done >= cfg.epochs:
             raise UsclError(f"{run_dir} holds a finished run ({done} of {cfg.epochs} epochs); nothing to continue",
                             param="out")
         return RunFolder(run_dir, True)
-    if cfg.auto_resume and not holds_run and (run_dir / CONFIG_FILE).is_file() and not cfg.overwrite:
-        diffs = elastic_differences(saved_config(run_dir), cfg)  # started, but no epoch finished
-        if diffs:
-            raise UsclError(f"{run_dir} holds a run with other settings ({'; '.join(diffs)}); auto_resume only "
-                            "continues the same run: use another out folder", param="auto_resume")
-        return RunFolder(run_dir, False)
     if run_dir.is_dir() and any(run_dir.iterdir()) and not cfg.overwrite:
         hint = (" (it holds a pretraining run: continue it with resume, or auto_resume for the same settings)"
                 if holds_run else "")
