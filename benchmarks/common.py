@@ -225,13 +225,13 @@ def make_train_step(model, opt, scaler, precision: str, device, channels_last: b
     The trainer's own :func:`uscl.pretrain.step.train_step`, for the model-only ceiling (random
     tensors) and the end-to-end loop alike, so the two differ only in where the views come from.
     """
-    from uscl.pretrain.methods import USCL
+    from uscl.pretrain.methods import USCL, StepInputs
     from uscl.pretrain.step import train_step
 
     method = USCL(supervised=True)
 
     def step(v1, v2, labels):
-        return train_step(model, method, opt, scaler, v1, v2, labels, precision=precision,
+        return train_step(model, method, opt, scaler, StepInputs((v1, v2), labels), precision=precision,
                           channels_last=channels_last).total
 
     return step

@@ -37,18 +37,46 @@ def test_study_pretrains_each_method_and_seed_and_compares_on_the_same_folds(mak
     assert labelled["videos"] == []
     # resume: everything finished is kept, the report is the same
     lines = []
-    again = run_study(StudyConfig(store=str(store), out=str(out), methods=["uscl", "simclr-frames"], seeds=[0, 1],
-                                  epochs=1, image_size=32, batch_size=4, modes=["knn"], folds=2,
-                                  label_fractions=[0.5], device="cpu", resume=True), log=lines.append)
+    run_study(StudyConfig(store=str(store), out=str(out), methods=["uscl", "simclr-frames"], seeds=[0, 1],
+                          epochs=1, image_size=32, batch_size=4, modes=["knn"], folds=2,
+                          label_fractions=[0.5], device="cpu", resume=True), log=lines.append)
     assert sum("finished earlier, kept" in ln for ln in lines) == 4
     assert json.loads((out / "study.json").read_text())["scores"] == data["scores"]
     with pytest.raises(Exception, match="other settings"):
-        run_study(StudyConfig(store=str(store), out=str(out), methods=["simclr"], seeds=[0], epochs=1,
+        run_study(StudyConfig(store=str(store), out=str(out), methods=["simclr"], seeds=[0], epochs=2,
                               image_size=32, modes=["knn"], folds=2, device="cpu", resume=True))
+    # an ablation row added on resume: only it is pretrained; it is one of ours (a variant of uscl)
+    lines = []
+    rows = ["uscl", "simclr-frames", "unmixed=uscl+mixup=false"]
+    run_study(StudyConfig(store=str(store), out=str(out), methods=rows, seeds=[0, 1], epochs=1, image_size=32,
+                          batch_size=4, modes=["knn"], folds=2, device="cpu", resume=True), log=lines.append)
+    assert sum("finished earlier, kept" in ln for ln in lines) == 4
+    assert sum(ln.startswith("pretraining unmixed-s") for ln in lines) == 2
+    assert "mixup: false" in (out / "pretrain" / "unmixed-s0" / "config.yaml").read_text()
+    report = (out / "study.md").read_text()
+    assert "unmixed" in json.loads((out / "study.json").read_text())["scores"]["knn"]
+    assert "unmixed − best baseline" in report or "unmixed" in report
+    # the same row name with other settings is refused, naming the difference
+    with pytest.raises(Exception, match="mixup"):
+        run_study(StudyConfig(store=str(store), out=str(out), methods=["unmixed=uscl+mixup=true"], seeds=[0],
+                              epochs=1, image_size=32, batch_size=4, modes=["knn"], folds=2, device="cpu",
+                              resume=True))
 
 
 def test_study_settings_are_checked():
+    from uscl.study import Variant, parse_variant
+
     with pytest.raises(ConfigError, match="methods"):
         StudyConfig(store="s", methods=["byol"]).validate()
+    assert parse_variant("simclr") == Variant("simclr", "simclr")
+    assert parse_variant("near=uscl+dataset.max_gap=4+mixup=false") == Variant(
+        "near", "uscl", (("dataset.max_gap", "4"), ("mixup", "false")))
+    for bad, why in [("near=uscl+dataset.max_gapp=4", "max_gapp"), ("uscl+mixup=false", "name of its own"),
+                     ("x=uscl+mixup", "KEY=VALUE"), ("x=uscl+seed=3", "set by the study"),
+                     ("x=byol", "byol")]:
+        with pytest.raises(ConfigError, match=why):
+            parse_variant(bad)
+    with pytest.raises(ConfigError, match="its own name"):
+        StudyConfig(store="s", methods=["a=uscl+mixup=false", "a=simclr"]).validate()
     with pytest.raises(ConfigError, match="label_fractions"):
         StudyConfig(store="s", label_fractions=[0.0]).validate()

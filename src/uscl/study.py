@@ -18,10 +18,13 @@ pretraining runs and fine-tuning folds are kept.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from uscl.checkpoint.run_files import STATE_FILE
 from uscl.checkpoint.weights import load_train_state
@@ -32,12 +35,13 @@ from uscl.finetune.label_fraction import subsample_splits
 from uscl.finetune.train import finetune
 from uscl.pipeline import SELF_SUPERVISED
 from uscl.pretrain import PretrainConfig, method_names, pretrain, resume_config
-from uscl.pretrain.config import DatasetConfig
+from uscl.pretrain.config import (DatasetConfig, apply_overrides, config_from_dict, elastic_differences,
+                                  saved_config, validate_config)
 from uscl.report import stats
 from uscl.report.plots import pyplot, save_figure
 from uscl.store import FrameStore
 from uscl.utils.atomic import atomic_write_json, atomic_write_text, prepare_output_dir
-from uscl.utils.config import config_field
+from uscl.utils.config import config_field, to_dict
 
 STUDY_FILE = "study.json"
 MODES = ("linear", "knn", "paper", "full")
@@ -50,7 +54,9 @@ class StudyConfig:
     pretrain_store: str | None = config_field(None, help="separate store to pretrain on (default: the evaluated "
                                                          "store, without its labels)")
     methods: list[str] = config_field(default_factory=lambda: ["uscl", "simclr", "simclr-frames", "moco"],
-                                      help="pretraining methods, comma-separated")
+                                      help="pretraining methods, comma-separated; a variant (an ablation row) is "
+                                           "NAME=METHOD+KEY=VALUE+..., with pretraining settings as dotted keys, "
+                                           "e.g. no-mixup=uscl+mixup=false or near=uscl+dataset.max_gap=4")
     seeds: list[int] = config_field(default_factory=lambda: [0, 1, 2], help="pretraining seeds (default 0,1,2)")
     modes: list[str] = config_field(default_factory=lambda: ["linear"], help="evaluation modes: linear, knn, "
                                                                              "paper, full (default linear)")
@@ -72,9 +78,12 @@ class StudyConfig:
     def validate(self) -> None:
         if not self.store:
             raise ConfigError("store: a labelled frame store is needed", param="store")
-        unknown = [m for m in self.methods if m not in method_names()]
-        if unknown or not self.methods:
-            raise ConfigError(f"methods: {unknown or 'none'} not among {', '.join(method_names())}", param="methods")
+        if not self.methods:
+            raise ConfigError("methods: none given", param="methods")
+        rows = [parse_variant(m) for m in self.methods]
+        names = [r.name for r in rows]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"methods: each row needs its own name, got {names}", param="methods")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ConfigError(f"modes: {bad or 'none'} not among {', '.join(MODES)}", param="modes")
@@ -84,6 +93,52 @@ class StudyConfig:
             raise ConfigError(f"label_fractions must lie in (0, 1], got {self.label_fractions}", param="label_fractions")
         if self.epochs < 1 or self.folds < 2:
             raise ConfigError("epochs must be >= 1 and folds >= 2", param="epochs" if self.epochs < 1 else "folds")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pretraining row of a study: a method with settings of its own (an ablation)."""
+
+    name: str  # the row's name (the method's name when no settings are given)
+    method: str
+    settings: tuple[tuple[str, str], ...] = ()  # dotted PretrainConfig keys and their values
+
+
+def parse_variant(text: str) -> Variant:
+    """``METHOD`` or ``NAME=METHOD+KEY=VALUE+...`` (values as in a YAML file: ``false``, ``4``, ``0.2``)."""
+    text = text.strip()
+    name, _, spec = text.partition("=") if "=" in text.split("+", 1)[0] else ("", "", text)
+    method, *pairs = spec.split("+")
+    if method not in method_names():
+        raise ConfigError(f"methods: {method!r} (in {text!r}) is not among {', '.join(method_names())}",
+                          param="methods")
+    settings = []
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"methods: {pair!r} in {text!r} is not KEY=VALUE", param="methods")
+        settings.append((key.strip(), value.strip()))
+    name = name.strip() or method
+    if settings and name == method:
+        raise ConfigError(f"methods: {text!r} changes settings, so it needs a name of its own (NAME={spec})",
+                          param="methods")
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"methods: {name!r} cannot name a run folder", param="methods")
+    for key, _ in settings:
+        if key in ("store", "out", "method", "seed", "resume", "overwrite"):
+            raise ConfigError(f"methods: {key} is set by the study itself (in {text!r})", param="methods")
+    variant = Variant(name, method, tuple(settings))
+    _check_settings(variant)
+    return variant
+
+
+def _check_settings(variant: Variant) -> None:
+    """Refuse settings that are not pretraining settings, naming them."""
+    if variant.settings:
+        try:
+            config_from_dict(apply_overrides({}, {k: yaml.safe_load(v) for k, v in variant.settings}))
+        except ConfigError as exc:
+            raise ConfigError(f"methods: {variant.name}: {exc}", param="methods") from None
 
 
 @dataclass
@@ -105,9 +160,10 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
     notes = _notes(cfg, same)
     for n in notes:
         log(f"note: {n}")
-    backbones = {(m, s): pretrain_one(cfg, m, s, same, out, log) for m in cfg.methods for s in cfg.seeds}
+    rows = [parse_variant(m) for m in cfg.methods]
+    backbones = {(v, s): pretrain_one(cfg, v, s, same, out, log) for v in rows for s in cfg.seeds}
     inits = ["random"] + ([f"imagenet=imagenet:{cfg.imagenet}"] if cfg.imagenet else [])
-    inits += [f"{_label(m, same)}-s{s}=checkpoint:{d}" for (m, s), d in backbones.items()]
+    inits += [f"{_label(v, same)}-s{s}=checkpoint:{d}" for (v, s), d in backbones.items()]
     tables = {}
     for mode in cfg.modes:
         base = FinetuneConfig(store=cfg.store, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
@@ -118,14 +174,24 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
         for fraction in cfg.label_fractions:
             if fraction < 1:
                 tables[f"{mode}@{fraction:g}"] = _fraction_runs(base, runs, fraction, cfg, log)
-    report = write_report(cfg, out, tables, [_label(m, same) for m in cfg.methods], notes)
+    report = write_report(cfg, out, tables, [_label(v, same) for v in rows], notes, ours=_ours(rows, same))
     log(f"study report: {report}")
     return StudyResult(out, tables, report, notes)
 
 
-def _label(method: str, same: bool) -> str:
+def _method(variant: Variant, same: bool) -> str:
     """The method as run: without labels (``same``), the self-supervised variant, as the pipeline does."""
-    return SELF_SUPERVISED.get(method, method) if same else method
+    return SELF_SUPERVISED.get(variant.method, variant.method) if same else variant.method
+
+
+def _label(variant: Variant, same: bool) -> str:
+    """The row's name: a plain method's name as run; a variant keeps the name it was given."""
+    return _method(variant, same) if variant.name == variant.method else variant.name
+
+
+def _ours(rows: list[Variant], same: bool) -> list[str]:
+    """The rows of the methods this tool exists for (and their variants); the rest are baselines."""
+    return [_label(v, same) for v in rows if _method(v, same) in OURS]
 
 
 def _notes(cfg: StudyConfig, same: bool) -> list[str]:
@@ -140,24 +206,41 @@ def _notes(cfg: StudyConfig, same: bool) -> list[str]:
     return notes
 
 
-def pretrain_one(cfg: StudyConfig, method: str, seed: int, same: bool, out: Path, log) -> Path:
-    """One pretraining run of the study (kept when finished, continued when not)."""
-    run_dir = out / "pretrain" / f"{_label(method, same)}-s{seed}"
+def pretrain_config(cfg: StudyConfig, variant: Variant, seed: int, same: bool, run_dir: Path) -> PretrainConfig:
+    """The settings of one pretraining run: the study's, then the variant's own."""
     store = cfg.pretrain_store or cfg.store
+    pcfg = PretrainConfig(store=store, out=str(run_dir), method=_method(variant, same), seed=seed, epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, select="last", device=cfg.device, overwrite=True,
+                          label_rate=0.0 if same else 1.0,
+                          dataset=DatasetConfig(image_size=cfg.image_size, valid_size=0.0,
+                                                frame_slots=len(FrameStore(store))))
+    if variant.settings:
+        data = apply_overrides(to_dict(pcfg), {k: yaml.safe_load(v) for k, v in variant.settings})
+        pcfg = config_from_dict(data)
+        if same:
+            pcfg.label_rate = 0.0  # never the evaluated videos' labels, whatever the variant says
+    return pcfg
+
+
+def pretrain_one(cfg: StudyConfig, variant: Variant, seed: int, same: bool, out: Path, log) -> Path:
+    """One pretraining run of the study (kept when finished with the same settings, continued when not)."""
+    run_dir = out / "pretrain" / f"{_label(variant, same)}-s{seed}"
+    pcfg = pretrain_config(cfg, variant, seed, same, run_dir)
     if (run_dir / STATE_FILE).is_file():
+        diffs = [d for d in elastic_differences(saved_config(run_dir), validate_config(copy.deepcopy(pcfg)))
+                 if not d.startswith(("device:", "dataset.num_workers:"))]
+        if diffs:
+            raise UsclError(f"{run_dir} was pretrained with other settings ({'; '.join(diffs)}); "
+                            "use another --out or rename the row", param="methods")
         done = int(load_train_state(run_dir / STATE_FILE).get("epoch", 0))
-        if done >= cfg.epochs:
+        if done >= pcfg.epochs:
             log(f"pretraining {run_dir.name}: finished earlier, kept")
             return run_dir
         log(f"pretraining {run_dir.name}: continuing after epoch {done}")
         pretrain(resume_config(run_dir))
         return run_dir
-    n_videos = len(FrameStore(store))
-    pcfg = PretrainConfig(store=store, out=str(run_dir), method=_label(method, same), seed=seed, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, select="last", device=cfg.device, overwrite=True,
-                          label_rate=0.0 if same else 1.0,
-                          dataset=DatasetConfig(image_size=cfg.image_size, valid_size=0.0, frame_slots=n_videos))
-    log(f"pretraining {run_dir.name} ({cfg.epochs} epochs, {cfg.image_size} px)")
+    extra = "".join(f", {k}={v}" for k, v in variant.settings)
+    log(f"pretraining {run_dir.name} ({pcfg.epochs} epochs, {cfg.image_size} px{extra})")
     pretrain(pcfg)
     return run_dir
 
@@ -186,13 +269,14 @@ def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig
 
 
 # the methods this tool exists for; every other init is a baseline a user could pick instead
-OURS = ("uscl", "uscl-selfsup", "moco-spg")
+OURS = ("uscl", "uscl-selfsup", "uscl-multi", "moco-spg")
 
 
-def _baselines(table: dict) -> list[str]:
+def _baselines(table: dict, ours: list[str] | None = None) -> list[str]:
     """random, imagenet and the other methods (SimCLR, the paper's SimCLR, MoCo) when ours are run."""
-    ours_run = any(n in OURS for n in table)
-    return [n for n in table if n in ("random", "imagenet") or (ours_run and n not in OURS)]
+    ours = list(OURS) if ours is None else ours
+    ours_run = any(n in ours for n in table)
+    return [n for n in table if n in ("random", "imagenet") or (ours_run and n not in ours)]
 
 
 def _grouped(table: dict, methods: list[str]) -> dict:
@@ -208,7 +292,8 @@ def _grouped(table: dict, methods: list[str]) -> dict:
     return out
 
 
-def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], notes: list[str]) -> Path:
+def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], notes: list[str],
+                 ours: list[str] | None = None) -> Path:
     lines = ["# Study", "", f"Evaluated on `{cfg.store}`; pretrained on `{cfg.pretrain_store or cfg.store}`; "
              f"{cfg.epochs} pretraining epochs at {cfg.image_size} px; seeds {', '.join(map(str, cfg.seeds))}; "
              f"{cfg.folds} video-level folds (the same for every init). Metric: video accuracy.", ""]
@@ -216,10 +301,10 @@ def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], 
     data = {}
     for key, table in tables.items():
         grouped = _grouped(table, methods)
-        base = _baselines(grouped)
-        ours = [m for m in methods if m in grouped and m not in base]
-        lines += [f"# Mode {key}", "", stats.study_markdown(grouped, ours or [m for m in methods if m in grouped],
-                                                            base if ours else _baselines({}) or ["random"],
+        base = _baselines(grouped, ours)
+        mine = [m for m in methods if m in grouped and m not in base]
+        lines += [f"# Mode {key}", "", stats.study_markdown(grouped, mine or [m for m in methods if m in grouped],
+                                                            base if mine else _baselines({}) or ["random"],
                                                             unit="cell", metric="video accuracy"),
                   "", "Over seeds alone (each seed's fold mean is one unit: the stricter interval):", "",
                   stats.summary_table(grouped, unit="seed", metric="video accuracy"), ""]
@@ -270,11 +355,12 @@ def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
 
 
 def check_study(cfg: StudyConfig) -> None:
-    """Raise for a study whose folder holds a different study (resume)."""
+    """Raise for a study whose folder holds a different study (resume). Rows and seeds may be
+    added (each pretraining run is checked against its own saved settings)."""
     saved = Path(cfg.out) / STUDY_FILE
     if cfg.resume and saved.is_file():
         old = json.loads(saved.read_text())["config"]
-        diffs = [k for k in ("store", "pretrain_store", "methods", "seeds", "epochs", "image_size", "folds")
+        diffs = [k for k in ("store", "pretrain_store", "epochs", "image_size", "folds", "seed", "finetune_epochs")
                  if old.get(k) != getattr(cfg, k)]
         if diffs:
             raise UsclError(f"{cfg.out} holds a study with other settings ({', '.join(diffs)}); use another out",

@@ -55,7 +55,7 @@ def test_simclr_frames_can_pair_two_frames_of_one_video_and_simclr_cannot(make_s
     assert len(set(drawn)) > 1 and drawn != [tuple(f) for f in slots.plan_batch([(1, i) for i in range(6)])[2]]
 
 
-@pytest.mark.parametrize("method", ["simclr-frames", "moco", "moco-spg"])
+@pytest.mark.parametrize("method", ["simclr-frames", "moco", "moco-spg", "uscl-multi"])
 def test_baseline_trains_and_resumes_bit_identically(method, make_store, tmp_path):
     store = make_store(n_videos=8, frames=4, size=32)
     straight = pretrain(tiny(store, tmp_path / "straight", method=method))
@@ -72,6 +72,29 @@ def test_baseline_trains_and_resumes_bit_identically(method, make_store, tmp_pat
     a, _ = load_weights(straight.last_path)
     b, _ = load_weights(resumed.last_path)
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+
+
+def test_multi_positive_gets_three_views_and_time_weights(make_store, tmp_path):
+    from uscl.augment import AugmentConfig, BatchAugment
+    from uscl.pretrain.config import LossConfig
+    from uscl.pretrain.methods import method_class
+    from uscl.utils.seed import make_generator
+
+    store = FrameStore(make_store(n_videos=4, frames=10, size=32))
+    data = VideoItemDataset(store, range(4), PairSamplingConfig(), seed=0)
+    batch = data.get_batch([(0, i) for i in range(4)])
+    cfg = tiny(store.root, tmp_path / "x", method="uscl-multi", loss=LossConfig(time_sigma=0.2))
+    method = method_class("uscl-multi").from_config(cfg, supervised=False)
+    inputs = method.make_inputs(batch, BatchAugment(AugmentConfig(size=24)), 0.5, "cpu", make_generator(0))
+    assert len(inputs.views) == 3 and inputs.view1.shape == (4, 3, 24, 24)
+    assert not torch.equal(inputs.views[0], inputs.views[2])  # each frame augmented on its own
+    w = inputs.positive_weights
+    t = batch["frame_index"].double()
+    # weight of f1 -> f3 against its time gap, in units of 0.2 of the video's 10 frames
+    assert torch.allclose(w[:, 0, 2].double(), torch.exp(-(t[:, 0] - t[:, 2]).abs() / 2.0), atol=1e-6)
+    bigger = make_store(n_videos=8, frames=6, size=32)
+    run = pretrain(tiny(bigger, tmp_path / "weighted", method="uscl-multi", loss=LossConfig(time_sigma=0.2)))
+    assert all(np.isfinite([r["total_loss"], r["val_loss"]]).all() for r in run.metrics)
 
 
 def test_online_probe_is_logged_chooses_the_checkpoint_and_guards_its_videos(make_store, tmp_path):

@@ -8,7 +8,7 @@ from torch import nn
 
 from uscl.data import DistributedVideoSampler
 from uscl.models import USCLModel
-from uscl.pretrain.methods import compute_losses
+from uscl.pretrain.methods import StepInputs, compute_losses
 
 WORLD = 2
 LABELS = {
@@ -122,7 +122,7 @@ def _moco_worker(rank, init_file, out_file):
         ddp = nn.parallel.DistributedDataParallel(model)
         v1, v2, labels = batch("none")
         sl = slice(rank * 4, (rank + 1) * 4)
-        parts = method.loss(ddp, v1[sl], v2[sl], labels[sl], distributed=True)
+        parts = method.loss(ddp, StepInputs((v1[sl], v2[sl]), labels[sl]), distributed=True)
         parts.total.backward()
         loss = parts.total.detach().clone()
         td.all_reduce(loss)
@@ -145,7 +145,7 @@ def test_two_process_moco_equals_one_process_on_the_global_batch(tmp_path):
     method = MoCo(queue_size=12, momentum=0.9, seed=0, temperature=0.2)
     method.setup(model, torch.device("cpu"))
     v1, v2, labels = batch("none")
-    parts = method.loss(model, v1, v2, labels)
+    parts = method.loss(model, StepInputs((v1, v2), labels))
     parts.total.backward()
     method.after_step(model)
     assert torch.allclose(got["loss"], parts.total.detach(), atol=1e-6)

@@ -30,9 +30,9 @@ class CosinePairs(PretrainMethod):
         super().__init__(**kw)
         self.steps = torch.zeros((), dtype=torch.int64)
 
-    def loss(self, model, view1, view2, labels, *, distributed=False):
-        n = view1.shape[0]
-        _, z, _ = model(torch.cat([view1, view2], 0))
+    def loss(self, model, inputs, *, distributed=False):
+        n = inputs.view1.shape[0]
+        _, z, _ = model(torch.cat(inputs.views, 0))
         loss = 1 - F.cosine_similarity(z[:n], z[n:]).mean()
         zero = torch.zeros((), device=loss.device)
         return StepLosses(loss, loss, zero, torch.zeros((), dtype=torch.int64))
@@ -89,5 +89,5 @@ def test_registered_methods_are_the_cli_choices(toy_method):
 
 
 def test_an_unknown_method_is_named():
-    with pytest.raises(ConfigError, match="method: .byol. is not one of uscl, uscl-selfsup, simclr, simclr-frames, moco, moco-spg"):
+    with pytest.raises(ConfigError, match="method: .byol. is not one of uscl, uscl-selfsup, uscl-multi, simclr, simclr-frames, moco, moco-spg"):
         validate_config(PretrainConfig(method="byol"))

@@ -44,3 +44,18 @@ def gpu_batch_to_views(batch: dict, augment: BatchAugment, alpha: float, mixup: 
             return view1, view2, labels
     view1, view2 = eager_views(frames, params, lam, augment, device, mix)
     return view1, view2, labels
+
+
+def gpu_batch_to_frame_views(batch: dict, augment: BatchAugment, device,
+                             generator: torch.Generator | None = None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """``((view_1, ..., view_k), labels)``: each of the k frames of every item augmented on its own,
+    nothing mixed (multi-view methods). The parameters are drawn for the N·k frames in item order
+    on the generator's device, as :func:`gpu_batch_to_views` draws them."""
+    device = torch.device(device)
+    frames = batch["frames"]  # (N, k, C, H, W) uint8
+    labels = batch["label"].to(device, non_blocking=True)
+    n, k = frames.shape[:2]
+    params = augment.draw(n * k, generator)
+    out = augment.apply(frames.reshape(n * k, *frames.shape[2:]).to(device, non_blocking=True), params)
+    out = out.view(n, k, *out.shape[1:])
+    return tuple(out[:, j].contiguous() for j in range(k)), labels

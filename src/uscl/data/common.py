@@ -118,6 +118,8 @@ class PlannedBatches:
             "mixable": torch.from_numpy(mixable),
             "label": torch.tensor([self.labels[p] for p in positions], dtype=torch.int64),
             "video": torch.tensor(videos, dtype=torch.int64),
+            "frame_index": torch.from_numpy(np.asarray(frames, dtype=np.int64)),  # (N, 3) frame of each slot
+            "num_frames": torch.tensor([self.store.videos[v].num_frames for v in videos], dtype=torch.int64),
         }
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:

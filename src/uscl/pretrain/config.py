@@ -58,6 +58,8 @@ class LossConfig:
     temperature: float = config_field(0.5, help="NT-Xent temperature (default 0.5)")
     use_cosine_similarity: bool = True
     lambda_sup: float = config_field(0.2, help="weight of each view's supervised cross-entropy (uscl; default 0.2)")
+    time_sigma: float | None = config_field(None, help="uscl-multi: weight positives by exp(-|dt| / (sigma * video "
+                                                       "length)) (IVPP-style; default: unweighted)")
 
 
 @dataclass
@@ -303,6 +305,8 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     need(cfg.probe.knn_k >= 1, f"probe.knn_k must be >= 1, got {cfg.probe.knn_k}")
     need(cfg.probe.frames_per_video >= 1, f"probe.frames_per_video must be >= 1, got {cfg.probe.frames_per_video}")
     need(cfg.loss.lambda_sup >= 0, f"loss.lambda_sup must be >= 0, got {cfg.loss.lambda_sup}")
+    need(cfg.loss.time_sigma is None or cfg.loss.time_sigma > 0,
+         f"loss.time_sigma must be > 0 (or unset), got {cfg.loss.time_sigma}")
     d = cfg.dataset
     need(d.image_size >= 16, f"dataset.image_size must be at least 16 px, got {d.image_size}")
     need(0 <= d.valid_size < 1, f"dataset.valid_size must be within [0, 1), got {d.valid_size}")

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uscl.augment import BatchAugment, eval_transform, gpu_batch_to_views, sample_lambda, views_of
+from uscl.augment import BatchAugment, eval_transform, sample_lambda, views_of
 from uscl.checkpoint import unwrap_model
-from uscl.pretrain.methods import PretrainMethod
+from uscl.pretrain.methods import PretrainMethod, StepInputs
 from uscl.pretrain.step import model_input, train_step
 from uscl.utils import dist
 from uscl.utils.device import autocast_for
@@ -78,12 +78,12 @@ def train_one_epoch(t: Training, loader, epoch: int, *, lr: float, epochs: int, 
         if batch is None:
             break
         wait += time.perf_counter() - tw
-        v1, v2, labels = gpu_batch_to_views(batch, t.augment, t.alpha, t.method.mixup, t.device, generator=gen)
-        parts = train_step(t.model, t.method, t.optimizer, t.scaler, v1, v2, labels, precision=t.precision,
+        inputs = t.method.make_inputs(batch, t.augment, t.alpha, t.device, generator=gen)
+        parts = train_step(t.model, t.method, t.optimizer, t.scaler, inputs, precision=t.precision,
                            channels_last=t.channels_last, distributed=t.distributed)
         sums += torch.stack([parts.total.detach(), parts.contrastive.detach(), parts.supervised.detach()]).double()
         labelled += parts.labelled
-        images += 2 * v1.shape[0] * t.world_size
+        images += len(inputs.views) * inputs.view1.shape[0] * t.world_size
         done += 1
         if done % log_every == 0 or done == steps:
             bar.set_postfix(loss=f"{float(sums[0]) / done:.4f}", img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
@@ -116,14 +116,18 @@ def validate(t: Training, loader, *, image_size: int, mean: float, std: float) -
         if b < 2:
             continue
         x = eval_transform(frames.flatten(0, 1), image_size, mean, std, t.view_channels).unflatten(0, (b, 3))
-        if t.method.mixup:
+        if t.method.views_per_item == 3:
+            views = tuple(x[:, j].expand(-1, t.view_channels, -1, -1).contiguous() for j in range(3))
+        elif t.method.mixup:
             mixable = batch["mixable"].to(t.device).bool()
             lam = torch.where(mixable, lam.to(t.device), torch.ones_like(lam, device=t.device))
-            v1, v2 = views_of(x, lam, t.view_channels)
+            views = views_of(x, lam, t.view_channels)
         else:
-            v1, v2 = views_of(x[:, 0::2], None, t.view_channels)
+            views = views_of(x[:, 0::2], None, t.view_channels)
+        inputs = StepInputs(tuple(model_input(v, t.channels_last) for v in views), batch["label"].to(t.device),
+                            t.method.positive_weights(batch))
         with autocast_for(t.precision, t.device):
-            loss = t.method.validation_loss(model, model_input(v1, t.channels_last), model_input(v2, t.channels_last))
-        total += float(loss.item()) * 2 * b
-        rows += 2 * b
+            loss = t.method.validation_loss(model, inputs)
+        total += float(loss.item()) * len(views) * b
+        rows += len(views) * b
     return total / rows if rows else None

@@ -4,8 +4,11 @@ A method is a small object the loop calls through a few hooks:
 
 * ``sampling_mode``: how a video becomes items ("spg": three frames f1, f2, f3; "simclr": one
   frame twice; "frames": every frame its own item), and ``mixup``: whether the views are mixes;
-* ``loss(model, view1, view2, labels)``: the loss of one step (:class:`StepLosses`);
-* ``validation_loss(model, view1, view2)``: a loss on unaugmented views (lower is better);
+* ``make_inputs(batch, augment, alpha, device, generator)``: the step's :class:`StepInputs`
+  (by default the two views of :func:`uscl.augment.gpu_batch_to_views`; a method with more
+  views per item, or weights between them, overrides it);
+* ``loss(model, inputs)``: the loss of one step (:class:`StepLosses`);
+* ``validation_loss(model, inputs)``: a loss on unaugmented views (lower is better);
 * ``from_config(cfg)``, ``setup(model, device)``: build it from the run's settings, and what
   depends on the model (a key encoder, a queue) once the model exists;
 * ``after_step(model)``: work after each optimiser step (a momentum encoder's update);
@@ -18,6 +21,9 @@ a subclass registered with :func:`register_method`; its name is then a valid
 
 * ``uscl``: SPG with mixup + NT-Xent + λ·(CE(view1) + CE(view2)) on labelled items;
 * ``uscl-selfsup``: the same without the supervised term;
+* ``uscl-multi``: SPG's three frames as three views, every one a positive of the other two
+  (multi-positive NT-Xent), optionally weighted by closeness in time (``loss.time_sigma``,
+  IVPP-style); no mixup, no labels;
 * ``simclr``: two augmentations of one random frame per video, NT-Xent only;
 * ``simclr-frames``: the paper's SimCLR baseline: frames sampled as independent images (an
   epoch covers every training frame, or ``dataset.frame_slots`` of them), so two frames of
@@ -34,8 +40,27 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from uscl.augment import BatchAugment, gpu_batch_to_frame_views, gpu_batch_to_views
 from uscl.errors import ConfigError
-from uscl.losses import masked_cross_entropy, nt_xent
+from uscl.losses import masked_cross_entropy, multi_positive_nt_xent, nt_xent, time_weights
+
+
+@dataclass
+class StepInputs:
+    """What one step feeds a method: k views of each of N items, their labels, and for
+    multi-view methods how much each view counts as a positive of each other one."""
+
+    views: tuple[torch.Tensor, ...]  # k float tensors (N, C, S, S) on the device
+    labels: torch.Tensor  # (N,) int64, -1 where unlabelled
+    positive_weights: torch.Tensor | None = None  # (N, k, k), or None: uniform
+
+    @property
+    def view1(self) -> torch.Tensor:
+        return self.views[0]
+
+    @property
+    def view2(self) -> torch.Tensor:
+        return self.views[1]
 
 
 @dataclass
@@ -106,15 +131,27 @@ class PretrainMethod:
         """One line for the log: the method and its settings."""
         return self.name
 
-    def loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor, *,
-             distributed: bool = False) -> StepLosses:
-        return compute_losses(model, view1, view2, labels, temperature=self.temperature, cosine=self.cosine,
-                              lambda_sup=self.lambda_sup, supervised=self.supervised, distributed=distributed)
+    views_per_item: ClassVar[int] = 2  # views make_inputs gives per item (and validation builds)
 
-    def validation_loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+    def make_inputs(self, batch: dict, augment: BatchAugment, alpha: float, device,
+                    generator: torch.Generator | None = None) -> StepInputs:
+        """The step's inputs from a loader batch: two augmented (mixed, where the method mixes) views."""
+        view1, view2, labels = gpu_batch_to_views(batch, augment, alpha, self.mixup, device, generator=generator)
+        return StepInputs((view1, view2), labels)
+
+    def positive_weights(self, batch: dict) -> torch.Tensor | None:
+        """(N, k, k) weights between the views of each item, or None (uniform)."""
+        return None
+
+    def loss(self, model: nn.Module, inputs: StepInputs, *, distributed: bool = False) -> StepLosses:
+        return compute_losses(model, inputs.view1, inputs.view2, inputs.labels, temperature=self.temperature,
+                              cosine=self.cosine, lambda_sup=self.lambda_sup, supervised=self.supervised,
+                              distributed=distributed)
+
+    def validation_loss(self, model: nn.Module, inputs: StepInputs) -> torch.Tensor:
         """NT-Xent of the projections of unaugmented views (one process, no gradient)."""
-        b = view1.shape[0]
-        _, z, _ = model(torch.cat([view1, view2], 0))
+        b = inputs.view1.shape[0]
+        _, z, _ = model(torch.cat([inputs.view1, inputs.view2], 0))
         return nt_xent(z[:b], z[b:], self.temperature, self.cosine)
 
     def after_step(self, model: nn.Module) -> None:
@@ -172,6 +209,58 @@ class USCL(PretrainMethod):
 class USCLSelfSupervised(PretrainMethod):
     name = "uscl-selfsup"
     summary = "USCL without the supervised term"
+
+
+@register_method
+class USCLMulti(PretrainMethod):
+    """SPG's three frames f1, f2, f3, each augmented on its own, as three views; each view's
+    positives are the other two (:func:`uscl.losses.multi_positive_nt_xent`), weighted by
+    exp(-|Δt| / (time_sigma · T)) when ``loss.time_sigma`` is set (frames close in time count
+    more), uniform otherwise. Nothing is mixed; the supervised term is not used."""
+
+    name = "uscl-multi"
+    summary = "SPG's three frames as three views, each a positive of the others (multi-positive NT-Xent)"
+    mixes = False
+    views_per_item = 3
+
+    def __init__(self, *, time_sigma: float | None = None, **kw):
+        super().__init__(**kw)
+        if time_sigma is not None and not time_sigma > 0:
+            raise ConfigError(f"loss.time_sigma must be > 0 (or unset), got {time_sigma}", param="loss.time_sigma")
+        self.time_sigma = time_sigma
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, supervised: bool) -> "USCLMulti":
+        return cls(time_sigma=cfg.loss.time_sigma, temperature=cfg.loss.temperature,
+                   cosine=cfg.loss.use_cosine_similarity, mixup=False, supervised=False)
+
+    def describe(self) -> str:
+        return self.name + (f" (time-weighted positives, sigma {self.time_sigma} of a video)" if self.time_sigma else "")
+
+    def make_inputs(self, batch: dict, augment: BatchAugment, alpha: float, device,
+                    generator: torch.Generator | None = None) -> StepInputs:
+        views, labels = gpu_batch_to_frame_views(batch, augment, device, generator=generator)
+        return StepInputs(views, labels, self.positive_weights(batch))
+
+    def positive_weights(self, batch: dict) -> torch.Tensor | None:
+        if self.time_sigma is None:
+            return None
+        return time_weights(batch["frame_index"], batch["num_frames"], self.time_sigma)
+
+    def _loss(self, model: nn.Module, inputs: StepInputs, distributed: bool) -> torch.Tensor:
+        n, k = inputs.view1.shape[0], len(inputs.views)
+        _, z, _ = model(torch.cat(inputs.views, 0))  # view-major: (k n, d)
+        z = z.view(k, n, -1).transpose(0, 1)  # (n, k, d)
+        return multi_positive_nt_xent(z, self.temperature, self.cosine, inputs.positive_weights,
+                                      distributed=distributed)
+
+    def loss(self, model: nn.Module, inputs: StepInputs, *, distributed: bool = False) -> StepLosses:
+        contrastive = self._loss(model, inputs, distributed)
+        zero = torch.zeros((), device=contrastive.device)
+        return StepLosses(contrastive, contrastive, zero, torch.zeros((), dtype=torch.int64, device=zero.device))
+
+    def validation_loss(self, model: nn.Module, inputs: StepInputs) -> torch.Tensor:
+        return self._loss(model, inputs, False)
 
 
 @register_method

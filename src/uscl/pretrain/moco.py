@@ -19,7 +19,7 @@ from torch import nn
 
 from uscl.checkpoint import unwrap_model
 from uscl.losses import enqueue, masked_cross_entropy, moco_infonce
-from uscl.pretrain.methods import PretrainMethod, StepLosses, register_method
+from uscl.pretrain.methods import PretrainMethod, StepInputs, StepLosses, register_method
 from uscl.utils import dist
 from uscl.utils.seed import derive_seed, make_generator
 
@@ -60,8 +60,8 @@ class MoCo(PretrainMethod):
         self.queue = nn.functional.normalize(queue, dim=1).to(device)
         self.pointer = 0
 
-    def loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor, *,
-             distributed: bool = False) -> StepLosses:
+    def loss(self, model: nn.Module, inputs: StepInputs, *, distributed: bool = False) -> StepLosses:
+        view1, view2, labels = inputs.view1, inputs.view2, inputs.labels
         n = view1.shape[0]
         _, q, logits = model(torch.cat([view1, view2], 0))
         with torch.no_grad():
@@ -91,8 +91,9 @@ class MoCo(PretrainMethod):
             self.pointer = enqueue(self.queue, self.pointer, keys)
             self._keys = None
 
-    def validation_loss(self, model: nn.Module, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+    def validation_loss(self, model: nn.Module, inputs: StepInputs) -> torch.Tensor:
         """InfoNCE of each view's query against the other's key and the current queue."""
+        view1, view2 = inputs.view1, inputs.view2
         n = view1.shape[0]
         _, q, _ = model(torch.cat([view1, view2], 0))
         self.key_encoder.eval()

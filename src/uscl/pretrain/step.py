@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from uscl.pretrain.methods import PretrainMethod, StepLosses
+from uscl.pretrain.methods import PretrainMethod, StepInputs, StepLosses
 from uscl.utils.device import autocast_for
 
 
@@ -15,13 +17,13 @@ def model_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def train_step(model: nn.Module, method: PretrainMethod, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor, *,
+               scaler: torch.amp.GradScaler, inputs: StepInputs, *,
                precision: str = "fp32", channels_last: bool = False, distributed: bool = False) -> StepLosses:
-    """Forward the two views under autocast, the method's loss, backward, step; then the
+    """Forward the views under autocast, the method's loss, backward, step; then the
     method's ``after_step`` (a momentum update). Returns the step's losses (not detached)."""
-    view1, view2 = model_input(view1, channels_last), model_input(view2, channels_last)
-    with autocast_for(precision, view1.device):
-        losses = method.loss(model, view1, view2, labels, distributed=distributed)
+    inputs = dataclasses.replace(inputs, views=tuple(model_input(v, channels_last) for v in inputs.views))
+    with autocast_for(precision, inputs.view1.device):
+        losses = method.loss(model, inputs, distributed=distributed)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses.total).backward()
     scaler.step(optimizer)
