@@ -65,6 +65,9 @@ class StudyConfig:
     batch_size: int = config_field(32, help="pretraining batch in videos (default 32)")
     folds: int = config_field(5, help="video-level folds (default 5)")
     finetune_epochs: int = config_field(30, help="fine-tuning epochs of the paper/full modes (default 30)")
+    max_frames_per_video: int | None = config_field(None, help="paper/full modes: training frames per video and "
+                                                               "epoch, evenly spread (default all)")
+    layer_decay: float = config_field(1.0, help="paper/full modes: layer-wise lr decay (see uscl finetune)")
     imagenet: str | None = config_field(None, help="local torchvision ImageNet weights: adds the imagenet row")
     label_fractions: list[float] = config_field(default_factory=list,
                                                 help="fractions of each training fold's videos for the label-rate "
@@ -168,7 +171,8 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
     for mode in cfg.modes:
         base = FinetuneConfig(store=cfg.store, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
                               epochs=cfg.finetune_epochs, seed=cfg.seed, device=cfg.device,
-                              classes=cfg.classes)
+                              classes=cfg.classes, max_frames_per_video=cfg.max_frames_per_video,
+                              layer_decay=cfg.layer_decay)
         runs = finetune_inits(base, inits, out / "eval" / mode, resume=cfg.resume, log=log)
         tables[mode] = _table(runs.out, runs.specs)
         for fraction in cfg.label_fractions:

@@ -165,3 +165,23 @@ def test_cli_errors_name_the_flag_of_the_setting(make_store, tmp_path, capsys):
     assert main(["compare", *base, "--init", "random", "--where", "probe"]) == 2
     assert "where expects key=value, got 'probe' (set with --where)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_layer_decay_gives_each_stage_its_lr_and_is_recorded(make_store, tmp_path):
+    from uscl.finetune.modes import param_groups, set_trainable
+    from uscl.models.classifier import build_classifier
+
+    model = build_classifier("resnet18", 3)
+    set_trainable(model, "full")
+    groups = param_groups(model, 1e-3, 0.5)
+    # head, layer4, layer3, layer2, layer1, stem (conv1 + bn1): every parameter exactly once
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3 * 0.5 ** d for d in range(6)])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert groups[-1]["params"][0] is model.backbone.conv1.weight
+    set_trainable(model, "paper")
+    assert [len(g["params"]) for g in param_groups(model, 1e-2, 0.5)] == [2, 6]  # head, layer4.1
+    with pytest.raises(UsclError, match="layer_decay"):
+        _cfg("s", tmp_path / "x", layer_decay=0.0).validate()
+    store = make_store(n_videos=6, frames=3)
+    res = finetune(_cfg(store, tmp_path / "full", mode="full", layer_decay=0.5, max_frames_per_video=2))
+    assert json.loads((res.run_dir / "fold0" / "model.json").read_text())["layer_decay"] == 0.5

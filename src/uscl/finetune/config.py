@@ -74,6 +74,8 @@ class FinetuneConfig:
     epochs: int = config_field(100, help="epochs (default 100)")
     lr: float | None = config_field(None, help="learning rate (default 0.01 paper, 1e-4 full)")
     weight_decay: float = config_field(1e-4, help="Adam weight decay (default 1e-4)")
+    layer_decay: float = config_field(1.0, help="layer-wise lr decay: each backbone stage below the head trains at "
+                                                "this times the lr of the one above (default 1: one lr)")
     batch_size: int = config_field(32, help="batch size (default 32)")
     image_size: int = config_field(224, help="input size in pixels (default 224)")
     workers: int = config_field(0, help="data loader workers (default 0)")
@@ -108,6 +110,8 @@ class FinetuneConfig:
         """Check every value; a problem is a ConfigError naming the setting (``param``)."""
         if not self.store:
             raise ConfigError("no frame store given: set store", param="store")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must lie in (0, 1], got {self.layer_decay}", param="layer_decay")
         if not self.out:
             raise ConfigError("no output folder given: set out", param="out")
         if self.mode not in MODES:

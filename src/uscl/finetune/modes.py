@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -51,6 +52,34 @@ def set_trainable(model: FinetunedClassifier, mode: str) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
+def backbone_stages(backbone: nn.Module) -> list[list[nn.Module]]:
+    """The backbone's stages, input first: each Sequential child with parameters is one (a ResNet's
+    layer1..layer4), and the parameterised children between them are grouped (the stem: conv1, bn1)."""
+    stages, loose = [], []
+    for _, child in backbone.named_children():
+        if not any(True for _ in child.parameters()):
+            continue
+        if isinstance(child, nn.Sequential):
+            if loose:
+                stages.append(loose)
+                loose = []
+            stages.append([child])
+        else:
+            loose.append(child)
+    return stages + ([loose] if loose else [])
+
+
+def param_groups(model: FinetunedClassifier, lr: float, layer_decay: float = 1.0) -> list[dict]:
+    """The optimiser's groups: the head at ``lr``, and each backbone stage at ``layer_decay`` times the
+    lr of the stage above it (a ResNet: layer4 at lr·d, layer3 at lr·d², ..., the stem at lr·d⁵), so a
+    pretrained trunk's early features move least. Frozen parameters are left out."""
+    groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": lr}]
+    for depth, stage in enumerate(reversed(backbone_stages(model.backbone)), start=1):
+        params = [p for m in stage for p in m.parameters() if p.requires_grad]
+        groups.append({"params": params, "lr": lr * layer_decay ** depth})
+    return [g for g in groups if g["params"]]
+
+
 # -- paper / full ----------------------------------------------------------------------
 def train_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, fold_seed: int, *,
                desc: str = "") -> FoldFit:
@@ -59,8 +88,8 @@ def train_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, f
     model.to(runner.device)
     if runner.cuda:
         model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(param_groups(model, cfg.learning_rate, cfg.layer_decay), lr=cfg.learning_rate,
+                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     gen = make_generator(derive_seed(fold_seed, "augment"), runner.device if runner.cuda else None)
     history, best, best_epoch, best_score = [], None, None, -1.0
@@ -82,7 +111,7 @@ def train_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, f
     selected = best_epoch if watch else cfg.epochs
     vids, frames, labels, probs = runner.predict(model, loaders["test"], desc=f"{desc} test")
     meta = {"head": "linear", "trainable": summarise_trainable(trainable), "epochs": cfg.epochs,
-            "lr": cfg.learning_rate, "selected_epoch": selected}
+            "lr": cfg.learning_rate, "layer_decay": cfg.layer_decay, "selected_epoch": selected}
     return FoldFit(model.state_dict(), meta, vids, frames, labels, probs, history, selected)
 
 
