@@ -153,3 +153,16 @@ def test_the_pretraining_report_shows_the_probe(make_store, tmp_path):
                         probe={"every": 1, "folds": 2, "knn_k": 3, "frames_per_video": 2}))
     text = pretrain_report(res.run_dir).read_text()
     assert "Online probe" in text and "s per probe" in text and (res.run_dir / "pretrain_curves.png").is_file()
+
+
+def test_moco_gets_its_usual_augmentation_unless_the_run_sets_one():
+    from uscl.augment import AugmentSettings
+    from uscl.pretrain.config import validate_config
+
+    moco = validate_config(PretrainConfig(store="s", out="o", method="moco"))
+    assert moco.augment.scale == (0.2, 1.0) and moco.augment.jitter_s == 0.5 and moco.augment.jitter_p == 0.8
+    assert validate_config(moco).augment == moco.augment  # resolving twice changes nothing
+    own = validate_config(PretrainConfig(store="s", out="o", method="moco", augment=AugmentSettings(scale=(0.5, 1.0))))
+    assert own.augment.scale == (0.5, 1.0) and own.augment.jitter_s == 0.5
+    for method in ("uscl", "moco-spg", "simclr"):
+        assert validate_config(PretrainConfig(store="s", out="o", method=method)).augment == AugmentSettings()

@@ -310,6 +310,10 @@ def validate_config(cfg: PretrainConfig) -> PretrainConfig:
     d = cfg.dataset
     need(d.image_size >= 16, f"dataset.image_size must be at least 16 px, got {d.image_size}")
     need(0 <= d.valid_size < 1, f"dataset.valid_size must be within [0, 1), got {d.valid_size}")
+    defaults = AugmentSettings()
+    for key, value in method.augment_defaults.items():  # the method's usual augmentation, where the run keeps ours
+        if getattr(cfg.augment, key) == getattr(defaults, key):
+            setattr(cfg.augment, key, value)
     cfg.augment.validate()
     need(d.num_workers >= 0, f"dataset.num_workers must be >= 0, got {d.num_workers}")
     if isinstance(d.frames_on_device, bool):  # YAML true/false/yes/no

@@ -107,6 +107,8 @@ class PretrainMethod:
     sampling_mode: ClassVar[str] = "spg"  # one of SAMPLING_MODES
     mixes: ClassVar[bool] = True  # whether the views may be mixes (the run's mixup setting decides)
     wants_labels: ClassVar[bool] = False  # whether it has a supervised term for labelled videos
+    # the method's usual augmentation (AugmentSettings fields), used where a run keeps the USCL default
+    augment_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, temperature: float = 0.5, cosine: bool = True, lambda_sup: float = 0.2,
                  mixup: bool = True, supervised: bool = False):

@@ -30,6 +30,9 @@ class MoCo(PretrainMethod):
     summary = "MoCo v2: momentum key encoder + a queue of negatives, one frame per video"
     sampling_mode = "simclr"
     mixes = False
+    # MoCo v2's: RandomResizedCrop scale (0.2, 1), ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8 (our jitter
+    # strength s = 0.5). Its grayscale (p = 0.2) does nothing to grey ultrasound; its Gaussian blur is not here.
+    augment_defaults = {"scale": (0.2, 1.0), "jitter_s": 0.5, "jitter_p": 0.8}
 
     def __init__(self, *, queue_size: int = 1024, momentum: float = 0.99, seed: int = 0, **kw):
         super().__init__(**kw)
@@ -118,3 +121,4 @@ class MoCoSPG(MoCo):
     sampling_mode = "spg"
     mixes = True
     wants_labels = True
+    augment_defaults = {}  # USCL's augmentation: the row measures what the queue adds to USCL
