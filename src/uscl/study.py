@@ -147,7 +147,7 @@ def _check_settings(variant: Variant) -> None:
 @dataclass
 class StudyResult:
     out: Path
-    tables: dict[str, dict]  # mode (or "mode@fraction") -> {init: {(seed, fold): video accuracy}}
+    tables: dict[str, dict]  # mode (or "mode@fraction") -> {row: {(seed, fold): video accuracy}}
     report: Path
     notes: list[str] = field(default_factory=list)
 
@@ -167,6 +167,9 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
     backbones = {(v, s): pretrain_one(cfg, v, s, same, out, log) for v in rows for s in cfg.seeds}
     inits = ["random"] + ([f"imagenet=imagenet:{cfg.imagenet}"] if cfg.imagenet else [])
     inits += [f"{_label(v, same)}-s{s}=checkpoint:{d}" for (v, s), d in backbones.items()]
+    # each init's row and pretraining seed (random and ImageNet have none)
+    members = {"random": ("random", None), "imagenet": ("imagenet", None)}
+    members.update({f"{_label(v, same)}-s{s}": (_label(v, same), s) for v, s in backbones})
     tables = {}
     for mode in cfg.modes:
         base = FinetuneConfig(store=cfg.store, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
@@ -174,10 +177,10 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
                               classes=cfg.classes, max_frames_per_video=cfg.max_frames_per_video,
                               layer_decay=cfg.layer_decay)
         runs = finetune_inits(base, inits, out / "eval" / mode, resume=cfg.resume, log=log)
-        tables[mode] = _table(runs.out, runs.specs)
+        tables[mode] = _table(runs.out, runs.specs, members)
         for fraction in cfg.label_fractions:
             if fraction < 1:
-                tables[f"{mode}@{fraction:g}"] = _fraction_runs(base, runs, fraction, cfg, log)
+                tables[f"{mode}@{fraction:g}"] = _fraction_runs(base, runs, fraction, cfg, members, log)
     report = write_report(cfg, out, tables, [_label(v, same) for v in rows], notes, ours=_ours(rows, same))
     log(f"study report: {report}")
     return StudyResult(out, tables, report, notes)
@@ -249,17 +252,19 @@ def pretrain_one(cfg: StudyConfig, variant: Variant, seed: int, same: bool, out:
     return run_dir
 
 
-def _table(runs_dir: Path, specs: dict[str, str]) -> dict:
-    """``{init: {(seed, fold): video accuracy}}`` from the runs' metrics.json (seedless: random, imagenet)."""
-    table = {}
+def _table(runs_dir: Path, specs: dict[str, str], members: dict[str, tuple[str, int | None]]) -> dict:
+    """``{row: {(seed, fold): video accuracy}}`` from the runs' metrics.json: each row's seeds
+    merged (``members``: init name -> (row, pretraining seed); random and ImageNet have no seed)."""
+    table: dict[str, dict] = {}
     for name in specs:
+        row, seed = members[name]
         metrics = json.loads((runs_dir / name / "metrics.json").read_text())
-        seed = int(name.rsplit("-s", 1)[1]) if "-s" in name and name.rsplit("-s", 1)[1].isdigit() else None
-        table[name] = {(seed, int(f["fold"])): float(f["video"]["accuracy"]) for f in metrics["folds"]}
+        table.setdefault(row, {}).update({(seed, int(f["fold"])): float(f["video"]["accuracy"])
+                                          for f in metrics["folds"]})
     return table
 
 
-def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig, log) -> dict:
+def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig, members: dict, log) -> dict:
     """Every init fine-tuned on ``fraction`` of each training fold's videos (same test videos)."""
     splits = subsample_splits(runs.splits, fraction, cfg.seed, store=FrameStore(cfg.store))
     where = runs.out / f"fraction-{fraction:g}"
@@ -269,7 +274,7 @@ def _fraction_runs(base: FinetuneConfig, runs, fraction: float, cfg: StudyConfig
         if cfg.resume and done.is_file() and json.loads(done.read_text()).get("complete"):
             continue
         finetune(run_cfg, splits=splits, log=log, log_splits=False)
-    return _table(where, runs.specs)
+    return _table(where, runs.specs, members)
 
 
 # the methods this tool exists for; every other init is a baseline a user could pick instead
@@ -283,19 +288,6 @@ def _baselines(table: dict, ours: list[str] | None = None) -> list[str]:
     return [n for n in table if n in ("random", "imagenet") or (ours_run and n not in ours)]
 
 
-def _grouped(table: dict, methods: list[str]) -> dict:
-    """Each method's seeds merged into one init (cells keyed by (seed, fold))."""
-    out = {n: v for n, v in table.items() if n in ("random", "imagenet")}
-    for m in methods:
-        cells = {}
-        for name, scores in table.items():
-            if name.rsplit("-s", 1)[0] == m and name not in out:
-                cells.update(scores)
-        if cells:
-            out[m] = cells
-    return out
-
-
 def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], notes: list[str],
                  ours: list[str] | None = None) -> Path:
     lines = ["# Study", "", f"Evaluated on `{cfg.store}`; pretrained on `{cfg.pretrain_store or cfg.store}`; "
@@ -304,7 +296,7 @@ def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], 
     lines += [f"- {n}" for n in notes] + [""]
     data = {}
     for key, table in tables.items():
-        grouped = _grouped(table, methods)
+        grouped = table
         base = _baselines(grouped, ours)
         mine = [m for m in methods if m in grouped and m not in base]
         lines += [f"# Mode {key}", "", stats.study_markdown(grouped, mine or [m for m in methods if m in grouped],
@@ -327,7 +319,7 @@ def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
     for key, table in tables.items():
         if "@" in key:
             continue
-        grouped = _grouped(table, methods)
+        grouped = table
         fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(grouped), 3.4))
         for x, (name, cells) in enumerate(grouped.items()):
             vals = list(cells.values())
@@ -344,7 +336,7 @@ def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
             for name in grouped:
                 xs, ys = [], []
                 for fr in fracs + [1.0]:
-                    g = _grouped(tables[key if fr == 1.0 else f"{key}@{fr:g}"], methods)
+                    g = tables[key if fr == 1.0 else f"{key}@{fr:g}"]
                     if name in g:
                         xs.append(fr)
                         ys.append(stats.summarize(g[name]).mean)
