@@ -26,6 +26,9 @@ class DemoConfig:
     pretrain_videos_per_class: int = 16  # a separate set of videos for pretraining
     frames: int = 24
     synth_size: int = 160  # rendered video size
+    # 6-s clips sampled at 4 frames/s, as POCOVID-Net samples real clips (3/s): a video's frames differ
+    # about as much as real ones do (benchmarks/frame_change.py), which sample pair generation needs
+    synth_fps: float = 4.0
     store_size: int = 112  # frame store size: the training size, so no step resizes
     image_size: int = 112  # model input size
     pretrain_epochs: int = 30
@@ -56,13 +59,14 @@ def run_demo(cfg: DemoConfig, log=print) -> DemoResult:
     # pretraining videos (and the labels USCL's supervised term uses) never reach a test fold.
     t0 = time.perf_counter()
     log(f"\n== 1/3 synthesise {3 * cfg.pretrain_videos_per_class} pretraining and "
-        f"{3 * cfg.videos_per_class} downstream lung-ultrasound videos ({cfg.frames} frames, {cfg.synth_size} px)")
+        f"{3 * cfg.videos_per_class} downstream lung-ultrasound videos ({cfg.frames} frames at {cfg.synth_fps:g}/s, "
+        f"{cfg.synth_size} px)")
     stores = {}
     # the pretraining set's own seed: a set never shares its videos' randomness with the other
     for part, n, seed in (("pretrain", cfg.pretrain_videos_per_class, derive_seed(cfg.seed, "demo-pretrain-videos")),
                           ("downstream", cfg.videos_per_class, cfg.seed)):
         synth = generate(out / f"{part}_videos", videos_per_class=n, frames=cfg.frames,
-                         size=cfg.synth_size, seed=seed, overwrite=cfg.overwrite)
+                         size=cfg.synth_size, fps=cfg.synth_fps, seed=seed, overwrite=cfg.overwrite)
         log(f"   {part}: {len(synth.videos)} videos in {out / f'{part}_videos'} (seed {seed})")
         stores[part] = out / f"{part}_store"
     synth_s = time.perf_counter() - t0

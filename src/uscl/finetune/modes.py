@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from uscl.finetune.engine import Runner, evaluate, train_one_epoch
 from uscl.models.classifier import FinetunedClassifier
-from uscl.models.features import knn_probs, l2_normalise
+from uscl.models.features import fit_logistic, knn_probs, l2_normalise
 from uscl.utils.progress import progress
 from uscl.utils.seed import derive_seed, make_generator
 
@@ -151,10 +149,8 @@ def linear_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, 
 
 def fit_linear(cfg, model: FinetunedClassifier, train_feats, train_labels, k: int):
     """Standardised logistic regression, then folded into ``model.head`` (so the saved model predicts alone)."""
-    scaler = StandardScaler().fit(train_feats)
-    clf = LogisticRegression(C=cfg.linear_c, max_iter=2000,
-                             random_state=derive_seed(cfg.seed, "linear-probe") % 2**32)
-    clf.fit(scaler.transform(train_feats), train_labels)
+    clf, scaler = fit_logistic(train_feats, train_labels, c=cfg.linear_c,
+                               seed=derive_seed(cfg.seed, "linear-probe") % 2**32)
     coef, intercept = clf.coef_, clf.intercept_
     if coef.shape[0] == 1:  # binary: sigmoid(w.x + b) == softmax([0, w.x + b])
         coef = np.vstack([np.zeros_like(coef), coef])

@@ -80,11 +80,18 @@ def knn_probs(bank: np.ndarray, bank_labels: np.ndarray, feats: np.ndarray, k_ne
     return full_probs(knn.predict_proba(l2_normalise(feats)), knn.classes_, k)
 
 
-def linear_probs(train: np.ndarray, train_labels: np.ndarray, feats: np.ndarray, k: int, *, c: float = 1.0,
-                 seed: int = 0) -> np.ndarray:
-    """Logistic regression on standardised features; class probabilities of ``feats``."""
+def fit_logistic(train: np.ndarray, train_labels: np.ndarray, *, c: float = 1.0,
+                 seed: int = 0) -> tuple[LogisticRegression, StandardScaler]:
+    """The linear probe: logistic regression on standardised features (the scaler is returned with it)."""
     scaler = StandardScaler().fit(train)
     clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(scaler.transform(train), train_labels)
+    return clf, scaler
+
+
+def linear_probs(train: np.ndarray, train_labels: np.ndarray, feats: np.ndarray, k: int, *, c: float = 1.0,
+                 seed: int = 0) -> np.ndarray:
+    """The linear probe's class probabilities of ``feats`` (k columns, absent classes 0)."""
+    clf, scaler = fit_logistic(train, train_labels, c=c, seed=seed)
     return full_probs(clf.predict_proba(scaler.transform(feats)), clf.classes_, k)
 
 

@@ -157,8 +157,8 @@ def sample_video_params(label: str, rng: np.random.Generator) -> VideoParams:
         p.ribs = [float(rng.uniform(0.0, 0.1)), float(rng.uniform(0.9, 1.0))]
     # Motion.
     p.breath_period_s = float(rng.uniform(2.5, 5.0))
-    p.breath_amp = float(rng.uniform(0.003, 0.012))
-    p.drift_speed = float(rng.uniform(0.0, 0.015))
+    p.breath_amp = float(rng.uniform(0.005, 0.02))
+    p.drift_speed = float(rng.uniform(0.01, 0.04))
     p.pleura_thickness = float(rng.uniform(0.007, 0.012))
     p.pleura_brightness = float(rng.uniform(2.5, 4.0))
 

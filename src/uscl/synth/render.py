@@ -50,7 +50,7 @@ class _Motion:
         ms = p.motion_scale
         phase = 2 * math.pi * t / p.breath_period_s + self.breath_phase
         breath_y = p.breath_amp * (a.rows - 1) * math.sin(phase)
-        ax = min(p.drift_speed * (a.cols - 1) * self.drift_period / (2 * math.pi), 0.35 * a.mx)
+        ax = min(p.drift_speed * (a.cols - 1) * self.drift_period / (2 * math.pi), 0.8 * a.mx)
         drift_x = ax * math.sin(2 * math.pi * t / self.drift_period + self.drift_phase[0])
         drift_y = min(0.3 * ax, 0.3 * a.my) * math.sin(2 * math.pi * t / (1.3 * self.drift_period) + self.drift_phase[1])
         slide = p.slide_amp * (a.cols - 1) * math.sin(phase - 0.6)
