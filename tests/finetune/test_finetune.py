@@ -185,3 +185,20 @@ def test_layer_decay_gives_each_stage_its_lr_and_is_recorded(make_store, tmp_pat
     store = make_store(n_videos=6, frames=3)
     res = finetune(_cfg(store, tmp_path / "full", mode="full", layer_decay=0.5, max_frames_per_video=2))
     assert json.loads((res.run_dir / "fold0" / "model.json").read_text())["layer_decay"] == 0.5
+
+
+def test_full_fine_tuning_a_pretrained_backbone_at_a_high_lr_is_flagged(make_store, tmp_path):
+    from uscl.pretrain import PretrainConfig, pretrain
+    from uscl.pretrain.config import DatasetConfig
+
+    store = make_store(n_videos=6, frames=3)
+    run = pretrain(PretrainConfig(store=str(store), out=str(tmp_path / "pre"), method="simclr", epochs=1,
+                                  batch_size=4, device="cpu", dataset=DatasetConfig(image_size=32, valid_size=0.0)))
+    lines = []
+    finetune(_cfg(store, tmp_path / "hi", mode="full", lr=1e-3, init=f"checkpoint:{run.run_dir}",
+                  max_frames_per_video=1, only_folds=[0]), log=lines.append)
+    assert any("can undo the pretraining" in ln for ln in lines)
+    lines = []
+    finetune(_cfg(store, tmp_path / "lo", mode="full", init=f"checkpoint:{run.run_dir}", max_frames_per_video=1,
+                  only_folds=[0]), log=lines.append)
+    assert not any("can undo" in ln for ln in lines)
