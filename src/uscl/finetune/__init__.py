@@ -12,6 +12,7 @@
 * :mod:`.run_folder`  - start, replace or resume a run folder
 * :mod:`.predictions` - predictions.csv
 * :mod:`.pretraining_labels` - inits pretrained with the test videos' labels: refused or flagged
+* :mod:`.model_card`  - MODEL_CARD.md + model_card.json of every run (and of `uscl export`)
 * :mod:`.metrics`     - frame- and video-level metrics, summaries over folds, paired differences
 * :mod:`.compare`     - several inits over the same folds (their report: :mod:`uscl.report`)
 

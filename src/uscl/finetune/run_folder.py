@@ -27,6 +27,7 @@ from uscl.utils.config import dump_yaml, load_yaml, setting_differences
 CONFIG_FILE = "config.yaml"
 SPLITS_FILE = "splits.json"
 FOLD_METRICS = "metrics.json"  # per fold; written last
+METRICS_FORMAT = "uscl-finetune-metrics"  # the run's own metrics.json
 
 # settings that may change between a run and its resumption: where and how it runs, and which
 # folds this invocation trains. The store and the splits are compared by content instead of by

@@ -38,7 +38,8 @@ from uscl.finetune.modes import FoldFit, knn_fold, linear_fold, train_fold
 from uscl.finetune.outputs import model_meta, save_model, write_history
 from uscl.finetune.predictions import Predictions, read_predictions, write_predictions
 from uscl.finetune.pretraining_labels import check_pretraining_labels
-from uscl.finetune.run_folder import clear_fold, fold_dir, open_run
+from uscl.finetune.model_card import write_run_card
+from uscl.finetune.run_folder import METRICS_FORMAT, clear_fold, fold_dir, open_run
 from uscl.finetune.splits import (
     Fold,
     Splits,
@@ -53,8 +54,6 @@ from uscl.store import FrameStore
 from uscl.utils.atomic import atomic_write_json
 from uscl.utils.device import resolve_device
 from uscl.utils.seed import derive_seed, seed_everything
-
-METRICS_FORMAT = "uscl-finetune-metrics"
 
 
 @dataclass
@@ -127,6 +126,7 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print, lo
         trained.append(fold.index)
     metrics = run_metrics(plan, run, done, trained, sorted(k for k in kept if k in done), t0)
     atomic_write_json(run / "metrics.json", metrics)
+    write_run_card(run, plan.store)  # MODEL_CARD.md + model_card.json, from the files just written
     _log_summary(plan, metrics, log)
     if trained and (run / "report.md").is_file():
         log(f"note: {run}/report.md predates this run's new folds; refresh it with `uscl report {run}`")

@@ -12,7 +12,10 @@ The exported file runs without `uscl`:
   rebuilds it; that network returns *logits* (apply softmax).
 
 A JSON beside the file (same stem) holds the preprocessing (store options,
-input size, mean/std, class names, input layout, output kind). Before the
+input size, mean/std, class names, input layout, output kind), and a model card
+beside it (``MODEL_CARD.md`` + ``model_card.json``, or ``STEM.MODEL_CARD.md``
+… when the file is not called ``model``; :mod:`uscl.finetune.model_card`)
+says what the model is, how its run evaluated it and how to load the file. Before the
 file is moved into place it is loaded back with the runtime a user would use
 and compared with the original model on the same input; the largest absolute
 difference is reported and a mismatch is an error.
@@ -33,6 +36,9 @@ from torchvision import models as tvm
 
 from uscl import __version__
 from uscl.errors import UsclError
+from uscl.finetune.model_card import (
+    build_card, card_paths, data_summary, export_card, find_run, read_pretraining, read_run, write_card,
+)
 from uscl.infer.model import LoadedModel, ProbabilityModel, load_model
 from uscl.utils.atomic import atomic_path, atomic_write_json
 
@@ -145,7 +151,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
                         param="fold")
     path = output_path(out, fmt)
     sidecar = path.with_suffix(".json")
-    for p in (path, sidecar):
+    for p in (path, sidecar, *card_paths(path.parent, _card_stem(path))):
         if p.exists() and not overwrite:
             raise UsclError(f"{p} exists; choose another out or set overwrite", param="overwrite")
     module = model.module().eval()
@@ -188,7 +194,29 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
                             "input": f"{verify_batch} x 3 x {model.preprocessing.image_size}^2 standard normal "
                                      "(traced/exported with a batch of 2)"}
     atomic_write_json(sidecar, meta)
+    write_export_card(model, path, sidecar, meta)
     return ExportResult(path, sidecar, fmt, output, diff, how)
+
+
+def _card_stem(path: Path) -> str | None:
+    """``model.onnx`` gets MODEL_CARD.md; any other name its own STEM.MODEL_CARD.md (exports may share a folder)."""
+    return None if path.stem == "model" else path.stem
+
+
+def write_export_card(model: LoadedModel, path: Path, sidecar: Path, meta: dict) -> Path:
+    """The card of the run the model came from (unknowns where there is none), with this export's section."""
+    first = model.folds[0].meta
+    run = find_run(model.source)
+    inputs = read_run(run) if run is not None else {
+        "metrics": {}, "config": {}, "data": data_summary({}, None, None, first.get("store_id")),
+        "pretraining": read_pretraining(first.get("init"), {})}
+    inputs["model_meta"] = first  # the exported network's own metadata
+    export = {"format": meta["model_format"], "file": path.name, "sidecar": sidecar.name,
+              "output": meta["output"]["kind"], "combine": meta["combine"], "source": str(model.source),
+              "run": str(run) if run is not None else "unknown", "verified_with": meta["verification"]["runtime"],
+              "max_abs_diff": meta["verification"]["max_abs_diff"]}
+    card = export_card(build_card(**inputs), export, first, [f.fold for f in model.folds])
+    return write_card(card, path.parent, _card_stem(path))[0]
 
 
 def _run_onnx(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:

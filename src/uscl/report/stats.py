@@ -34,32 +34,16 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sstats
 
 from uscl.errors import ConfigError, UsclError
+from uscl.utils.intervals import Interval, t_interval
+from uscl.utils.intervals import check_confidence as _check_confidence
 
 Cell = tuple[int | None, int]  # (pretraining seed or None, fold index)
 Scores = Mapping[Cell, float]  # one init's cells
 Table = Mapping[str, Scores]  # init name -> its cells
 UNITS = ("cell", "seed")
 TIE_TOL = 1e-12  # |a - b| at or below this counts as a tie (scores computed two ways differ by rounding)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean and its Student-t interval over ``n`` units; ``lo``/``hi``/``std`` are None when n < 2."""
-
-    mean: float
-    lo: float | None
-    hi: float | None
-    n: int
-    std: float | None
-    unit: str = "cell"  # "cell", "seed", or "fold" (a per-seed row: over that seed's folds)
-    confidence: float = 0.95
-
-    @property
-    def has_ci(self) -> bool:
-        return self.lo is not None
 
 
 @dataclass(frozen=True)
@@ -94,11 +78,6 @@ class BestBaseline:
 def _check_unit(unit: str) -> None:
     if unit not in UNITS:
         raise ConfigError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}", param="unit")
-
-
-def _check_confidence(confidence: float) -> None:
-    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
-        raise ConfigError(f"confidence must be within (0, 1), got {confidence!r}", param="confidence")
 
 
 def _cell_name(cell: Cell) -> str:
@@ -156,25 +135,6 @@ def score_table(rows: Iterable[tuple[str, int | None, int, float]]) -> dict[str,
 
 
 # -- means and intervals ------------------------------------------------------------------------
-def t_interval(values: Sequence[float], confidence: float = 0.95, unit: str = "cell") -> Interval:
-    """Mean ± t_{(1+confidence)/2, n-1} · s/√n of ``values`` (s: sample std, ddof=1).
-
-    Assumes the values are independent draws; n = 1 gives no interval.
-    """
-    _check_confidence(confidence)
-    x = np.asarray([float(v) for v in values], dtype=np.float64)
-    if x.size == 0:
-        raise UsclError("values: no values to average", param="values")
-    if not np.all(np.isfinite(x)):
-        raise UsclError("values: every value must be a finite number", param="values")
-    mean = float(x.mean())
-    if x.size < 2:
-        return Interval(mean, None, None, 1, None, unit, confidence)
-    std = float(x.std(ddof=1))
-    half = float(sstats.t.ppf((1 + confidence) / 2, x.size - 1)) * std / math.sqrt(x.size)
-    return Interval(mean, mean - half, mean + half, int(x.size), std, unit, confidence)
-
-
 def seed_means(scores: Scores) -> dict[int | None, float]:
     """Each seed's mean over its folds (one entry, key None, for a seedless init), seeds sorted."""
     by_seed: dict[int | None, list[float]] = {}
