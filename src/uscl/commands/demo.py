@@ -23,9 +23,8 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from uscl.commands.pipeline import add_run_options
     from uscl.demo import DemoConfig
-    from uscl.pretrain.config import PretrainConfig
-    from uscl.utils.config import field_choices
 
     d = DemoConfig()
     p.add_argument("--out", default=d.out, help=f"output folder (default: {d.out})")
@@ -38,13 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="pretraining seeds (default %(default)s)")
     p.add_argument("--modes", default=",".join(d.modes), help="evaluation modes: linear, knn, paper, full "
                    "(default %(default)s)")
-    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
-                   help="fine-tuning epochs of the paper/full modes (default %(default)s)")
-    p.add_argument("--folds", type=int, default=d.folds, help="video-level folds (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the data and the folds (default %(default)s)")
-    p.add_argument("--device", default=d.device, choices=field_choices(PretrainConfig, "device"),
-                   help="default %(default)s")
-    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
+    add_run_options(p, d)
 
 
 def run(args: argparse.Namespace) -> int:

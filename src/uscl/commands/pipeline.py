@@ -61,14 +61,18 @@ def add_run_options(p: argparse.ArgumentParser, d) -> None:
     """The fine-tuning and run flags `uscl pipeline` and `uscl demo` share (defaults from config ``d``).
 
     They set FinetuneConfig (and PretrainConfig) settings under the pipeline's names; the
-    allowed values come from those configs, not from here.
+    allowed values come from those configs, not from here. ``--finetune-mode`` only where ``d``
+    has one mode (the demo, a study, has ``modes``).
     """
     from uscl.finetune.config import FinetuneConfig
     from uscl.pretrain.config import PretrainConfig
     from uscl.utils.config import field_choices
 
-    p.add_argument("--finetune-mode", default=d.finetune_mode, choices=field_choices(FinetuneConfig, "mode"),
-                   help="what trains in fine-tuning (default %(default)s)")
+    if hasattr(d, "finetune_mode"):
+        p.add_argument("--finetune-mode", default=d.finetune_mode, choices=field_choices(FinetuneConfig, "mode"),
+                       help="what trains in fine-tuning (default %(default)s)")
+        # a fine-tuning error about ``mode`` names the pipeline's flag for it
+        p.config_flag_names = {**getattr(p, "config_flag_names", {}), "mode": "--finetune-mode"}
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                    help="fine-tuning epochs (default %(default)s)")
     p.add_argument("--folds", type=int, default=d.folds, help="video-level folds (default %(default)s)")
@@ -77,8 +81,6 @@ def add_run_options(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--device", default=d.device, choices=field_choices(PretrainConfig, "device"),
                    help="default %(default)s")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
-    # a fine-tuning error about ``mode`` names the pipeline's flag for it
-    p.config_flag_names = {**getattr(p, "config_flag_names", {}), "mode": "--finetune-mode"}
 
 
 def run(args: argparse.Namespace) -> int:
