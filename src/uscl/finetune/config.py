@@ -16,12 +16,26 @@ from uscl.utils.config import config_field
 
 SELECTED_ON_TEST = "SELECTED ON TEST FOLD — optimistic, for reproduction only"
 
-# learning rates of the modes that train by gradient descent
+# learning rates of the classification modes that train by gradient descent
 DEFAULT_LR = {"paper": 0.01, "full": 1e-4}
 GRADIENT_MODES = tuple(DEFAULT_LR)  # paper, full: the others (linear, knn) fit on frozen features
+# segmentation and detection: the new decoder / detection heads train at this lr in every mode, the
+# trained encoder layers at ``encoder_lr`` times it (1e-4 for a full fine-tune, the classification default)
+DENSE_LR = 1e-3
 
-FinetuneMode = Literal["paper", "full", "linear", "knn"]
+Task = Literal["classify", "segment", "detect"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+FinetuneMode = Literal["paper", "full", "linear", "knn", "frozen"]
 MODES: tuple[str, ...] = typing.get_args(FinetuneMode)
+# the modes of each task: classification has frozen-feature modes (linear, knn), the dense tasks a
+# frozen encoder under a trained decoder (frozen), the analogue of the linear probe
+TASK_MODES = {"classify": ("paper", "full", "linear", "knn"), "segment": ("frozen", "paper", "full"),
+              "detect": ("frozen", "paper", "full")}
+
+
+def default_lr(task: str, mode: str) -> float:
+    """The lr a run uses when none is set (0 for the modes without gradient steps)."""
+    return DENSE_LR if task != "classify" else DEFAULT_LR.get(mode, 0.0)
 Selection = Literal["last", "val"]
 SELECTIONS: tuple[str, ...] = typing.get_args(Selection)
 
@@ -58,7 +72,10 @@ class FinetuneConfig:
     out: str = config_field("", help="output folder (refused if not empty, unless --overwrite or --resume)")
     init: str = config_field("random", help="random | imagenet:PATH | checkpoint:RUN_OR_FILE | uscl-official:PATH "
                                             "(default random)")
-    mode: FinetuneMode = config_field("paper", help="what trains (default paper)")
+    task: Task = config_field("classify", help="classify (default): one class per video; segment: a label mask "
+                                               "per frame; detect: boxes (from the masks) per frame")
+    mode: FinetuneMode = config_field("paper", help="what trains (default paper). classify: paper | full | linear | "
+                                                    "knn; segment, detect: frozen | paper | full")
     arch: str | None = config_field(None, choices=_architectures,
                                     help="default: the init checkpoint's, else resnet18")
     folds: int = config_field(5, help="number of folds (default 5)")
@@ -72,7 +89,10 @@ class FinetuneConfig:
     merge_small_folds: bool = config_field(False, help="allow a class with fewer videos than folds "
                                                        "(tested in fewer folds)")
     epochs: int = config_field(100, help="epochs (default 100)")
-    lr: float | None = config_field(None, help="learning rate (default 0.01 paper, 1e-4 full)")
+    lr: float | None = config_field(None, help="learning rate (default classify: 0.01 paper, 1e-4 full; "
+                                               "segment, detect: 1e-3)")
+    encoder_lr: float = config_field(0.1, help="segment, detect: the encoder's trained layers learn at this times "
+                                               "the lr (default 0.1)")
     weight_decay: float = config_field(1e-4, help="Adam weight decay (default 1e-4)")
     layer_decay: float = config_field(1.0, help="layer-wise lr decay: each backbone stage below the head trains at "
                                                 "this times the lr of the one above (default 1: one lr)")
@@ -114,8 +134,16 @@ class FinetuneConfig:
             raise ConfigError(f"layer_decay must lie in (0, 1], got {self.layer_decay}", param="layer_decay")
         if not self.out:
             raise ConfigError("no output folder given: set out", param="out")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", param="mode")
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}", param="task")
+        if self.mode not in TASK_MODES[self.task]:
+            raise ConfigError(f"mode must be one of {', '.join(TASK_MODES[self.task])} for task {self.task}, "
+                              f"got {self.mode!r}", param="mode")
+        if not 0 < self.encoder_lr <= 1:
+            raise ConfigError(f"encoder_lr must lie in (0, 1], got {self.encoder_lr}", param="encoder_lr")
+        if self.task != "classify" and self.select_on_test:
+            raise ConfigError(f"select_on_test reproduces the classification protocol only; task {self.task} "
+                              "selects on validation (select='val') or keeps the last epoch", param="select_on_test")
         if self.select not in SELECTIONS:
             raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}", param="select")
         if self.arch is not None and self.arch not in _architectures():
@@ -154,12 +182,15 @@ class FinetuneConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.mode, 0.0)
+        return self.lr if self.lr is not None else default_lr(self.task, self.mode)
 
     @property
     def selection(self) -> str:
         if self.mode in ("linear", "knn"):
             return "none (no epochs)"
+        if self.task != "classify":
+            return ("val (best validation mean Dice, validation carved from the training fold by video)"
+                    if self.select == "val" else "last epoch")
         if self.select_on_test:
             return "test (" + SELECTED_ON_TEST + ")"
         return "val (best validation accuracy, validation carved from the training fold by video)" if self.select == "val" else "last epoch"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.finetune.config import DEFAULT_LR, GRADIENT_MODES, FinetuneConfig
+from uscl.finetune.config import GRADIENT_MODES, FinetuneConfig, default_lr
 from uscl.finetune.predictions import Predictions, read_predictions
 from uscl.finetune.splits import Fold, Splits
 from uscl.utils.atomic import atomic_write_text
@@ -42,15 +42,21 @@ class KeptFold:
     """A complete fold of an earlier invocation: its metrics.json and its predictions."""
 
     metrics: dict
-    predictions: Predictions
+    predictions: Predictions | None  # classification only
 
 
 def fold_dir(run: Path, index: int) -> Path:
     return run / f"fold{index}"
 
 
-def fold_files(mode: str) -> list[str]:
+# what a complete segmentation / detection fold holds besides metrics.json
+DENSE_FOLD_FILES = ("per_image.csv", "test_masks.npz", "model.safetensors", "model.json", "history.csv")
+
+
+def fold_files(mode: str, task: str = "classify") -> list[str]:
     """What a complete fold holds besides metrics.json."""
+    if task != "classify":
+        return list(DENSE_FOLD_FILES)
     return ["predictions.csv", "model.safetensors", "model.json"] + (["history.csv"] if mode in GRADIENT_MODES else [])
 
 
@@ -66,7 +72,7 @@ def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print) -> t
     kept: dict[int, KeptFold] = {}
     if occupied and cfg.resume:
         check_resumable(run, cfg, splits)
-        kept = complete_folds(run, splits, cfg.mode, store_id, classes=splits.classes)
+        kept = complete_folds(run, splits, cfg.mode, store_id, classes=splits.classes, task=cfg.task)
         log(f"resuming {run}: " + (f"fold(s) {', '.join(map(str, sorted(kept)))} complete, kept" if kept
                                    else "no complete fold yet"))
     elif occupied and not cfg.overwrite:
@@ -111,7 +117,7 @@ def config_differences(saved: dict, cfg: FinetuneConfig) -> list[str]:
     """``key (run: X, now: Y)`` for every setting that decides the results and differs."""
     def used(name, value, side):
         if name == "lr":  # unset means the mode's default; compare what was used
-            return value if value is not None else DEFAULT_LR.get(side.get("mode"))
+            return value if value is not None else default_lr(side.get("task") or "classify", side.get("mode"))
         if name == "where":
             return value or {}
         return value
@@ -133,28 +139,32 @@ def splits_difference(saved: dict, splits: Splits) -> str | None:
     return None
 
 
-def complete_folds(run: Path, splits: Splits, mode: str, store_id: str, classes) -> dict[int, KeptFold]:
+def complete_folds(run: Path, splits: Splits, mode: str, store_id: str, classes,
+                   task: str = "classify") -> dict[int, KeptFold]:
     """The folds of ``run`` whose outputs are complete and fit ``splits``; partial ones are left for redoing."""
     kept = {}
     for fold in splits.folds:
-        k = load_complete_fold(fold_dir(run, fold.index), fold, mode, store_id, classes)
+        k = load_complete_fold(fold_dir(run, fold.index), fold, mode, store_id, classes, task)
         if k is not None:
             kept[fold.index] = k
     return kept
 
 
-def load_complete_fold(d: Path, fold: Fold, mode: str, store_id: str, classes) -> KeptFold | None:
-    if not (d / FOLD_METRICS).is_file() or not all((d / name).is_file() for name in fold_files(mode)):
+def load_complete_fold(d: Path, fold: Fold, mode: str, store_id: str, classes,
+                       task: str = "classify") -> KeptFold | None:
+    if not (d / FOLD_METRICS).is_file() or not all((d / name).is_file() for name in fold_files(mode, task)):
         return None
     try:
         metrics = json.loads((d / FOLD_METRICS).read_text())
         meta = json.loads((d / "model.json").read_text())
-        preds = read_predictions(d / "predictions.csv", classes)
+        preds = read_predictions(d / "predictions.csv", classes) if task == "classify" else None
     except (OSError, ValueError, UsclError):
         return None
     if metrics.get("fold") != fold.index or metrics.get("n_test_videos") != len(fold.test):
         return None
-    if set(preds.video_ids) != set(fold.test):
+    if preds is not None and set(preds.video_ids) != set(fold.test):
+        return None
+    if preds is None and sorted(metrics.get("test_videos", [])) != sorted(fold.test):
         return None
     if meta.get("store_id") != store_id:
         raise UsclError(

@@ -257,6 +257,59 @@ def make_splits(
     return splits
 
 
+def make_mask_splits(store, n_folds: int = 5, seed: int = 0, where: dict[str, str] | None = None) -> Splits:
+    """k folds of the videos with a mask (segmentation, detection), grouped by patient, stratified by the
+    video's label where the store has labels (sklearn ``StratifiedGroupKFold``, shuffled by ``seed``).
+
+    ``classes`` of the result are the store's mask classes; ``labels`` map each video to its video label
+    (None when unlabelled), the stratum. Videos without a mask are left out with the reason.
+    """
+    if n_folds < 2:
+        raise UsclError(f"folds must be at least 2, got {n_folds}", param="folds")
+    if not store.mask_classes:
+        raise UsclError(f"the store {store.root} has no masks; segmentation and detection need them (prepare "
+                        "it with a mask column in the labels CSV or with mask_suffix)", param="store")
+    where = where or {}
+    ids, excluded = [], {}
+    for i, rec in enumerate(store.videos):
+        miss = [k for k, v in where.items() if str(_record_value(rec, k)) != v]
+        if miss:
+            excluded[rec.video_id] = "filtered out by where " + ",".join(f"{k}={where[k]}" for k in miss)
+        elif not store.has_mask(i):
+            excluded[rec.video_id] = "no mask"
+        elif rec.num_frames < 1:
+            excluded[rec.video_id] = "no frames"
+        else:
+            ids.append(rec.video_id)
+    if where and not ids:
+        raise UsclError(f"no video with a mask matches where {', '.join(f'{k}={v}' for k, v in where.items())}",
+                        param="where")
+    ids = sorted(ids)
+    labels = {v: store[v].label for v in ids}  # the video's label (None: unlabelled), the stratum
+    stratum = {v: labels[v] or "unlabelled" for v in ids}
+    groups = {v: group_of(store[v]) for v in ids}
+    n_groups = len(set(groups.values()))
+    if n_groups < n_folds:
+        raise UsclError(f"only {n_groups} videos/patients with masks to split, fewer than folds={n_folds}",
+                        param="folds")
+    strata = sorted(set(stratum.values()))
+    per = {c: len({groups[v] for v in ids if stratum[v] == c}) for c in strata}
+    notes = []
+    if min(per.values()) < n_folds:  # a label too rare to stratify on: plain grouped folds
+        notes.append("not stratified: " + ", ".join(f"{c} has {n} videos/patients" for c, n in per.items()
+                                                     if n < n_folds) + f" (fewer than {n_folds} folds)")
+        strata = ["all"]
+    y = np.array([strata.index(stratum[v]) if len(strata) > 1 else 0 for v in ids])
+    g = np.array([groups[v] for v in ids])
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=derive_seed(seed, "folds") % 2**32)
+    folds = [Fold(k, [ids[i] for i in tr], [ids[i] for i in te])
+             for k, (tr, te) in enumerate(splitter.split(np.zeros(len(ids)), y, g))]
+    splits = Splits(folds, list(store.mask_classes), labels, groups, seed=seed,
+                    method="stratified-group-kfold (videos with masks)", excluded=excluded, notes=notes)
+    check_leakage(splits, store)
+    return splits
+
+
 def _round_robin_folds(ids, y, g, n_folds: int, seed: int) -> list[Fold]:
     """Deal each class's groups (shuffled by seed) to the folds in turn, continuing across classes."""
     rng = derive_rng(seed, "folds-round-robin")
@@ -283,7 +336,9 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> Sp
     n_parts = max(2, int(round(1 / fraction)))
     for fold in splits.folds:
         ids = sorted(fold.train + fold.val)
-        y = np.array([splits.classes.index(splits.labels[v]) for v in ids])
+        # the class; for mask splits (whose classes are mask classes) the video label is the stratum
+        strata = list(splits.classes) + sorted({str(splits.labels[v]) for v in ids} - set(splits.classes))
+        y = np.array([strata.index(str(splits.labels[v])) for v in ids])
         g = np.array([splits.groups.get(v, f"video:{v}") for v in ids])
         n_groups = len(set(g))
         if n_groups < 2:
