@@ -23,6 +23,7 @@ from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.splits import Splits, select_folds
 from uscl.finetune.train import build_splits, finetune
 from uscl.models.classifier import build_classifier
+from uscl.models.segmenter import build_segmenter
 from uscl.store import FrameStore
 from uscl.utils.atomic import prepare_output_dir
 
@@ -54,7 +55,10 @@ def resolve_names(inits: list[str], unsafe_pickle: bool = False) -> list[tuple[s
 
 
 def _check_labels(store, splits, named, base: FinetuneConfig) -> None:
-    """An init pretrained with the test videos' labels is refused before anything runs or is written."""
+    """An init pretrained with the test videos' labels is refused before anything runs or is written
+    (classification: the masks of segmentation and detection are no pretraining label)."""
+    if base.task != "classify":
+        return
     for _, spec, _ in named:
         check_pretraining_labels(store, splits, parse_init(spec), base.allow_pretraining_labels, log=lambda *a: None)
 
@@ -77,7 +81,10 @@ def finetune_inits(base: FinetuneConfig, inits: list[str], out: str | Path, *, r
     named = resolve_names(inits, base.unsafe_pickle)
     for name, spec, loaded in named:  # architecture/key problems surface before anything runs
         arch = base.arch or loaded["meta"].get("arch") or "resnet18"
-        build_classifier(arch, 2, loaded["sd"], spec)
+        if base.task == "segment":
+            build_segmenter(arch, 1, loaded["sd"], spec)
+        else:
+            build_classifier(arch, 2, loaded["sd"], spec)
     shared = out / "splits.json"
     if resume and shared.is_file():
         splits_cfg = dataclasses.replace(base, splits=str(shared), classes=None, where={})

@@ -35,6 +35,9 @@ from uscl.utils.seed import derive_rng, derive_seed
 SPLITS_FORMAT = "uscl-splits"
 
 
+MASK_SPLIT_METHOD = "stratified-group-kfold (videos with masks)"  # classes are mask classes, labels video labels
+
+
 @dataclass
 class Fold:
     """Video ids of one fold; ``val`` is carved from the training side when asked."""
@@ -104,7 +107,9 @@ class Splits:
         lines = [f"{self.n_folds} folds ({self.method}, seed {self.seed}), classes: {', '.join(self.classes)}"]
         for f in self.folds:
             counts = Counter(self.labels[v] for v in f.test)
-            per = ", ".join(f"{c} {counts.get(c, 0)}" for c in self.classes)
+            per = ", ".join(f"{c} {counts.get(c, 0)}" for c in self.classes) if self.method != MASK_SPLIT_METHOD \
+                else "by video label: " + ", ".join(f"{c or 'unlabelled'} {n}" for c, n in
+                                                    sorted(counts.items(), key=lambda x: str(x[0])))
             val = f", val {len(f.val)}" if f.val else ""
             lines.append(f"  fold {f.index}: train {len(f.train)} videos{val}, test {len(f.test)} videos ({per})")
         if self.excluded:
@@ -305,7 +310,7 @@ def make_mask_splits(store, n_folds: int = 5, seed: int = 0, where: dict[str, st
     folds = [Fold(k, [ids[i] for i in tr], [ids[i] for i in te])
              for k, (tr, te) in enumerate(splitter.split(np.zeros(len(ids)), y, g))]
     splits = Splits(folds, list(store.mask_classes), labels, groups, seed=seed,
-                    method="stratified-group-kfold (videos with masks)", excluded=excluded, notes=notes)
+                    method=MASK_SPLIT_METHOD, excluded=excluded, notes=notes)
     check_leakage(splits, store)
     return splits
 
