@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from uscl.finetune import segment_metrics
-from uscl.finetune.segment_metrics import boundaries, fold_summary, image_metrics, summarise
+from uscl.finetune.segment import metrics as segment_metrics
+from uscl.finetune.segment.metrics import boundaries, fold_summary, image_metrics, summarise
 from uscl.utils.intervals import t_interval
 
 

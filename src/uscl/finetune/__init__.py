@@ -14,7 +14,7 @@
 * :mod:`.pretraining_labels` - inits pretrained with the test videos' labels: refused or flagged
 * :mod:`.model_card`  - MODEL_CARD.md + model_card.json of every run (and of `uscl export`)
 * :mod:`.metrics`     - frame- and video-level metrics, summaries over folds, paired differences
-* :mod:`.segment_metrics` - segmentation Dice / IoU / HD95 per image, per fold (image and video level), over folds
+* :mod:`.segment` - segmentation fine-tuning (U-Net decoder, Dice + CE); its metrics: Dice / IoU / HD95 per image, per fold (image and video level), over folds
 * :mod:`.compare`     - several inits over the same folds (their report: :mod:`uscl.report`)
 
 The names below are imported when first used: the CLI builds the `finetune` flags from

@@ -129,9 +129,13 @@ def finetune_segment(cfg: FinetuneConfig, *, splits: Splits | None = None, log=p
     metrics = run_metrics(plan, run, done, trained, sorted(k for k in kept if k in done), t0)
     atomic_write_json(run / "metrics.json", metrics)
     s = metrics["summary"]["image"]["dice"]
-    log(f"{plan.init_name}: mean Dice {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] over "
-        f"{len(metrics['folds_run'])} folds" if s.get("mean") is not None else f"{plan.init_name}: no Dice")
+    log(f"{plan.init_name}: mean Dice {_num(s['mean'])} [{_num(s['lo'])}, {_num(s['hi'])}] over "
+        f"{len(metrics['folds_run'])} folds" + (f" ({metrics['coverage']})" if metrics["coverage"] else ""))
     return SegmentResult(run, metrics, plan.splits, plan.init_name)
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _loader(store, videos: list[int], cfg: FinetuneConfig, *, train: bool, seed: int, max_frames=None):
@@ -171,7 +175,8 @@ def run_fold(plan: _Plan, runner: SegmentRunner, run: Path, fold: Fold, base_met
     fit = segment_fold(cfg, runner, model, loaders, fold_seed, video_ids, desc=f"fold {fold.index}")
     fres = write_fold(plan, fdir, fold, fit, base_meta, video_ids)
     d = fres["summary"]["macro"]
-    log(f"  fold {fold.index}: mean Dice {d['dice']:.3f}, IoU {d['iou']:.3f}, video Dice {d['video_dice']:.3f}"
+    log(f"  fold {fold.index}: mean Dice {_num(d['dice'])}, IoU {_num(d['iou'])}, HD95 {_num(d['hd95'])} px, "
+        f"video Dice {_num(d['video_dice'])}"
         + (f" (epoch {fit.selected_epoch} on val)" if cfg.select == "val" else ""))
     return fres
 
@@ -216,7 +221,7 @@ def write_fold(plan: _Plan, fdir: Path, fold: Fold, fit: SegmentFit, base_meta: 
                 "test_videos": fold.test, "val_videos": fold.val})
     fres = {"fold": fold.index, "selected_epoch": fit.selected_epoch, "n_train_videos": len(fold.train),
             "n_val_videos": len(fold.val), "n_test_videos": len(fold.test), "test_videos": sorted(fold.test),
-            "n_test_images": int(len(fit.pred["frames"])), "summary": summarise(rows, plan.classes)}
+            "n_test_images": int(len(fit.pred["frames"])), "summary": summarise(rows)}
     atomic_write_json(fdir / "metrics.json", fres)  # last: its presence marks the fold complete
     return fres
 
@@ -229,7 +234,7 @@ def run_metrics(plan: _Plan, run: Path, done: dict[int, dict], trained: list[int
     cfg, splits = plan.cfg, plan.splits
     folds_run = [f.index for f in splits.folds if f.index in done]
     fold_results = [done[k] for k in folds_run]
-    pooled = summarise([r for k in folds_run for r in read_per_image(fold_dir(run, k) / PER_IMAGE)], plan.classes)
+    pooled = summarise([r for k in folds_run for r in read_per_image(fold_dir(run, k) / PER_IMAGE)])
     coverage = folds_coverage(folds_run, splits.n_folds)
     return {
         "format": METRICS_FORMAT, "version": 1, "task": "segment",
@@ -241,5 +246,5 @@ def run_metrics(plan: _Plan, run: Path, done: dict[int, dict], trained: list[int
         "folds_trained_now": trained, "folds_kept": kept, "split_method": splits.method,
         "store": str(cfg.store), "store_id": plan.store.store_id, "device": str(plan.device),
         "elapsed_s": round(time.time() - t0, 2), "folds": fold_results,
-        "summary": fold_summary(fold_results), "pooled": pooled,
+        "summary": fold_summary([f["summary"] for f in fold_results]), "pooled": pooled,
     }
