@@ -26,6 +26,7 @@ from uscl.finetune.config import SELECTED_ON_TEST
 from uscl.finetune.predictions import read_predictions
 from uscl.finetune.pretraining_labels import LEAKAGE_NOTE
 from uscl.report import plots
+from uscl.report.segment import segment_report
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 
 COMPARISON_FORMAT = "uscl-finetune-comparison"
@@ -182,9 +183,22 @@ def winner_sentence(data: dict) -> str:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def _task_of(path: Path) -> str:
+    """The task of a run (its metrics.json) or of a comparison (its comparison.json)."""
+    for name in ("comparison.json", "metrics.json"):
+        if (path / name).is_file():
+            try:
+                return json.loads((path / name).read_text()).get("task") or "classify"
+            except (OSError, ValueError):
+                return "classify"
+    return "classify"
+
+
 def report(path: str | Path) -> Path:
     """Write report.md, metrics.json and plots for a run or a comparison folder; returns report.md."""
     path = Path(path)
+    if _task_of(path) == "segment":
+        return segment_report(path)
     if (path / "comparison.json").is_file():
         comp = json.loads((path / "comparison.json").read_text())
         runs = {n: load_run(path / r["dir"]) for n, r in comp["runs"].items()}

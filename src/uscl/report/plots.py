@@ -61,8 +61,8 @@ def confusion_matrices(path: Path, matrices: dict[str, list], classes: Sequence[
 
 
 def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str,
-                  fold_labels: Sequence[str] | None = None) -> Path:
-    """Grouped bars: per fold, one bar per init; one panel per level (frame, video).
+                  fold_labels: Sequence[str] | None = None, metric: str = "accuracy") -> Path:
+    """Grouped bars of a score in [0, 1] (``metric``): per fold, one bar per init; one panel per level.
 
     ``fold_labels`` names the bar groups (default ``fold 0..n-1``), for runs of only some folds.
     """
@@ -79,7 +79,7 @@ def fold_accuracy(path: Path, per_init: dict[str, dict[str, list]], title: str,
             ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name)
         ax.set_xticks(x, list(fold_labels) if fold_labels is not None else [f"fold {k}" for k in range(n_folds)])
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel(f"{level} accuracy")
+        ax.set_ylabel(f"{level} {metric}")
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=10)

@@ -1,0 +1,221 @@
+"""Reports of segmentation runs and comparisons: the table, paired per-fold differences, plots, overlays.
+
+A run folder (``metrics.json`` with ``task: segment``) or a comparison folder
+(``comparison.json`` of segmentation runs over the same folds) gets
+``report.md`` with: per init, the mean and 95% CI over folds of Dice, IoU and
+HD95 at image and video level; the paired per-fold differences against the
+baseline (random init when present); a per-fold Dice plot; and, per init, the
+overlays of its best, median and worst test images (by the image's mean Dice
+over the classes present in its truth): the frame with the truth contour in
+green and the prediction contour in red, one row per class present.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from uscl.errors import UsclError
+from uscl.finetune import metrics as M
+from uscl.finetune.run_folder import fold_dir
+from uscl.finetune.segment.run import PER_IMAGE, TEST_MASKS, read_per_image
+from uscl.report.plots import fold_accuracy
+from uscl.store import FrameStore
+from uscl.utils.atomic import atomic_write_json, atomic_write_text, atomic_write_with
+
+SEGMENT_COMPARISON_FORMAT = "uscl-segment-comparison"
+# (key in the fold summary, label, higher is better)
+TABLE_METRICS = (("dice", "Dice", True), ("iou", "IoU", True), ("hd95", "HD95 px", False))
+LEVELS = ("image", "video")
+TRUTH_RGB, PRED_RGB = (40, 220, 60), (235, 50, 40)
+
+
+def is_segment_run(metrics: dict) -> bool:
+    return metrics.get("task") == "segment"
+
+
+def load_segment_run(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not is_segment_run(metrics):
+        raise UsclError(f"{run_dir} is not a segmentation run (task {metrics.get('task', 'classify')})")
+    return {"dir": run_dir, "metrics": metrics}
+
+
+def segment_comparison_data(runs: dict[str, dict], baseline: str | None = None) -> dict:
+    """Per init the summary over folds; per other init the paired per-fold differences against ``baseline``."""
+    if not runs:
+        raise UsclError("nothing to compare: no finished runs")
+    names = list(runs)
+    baseline = baseline if baseline in runs else ("random" if "random" in runs else names[0])
+    tests = {n: [sorted(f.get("test_videos", [])) for f in r["metrics"]["folds"]] for n, r in runs.items()}
+    same = all(t == tests[baseline] for t in tests.values())
+    out = {"format": SEGMENT_COMPARISON_FORMAT, "version": 1, "task": "segment", "baseline": baseline,
+           "same_folds": same, "classes": runs[baseline]["metrics"]["classes"], "runs": {}, "paired_vs_baseline": {}}
+    for n, r in runs.items():
+        m = r["metrics"]
+        out["runs"][n] = {"dir": r["dir"].name, "init_spec": m.get("init_spec"), "mode": m.get("mode"),
+                          "arch": m.get("arch"), "selection": m.get("selection"), "coverage": m.get("coverage"),
+                          "folds_run": m.get("folds_run"), "summary": {lvl: m["summary"][lvl] for lvl in LEVELS},
+                          "per_class": m["pooled"]["per_class"]}
+        if n != baseline and same:
+            base = runs[baseline]["metrics"]["summary"]
+            out["paired_vs_baseline"][n] = {
+                lvl: {k: M.paired_difference(m["summary"][lvl][k]["values"], base[lvl][k]["values"])
+                      for k, _, _ in TABLE_METRICS} for lvl in LEVELS}
+    return out
+
+
+def _ci(d: dict) -> str:
+    if d.get("mean") is None:
+        return "n/a"
+    lo, hi = d.get("lo"), d.get("hi")
+    return f"{d['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{d['mean']:.3f}"
+
+
+def markdown_table(data: dict) -> str:
+    head = " | ".join(f"{lvl} {label}" for lvl in LEVELS for _, label, _ in TABLE_METRICS)
+    lines = [f"| init | mode | {head} |", "|---|---|" + "---|" * (len(LEVELS) * len(TABLE_METRICS))]
+    for n, r in data["runs"].items():
+        cells = " | ".join(_ci(r["summary"][lvl][k]) for lvl in LEVELS for k, _, _ in TABLE_METRICS)
+        lines.append(f"| {n}{' (' + r['coverage'] + ')' if r.get('coverage') else ''} | {r['mode']} | {cells} |")
+    lines.append("")
+    lines.append("Mean [95% t-interval] over folds of each fold's mean over classes; HD95 in pixels (lower is better); "
+                 "video level: each video's mean first.")
+    return "\n".join(lines)
+
+
+def paired_table(data: dict) -> str:
+    if not data["paired_vs_baseline"]:
+        return ("_The runs do not share the same folds: no paired comparison._" if not data["same_folds"]
+                else "_Only one init: nothing to compare against._")
+    lines = [f"Paired per-fold difference vs **{data['baseline']}** (same folds; for Dice and IoU positive is "
+             "better, for HD95 negative is better):", "",
+             "| init | level | metric | Δ mean ± std | per-fold Δ | better in folds | paired t-test p |",
+             "|---|---|---|---|---|---|---|"]
+    for n, levels in data["paired_vs_baseline"].items():
+        for lvl, per in levels.items():
+            for k, label, higher in TABLE_METRICS:
+                d = per[k]
+                if d["mean"] is None:
+                    continue
+                better = d["wins"] if higher else d["losses"]
+                folds = ", ".join("n/a" if x is None else f"{x:+.3f}" for x in d["diff"])
+                p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3f}"
+                lines.append(f"| {n} | {lvl} | {label} | {d['mean']:+.3f} ± {d['std']:.3f} | {folds} | "
+                             f"{better}/{d['n']} | {p} |")
+    return "\n".join(lines)
+
+
+def write_segment_comparison(out: Path, specs: dict[str, str], store: str) -> dict:
+    """``out/comparison.json`` and ``comparison.md`` of the finished segmentation runs ``out/<name>/``."""
+    runs = {name: load_segment_run(out / name) for name in specs}
+    data = segment_comparison_data(runs)
+    data["store"] = store
+    data["init_specs"] = dict(specs)
+    atomic_write_json(out / "comparison.json", data)
+    atomic_write_text(out / "comparison.md", f"# Segmentation comparison\n\n{markdown_table(data)}\n\n"
+                                             f"{paired_table(data)}\n")
+    return data
+
+
+# -- overlays -----------------------------------------------------------------------------------
+def contour(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` (bool) with a 4-neighbour outside it: a one-pixel outline."""
+    m = np.pad(mask, 1)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    return mask & ~inner
+
+
+def overlay(frame: np.ndarray, truth: np.ndarray, pred: np.ndarray, cls: int, scale: int = 2) -> np.ndarray:
+    """RGB uint8: the frame (grey or RGB) enlarged ``scale`` times, truth outline green, prediction outline red."""
+    rgb = np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame.copy()
+    rgb = np.ascontiguousarray(rgb).repeat(scale, 0).repeat(scale, 1)
+    for mask, colour in ((truth == cls, TRUTH_RGB), (pred == cls, PRED_RGB)):
+        rgb[contour(mask.repeat(scale, 0).repeat(scale, 1))] = colour
+    return rgb
+
+
+def image_scores(rows: list[dict]) -> dict[str, float]:
+    """Each image's mean Dice over the classes present in its truth (images with empty truth left out)."""
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        if not r["empty_truth"]:
+            per.setdefault(r["image_id"], []).append(r["dice"])
+    return {k: float(np.mean(v)) for k, v in per.items()}
+
+
+def pick_examples(scores: dict[str, float]) -> list[tuple[str, str, float]]:
+    """(which, image id, score): the best, the median and the worst image."""
+    if not scores:
+        return []
+    order = sorted(scores, key=lambda k: (scores[k], k))
+    picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
+    return [(w, k, scores[k]) for w, k in picks]
+
+
+def write_overlays(run_dir: Path, store: FrameStore | None, out_dir: Path, prefix: str) -> list[tuple[str, Path]]:
+    """The best / median / worst test images of a run as overlay PNGs; [] when the store is not available."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    if store is None:
+        return []
+    rows, preds = [], {}
+    for k in m["folds_run"]:
+        rows += read_per_image(fold_dir(run_dir, k) / PER_IMAGE)
+        with np.load(fold_dir(run_dir, k) / TEST_MASKS, allow_pickle=False) as z:
+            for v, t, p in zip(z["videos"], z["frames"], z["pred"]):
+                preds[f"{store.videos[int(v)].video_id}:{int(t)}"] = p
+    written = []
+    for which, image_id, score in pick_examples(image_scores(rows)):
+        vid, t = image_id.rsplit(":", 1)
+        frame, truth, pred = store.frame(vid, int(t)), store.mask(vid, int(t)), preds[image_id]
+        classes = [c for c in range(1, len(m["classes"]) + 1) if (truth == c).any()]
+        panel = np.concatenate([overlay(frame, truth, pred, c) for c in classes], axis=1)
+        path = out_dir / f"{prefix}{which}.png"
+        atomic_write_with(path, lambda tmp, a=panel: Image.fromarray(a).save(tmp, format="PNG"), suffix=".png")
+        written.append((f"{which}: {image_id}, Dice {score:.3f} ({', '.join(m['classes'][c - 1] for c in classes)})",
+                        path))
+    return written
+
+
+def _open_store(metrics: dict) -> FrameStore | None:
+    try:
+        store = FrameStore(metrics["store"], check=False)
+    except (UsclError, OSError, KeyError, ValueError):
+        return None
+    return store if store.store_id == metrics.get("store_id") else None
+
+
+def segment_report(path: Path) -> Path:
+    """report.md (+ plots and overlays) of a segmentation run or comparison folder; returns report.md."""
+    if (path / "comparison.json").is_file():
+        comp = json.loads((path / "comparison.json").read_text())
+        runs = {n: load_segment_run(path / r["dir"]) for n, r in comp["runs"].items()}
+        title, baseline = f"Segmentation comparison: {path.name}", comp.get("baseline")
+    else:
+        run = load_segment_run(path)
+        runs, title, baseline = {run["metrics"]["init"]: run}, f"Segmentation run: {path.name}", None
+    data = segment_comparison_data(runs, baseline)
+    lines = [f"# {title}", "", f"Task: segmentation; classes: {', '.join(data['classes'])}; folds split by video "
+             "(and patient) over the videos with masks; each fold's model is its last epoch unless the run "
+             "selected on a validation split carved from the training videos.", "", markdown_table(data), "",
+             paired_table(data), ""]
+    per_fold = {n: {lvl: r["metrics"]["summary"][lvl]["dice"]["values"] for lvl in LEVELS} for n, r in runs.items()}
+    fig = fold_accuracy(path / "fold_dice.png", per_fold, "Dice per fold", metric="Dice")
+    lines += ["## Dice per fold", "", f"![Dice per fold]({fig.name})", ""]
+    store = _open_store(next(iter(runs.values()))["metrics"])
+    lines += ["## Test images: best, median, worst", "",
+              "Truth outline green, prediction outline red; one panel per class present in the truth.", ""]
+    if store is None:
+        lines.append("_The frame store is not available (moved or changed): no overlays._")
+    for n, r in runs.items():
+        shots = write_overlays(r["dir"], store, path, f"overlay_{r['dir'].name}_" if len(runs) > 1 else "overlay_")
+        if shots:
+            lines.append(f"### {n}")
+            lines += [f"- {caption}\n\n  ![{caption}]({p.name})" for caption, p in shots]
+            lines.append("")
+    atomic_write_json(path / "report.json", data)
+    atomic_write_text(path / "report.md", "\n".join(lines) + "\n")
+    return path / "report.md"
