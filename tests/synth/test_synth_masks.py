@@ -110,12 +110,13 @@ def test_pleura_mask_sits_on_the_bright_line():
     for label, seed, kw in cases:
         video, labels, sector = _render(label, seed, **kw)
         pleura = labels == PLEURA
-        by_shift = {dy: _above_contrast(video, _shift(pleura, dy, 0, sector), sector) for dy in range(-4, 5)}
-        best = max(by_shift, key=by_shift.get)
-        assert by_shift[0] > 35 and abs(best) <= 1, (label, by_shift)
+        # Mean grey under the mask moved dy rows: brightest exactly where it is.
+        by_shift = {dy: video[_shift(pleura, dy, 0, sector)].mean() for dy in range(-4, 5)}
+        assert max(by_shift, key=by_shift.get) == 0, (label, by_shift)
         # Negative controls: the mask moved 3 px up or down, or flipped upside down, is off the line.
-        assert by_shift[-3] < by_shift[0] - 25 and by_shift[3] < by_shift[0] - 25, (label, by_shift)
-        assert _above_contrast(video, pleura[:, ::-1] & sector, sector) < by_shift[0] - 25
+        assert by_shift[0] > max(by_shift[-3], by_shift[3]) + 15, (label, by_shift)
+        assert by_shift[0] > video[pleura[:, ::-1] & sector].mean() + 50, label
+        assert _above_contrast(video, pleura, sector) > 25  # brighter than the wall just above
 
 
 def test_b_line_mask_covers_the_bright_columns():
@@ -160,15 +161,15 @@ def test_consolidation_and_effusion_masks_match_their_echoes():
     assert eff < video[cmask].mean() - 40
     assert eff < video[_shift(emask, -6, 0, sector)].mean() - 25  # moved up: onto the pleura/wall
     assert eff < video[_shift(emask, 6, 0, sector)].mean() - 25  # moved down: into the consolidation
-    assert eff < video[emask[:, :, ::-1] & sector].mean() - 15
     # Without a consolidation nothing is labelled as one.
     _, plain, _ = _render("pneumonia", 3, consolidation=None, effusion_thickness=0.0, subpleural_notches=0)
     assert not np.isin(plain, [CONSOLIDATION, EFFUSION]).any()
 
 
 def test_masks_follow_the_motion_frame_by_frame():
-    kw = dict(b_line_positions=[0.25, 0.6], b_line_widths=[0.02, 0.03], ribs=[], motion_scale=2.0,
-              breath_amp=0.02, slide_amp=0.04)
+    # A slow frame rate spans a whole breath: the chest moves the pleura, sliding moves the B-lines.
+    kw = dict(b_line_positions=[0.25, 0.6], b_line_widths=[0.02, 0.03], ribs=[], breath_amp=0.02,
+              slide_amp=0.05, fps=2.5)
     video, labels, sector = _render("covid", 2, frames=12, **kw)
     pleura, bline = labels == PLEURA, labels == BLINE
     rows = [np.where(pleura[f])[0].mean() for f in range(len(video))]
@@ -176,8 +177,7 @@ def test_masks_follow_the_motion_frame_by_frame():
     assert max(rows) - min(rows) > 2 and max(cols) - min(cols) > 4  # breathing and sliding move them
     f, g = int(np.argmin(rows)), int(np.argmax(rows))
     for a, b in ((f, g), (g, f)):  # each frame's own mask beats the other frame's
-        own = _above_contrast(video[a:a + 1], pleura[a:a + 1], sector[:1])
-        other = _above_contrast(video[a:a + 1], pleura[b:b + 1], sector[:1])
+        own, other = video[a][pleura[a]].mean(), video[a][pleura[b]].mean()
         assert own > other + 20, (a, b, own, other)
     f, g = int(np.argmin(cols)), int(np.argmax(cols))
     lung = _lung(labels, sector)
