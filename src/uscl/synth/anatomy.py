@@ -19,6 +19,11 @@ import numpy as np
 from uscl.synth.fields import gaussian_blur, smooth_noise_1d, smooth_noise_2d, speckle_field
 from uscl.synth.params import VideoParams
 
+# The pleura mask leaves out stretches where the line is drawn dimmer than this fraction of
+# its nominal brightness (gaps between fragments, rib shadows): about 12 dB down, where the
+# line is no brighter than the chest-wall muscle above it.
+PLEURA_VISIBLE = 0.25
+
 
 @dataclass
 class Anatomy:
@@ -39,6 +44,11 @@ class Anatomy:
     a_line_weight: np.ndarray  # (canvas cols,) where aerated lung lets A-lines form
     b_lines: list[tuple[float, float, float]]  # (canvas column, width in px, strength)
     noise: np.ndarray  # electronic noise pool (magnitudes), larger than the view
+    # Label weights for the segmentation masks (uscl.synth.masks), in [0, 1]; computed from the
+    # same curves as the pixels above and drawing no random numbers. ``None`` where absent.
+    pleura_weight: np.ndarray | None = None  # wall frame: pleural band where the line is drawn
+    consolidation_weight: np.ndarray | None = None  # lung frame: tissue-like lung (consolidation, notches)
+    effusion_weight: np.ndarray | None = None  # lung frame: anechoic effusion band
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -132,7 +142,8 @@ def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator
     if cons is not None:
         cons_lat = _lateral_window(c, col_of(cons.center), cons.width / 2 * width_px, 0.08 * width_px)
         along = along * (1 - 0.4 * cons_lat)
-    pleura = (_band(r, d[None, :], thick[None, :]) * along[None, :]).astype(np.float32)
+    pleura_band = _band(r, d[None, :], thick[None, :])
+    pleura = (pleura_band * along[None, :]).astype(np.float32)
 
     # --- A-lines: reverberations at multiples of the probe-pleura distance ---
     a_lines = np.zeros((H, W), np.float32)
@@ -162,6 +173,7 @@ def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator
     lung = p.lung_brightness * (1 + 0.35 * smooth_noise_2d((H, W), 4 * px, 8 * px, rng))
     lung = np.clip(lung, 0, None).astype(np.float32)
     a_line_weight = np.ones(W, np.float32)
+    cons_weight = eff_weight = None
     if cons is not None:
         jc = col_of(cons.center)
         halfw = cons.width / 2 * width_px
@@ -175,6 +187,7 @@ def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator
                   * _smoothstep((bottom[None, :] - r) / (3 * px) + 0.5) * cons_lat[None, :])
         tissue = cons.brightness * p.wall_brightness * (1 + 0.3 * smooth_noise_2d((H, W), 3 * px, 3 * px, rng))
         lung = lung * (1 - inside) + np.clip(tissue, 0.05, None) * inside
+        cons_weight = inside
         shred = _band(r, bottom[None, :], 1.5 * px) * cons_lat[None, :] * (
             0.5 + 0.6 * smooth_noise_1d(W, 3 * px, rng))[None, :]
         lung += np.clip(shred, 0, None)
@@ -183,6 +196,7 @@ def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator
             eff = (_smoothstep((r - d[None, :]) / (1.5 * px)) * _smoothstep((top[None, :] - r) / (1.5 * px))
                    * eff_lat[None, :])
             lung *= 1 - 0.97 * eff
+            eff_weight = eff
             lung += 1.2 * _band(r, top[None, :], 1.2 * px) * cons_lat[None, :]  # visceral pleura
         starts = []
         for _ in range(cons.bronchograms):
@@ -201,6 +215,8 @@ def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator
         deep = d + float(rng.uniform(0.02, 0.05)) * depth_px * np.sqrt(np.clip(1 - ((c - jc) / (half + 2 * px)) ** 2, 0, 1))
         notch = lat[None, :] * _smoothstep((deep[None, :] - r) / (1.5 * px))
         lung = lung * (1 - notch) + 0.45 * notch
+        # The fraction of tissue-like echo after this notch, as ``lung`` mixes it.
+        cons_weight = notch if cons_weight is None else 1 - (1 - cons_weight) * (1 - notch)
 
     b_lines = []
     widths = p.b_line_widths or [float(rng.choice([rng.uniform(0.012, 0.025), rng.uniform(0.03, 0.06)], p=[0.75, 0.25]))
@@ -213,9 +229,17 @@ def build_anatomy(p: VideoParams, rows: int, cols: int, rng: np.random.Generator
     spk_a = speckle_field((H, W), p.speckle_axial * px, 1.6 * p.speckle_lateral * px, rng)
     spk_b = speckle_field((H, W), p.speckle_axial * px, 1.6 * p.speckle_lateral * px, rng)
     noise = np.abs(speckle_field((rows + 16, cols + 16), 0.5, 0.5, rng)) * p.noise_level
+    # Pleura label: the band relative to its sampled peak in each column (a thin line that falls
+    # between two rows still gets its brightest row), where the line is drawn at least
+    # PLEURA_VISIBLE of its nominal brightness (fragment gaps and rib shadows excluded).
+    drawn = (along[None, :] * shadow) >= PLEURA_VISIBLE * p.pleura_brightness
+    pleura_band = pleura_band / np.maximum(pleura_band.max(axis=0, keepdims=True), 1e-6)
     return Anatomy(
         rows=rows, cols=cols, my=my, mx=mx,
         wall_layers=np.stack([wall, pleura, a_lines, lung_mask]).astype(np.float32) * shadow[None],
         lung=lung.astype(np.float32), lung_speckle_a=spk_a, lung_speckle_b=spk_b,
         a_line_weight=a_line_weight.astype(np.float32), b_lines=b_lines, noise=noise.astype(np.float32),
+        pleura_weight=(pleura_band * drawn).astype(np.float32),
+        consolidation_weight=None if cons_weight is None else cons_weight.astype(np.float32),
+        effusion_weight=None if eff_weight is None else eff_weight.astype(np.float32),
     )

@@ -1,4 +1,9 @@
-"""Generate the synthetic data set: OUT/<class>/<Prefix>_synth_NNN.mp4 plus OUT/labels.csv."""
+"""Generate the synthetic data set: OUT/<class>/<Prefix>_synth_NNN.mp4 plus OUT/labels.csv.
+
+With ``masks=True`` each video also gets a lossless label video
+OUT/<class>/<Prefix>_synth_NNN_mask.avi and labels.csv a ``mask`` column
+(see :mod:`uscl.synth.masks`); the videos themselves are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from uscl.errors import UsclError
+from uscl.synth.masks import MASK_SUFFIX, mask_name, write_mask_video
 from uscl.synth.params import CLASSES, PREFIXES
 from uscl.synth.render import render_video
 from uscl.video.mp4 import write_mp4
@@ -28,9 +34,10 @@ class SynthSummary:
 
     out: Path
     videos: list[tuple[str, str]] = field(default_factory=list)  # (path relative to out, label)
+    masks: list[str] = field(default_factory=list)  # mask paths relative to out, one per video (masks=True)
     labels_csv: Path | None = None
     seconds: float = 0.0
-    removed_stale: list[str] = field(default_factory=list)  # old synth files deleted under overwrite
+    removed_stale: list[str] = field(default_factory=list)  # old synth videos (and masks) deleted under overwrite
 
 
 def video_name(label: str, index: int) -> str:
@@ -59,8 +66,15 @@ def parse_classes(classes: str | Iterable[str]) -> tuple[str, ...]:
 
 def generate(out: str | os.PathLike, videos_per_class: int = 10, frames: int = 50, size: int = 256,
              fps: float = 10.0, seed: int = 0, classes: str | Iterable[str] = CLASSES,
-             overwrite: bool = False) -> SynthSummary:
-    """Render and encode the data set; same arguments give byte-identical files."""
+             overwrite: bool = False, masks: bool = False) -> SynthSummary:
+    """Render and encode the data set; same arguments give byte-identical files.
+
+    ``masks=True`` also writes each video's label video ``<Name>_mask.avi``
+    beside it (FFV1, gray, same frames, size and fps; values 0..4, see
+    :mod:`uscl.synth.masks`) and adds a ``mask`` column to labels.csv. The
+    videos are byte-identical with or without masks, and so is labels.csv
+    without them.
+    """
     classes = parse_classes(classes)
     if videos_per_class < 1:
         raise UsclError(f"videos_per_class must be at least 1, not {videos_per_class}", param="videos_per_class")
@@ -77,16 +91,22 @@ def generate(out: str | os.PathLike, videos_per_class: int = 10, frames: int = 5
     summary = SynthSummary(out=root)
     jobs = [(label, i) for label in classes for i in range(videos_per_class)]
     for label, i in progress(jobs, desc="synth", unit="video"):
-        video = render_video(label, frames, size, video_rng(seed, label, i), fps=fps)
+        rendered = render_video(label, frames, size, video_rng(seed, label, i), fps=fps, masks=masks)
+        video, labels = rendered if masks else (rendered, None)
         rel = f"{label}/{video_name(label, i)}"
         write_mp4(root / rel, video, fps=fps)
         summary.videos.append((rel, label))
-    summary.removed_stale = _remove_stale(root, {rel for rel, _ in summary.videos})
+        if labels is not None:
+            mask_rel = f"{label}/{mask_name(video_name(label, i))}"
+            write_mask_video(root / mask_rel, labels, fps=fps)
+            summary.masks.append(mask_rel)
+    summary.removed_stale = _remove_stale(root, {rel for rel, _ in summary.videos} | set(summary.masks))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "patient"])
-    for rel, label in summary.videos:
-        writer.writerow([rel, label, Path(rel).stem])  # one synthetic patient per video
+    writer.writerow(["path", "label", "patient"] + (["mask"] if masks else []))
+    for k, (rel, label) in enumerate(summary.videos):
+        row = [rel, label, Path(rel).stem]  # one synthetic patient per video
+        writer.writerow(row + ([summary.masks[k]] if masks else []))
     summary.labels_csv = root / LABELS_CSV
     atomic_write_text(summary.labels_csv, buf.getvalue())
     summary.seconds = time.perf_counter() - start
@@ -94,11 +114,13 @@ def generate(out: str | os.PathLike, videos_per_class: int = 10, frames: int = 5
 
 
 def _remove_stale(root: Path, keep: set[str]) -> list[str]:
-    """Delete synth videos of an earlier run in this folder that this run did not write
-    (only under overwrite), so the folder and labels.csv agree."""
+    """Delete synth videos and masks of an earlier run in this folder that this run did
+    not write (only under overwrite), so the folder and labels.csv agree."""
     removed = []
     for label in CLASSES:
-        for path in sorted((root / label).glob(f"{PREFIXES[label]}_synth_*.mp4")):
+        pattern = f"{PREFIXES[label]}_synth_*"
+        paths = sorted((root / label).glob(pattern + ".mp4")) + sorted((root / label).glob(pattern + MASK_SUFFIX))
+        for path in paths:
             rel = f"{label}/{path.name}"
             if rel not in keep:
                 path.unlink()

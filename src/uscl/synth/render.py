@@ -5,7 +5,9 @@ Per frame the wall and lung canvases are windowed at their current offsets
 along the pleura), the lung speckle is rotated between two independent
 fields (so it shimmers but stays Rayleigh), then depth attenuation, gain,
 electronic noise and log compression give display grey levels, which are
-scan-converted into the fan or rectangle of the probe.
+scan-converted into the fan or rectangle of the probe. On request the same
+loop also gives per-frame label maps of the drawn structures
+(:mod:`uscl.synth.masks`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from uscl.errors import UsclError
 from uscl.synth.anatomy import Anatomy, build_anatomy
 from uscl.synth.fields import crop, crop_1d
 from uscl.synth.geometry import ProbeGeometry, probe_geometry
+from uscl.synth.masks import label_weights, labels_from_weights
 from uscl.synth.params import VideoParams, apply_overrides, sample_video_params
 
 TOP_DB = 16.0  # amplitude (relative to bright tissue) that maps to white, in dB
@@ -71,8 +74,15 @@ def _b_line_profile(anat: Anatomy, lx: float, t: float, flicker_phase: np.ndarra
     return prof
 
 
-def render_frames(params: VideoParams, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render ``frames`` frames of a ``size``×``size`` video with ``params``; uint8 (T, H, W)."""
+def render_frames(params: VideoParams, frames: int, size: int, rng: np.random.Generator, *,
+                  masks: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Render ``frames`` frames of a ``size``×``size`` video with ``params``; uint8 (T, H, W).
+
+    With ``masks=True`` returns ``(video, labels)``: ``labels`` is a uint8
+    (T, H, W) label map per frame (0 background, then ``MASK_CLASSES``; see
+    :mod:`uscl.synth.masks`), computed from the same canvases, motion and scan
+    conversion. It draws no random numbers, so ``video`` is the same either way.
+    """
     if frames < 1:
         raise UsclError(f"frames must be at least 1, not {frames}")
     if size < 16:
@@ -91,6 +101,7 @@ def render_frames(params: VideoParams, frames: int, size: int, rng: np.random.Ge
     scale = 255.0 / params.dynamic_range_db
     noise_off = rng.integers(0, 16, size=(frames, 2))
     out = np.empty((frames, size, size), np.uint8)
+    labels = np.zeros((frames, size, size), np.uint8) if masks else None
     for f in range(frames):
         oy, ox, lx, theta = motion.at(f)
         wall, pleura, a_lines, mask = crop(anat.wall_layers, oy, ox, rows, cols)
@@ -110,17 +121,23 @@ def render_frames(params: VideoParams, frames: int, size: int, rng: np.random.Ge
         grey = (20 * np.log10(amp + 1e-5) - lo_db) * scale
         img = geom.scan_convert(np.clip(grey, 0, 255))
         out[f] = np.rint(img).astype(np.uint8)
+        if labels is not None:
+            labels[f] = labels_from_weights(label_weights(anat, oy, ox, lx, mask), geom)
+    if labels is not None:
+        return out, labels
     return out
 
 
-def render_video(label: str, frames: int, size: int, rng: np.random.Generator, **overrides) -> np.ndarray:
+def render_video(label: str, frames: int, size: int, rng: np.random.Generator, *, masks: bool = False,
+                 **overrides) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render one synthetic lung-ultrasound video of class ``label``.
 
     Parameters are drawn with :func:`sample_video_params` from ``rng`` and then
     replaced by ``overrides`` (any :class:`VideoParams` field, e.g.
     ``probe="linear"``, ``b_line_positions=[0.3]``, ``consolidation=None`` or a
     dict of :class:`Consolidation` fields, ``motion_scale=0``). Returns uint8
-    frames (T, H, W), black outside the imaged sector.
+    frames (T, H, W), black outside the imaged sector; with ``masks=True``, a
+    pair ``(frames, labels)`` (see :func:`render_frames`).
     """
     params = apply_overrides(sample_video_params(label, rng), overrides)
-    return render_frames(params, frames, size, rng)
+    return render_frames(params, frames, size, rng, masks=masks)
