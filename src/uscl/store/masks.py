@@ -162,7 +162,7 @@ def load_masks(inp: VideoInput, video: DecodedVideo, source: MaskSource, classes
         positions = [position[inp.files[i]] for i in video.kept_indices or []]
         expected = len(inp.members)
     else:
-        positions = list(video.kept_indices if video.kept_indices is not None else range(video.num_frames))
+        positions = list(video.kept_indices if video.kept_indices is not None else range(video.orig_num_frames))
         expected = video.orig_num_frames
     merged: np.ndarray | None = None
     for path, rel in zip(source.paths, source.rels):
