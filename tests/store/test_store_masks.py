@@ -199,6 +199,11 @@ def test_label_map_with_three_classes(tmp_path):
     prepare(src, out2, PrepareOptions(size=16), mask_suffix="_mask", mask_classes="pleura,bline,consolidation",
             show_progress=False)
     assert set(np.unique(FrameStore(out2).mask("lung", 0))) == {0, 1, 2, 3}
+    # the same label map taken for a binary mask (no classes named) is said to be read as background
+    out3 = tmp_path / "binary"
+    summary = prepare(src, out3, NATIVE, mask_suffix="_mask", show_progress=False)
+    assert not FrameStore(out3).mask("lung", 0).any()
+    assert any("a label map?" in n for _, n in summary.notes)
 
 
 # -- bad masks: left out, the image kept ---------------------------------------------------------------------
@@ -367,3 +372,24 @@ def test_cli_mask_flags(tmp_path, capsys):
     assert store.mask_classes == ["pleura", "bline"] and set(np.unique(store.mask("a", 0))) == {0, 2}
     assert main(["prepare", str(src), str(tmp_path / "o2"), "--mask-classes", ","]) == 2
     assert "(set with --mask-classes)" in capsys.readouterr().err
+
+
+def test_readers_say_which_source_frames_they_kept(tmp_path):
+    from uscl.video import read_frames
+
+    frames = moving_frames(10, 32, 32)
+    write_video(tmp_path / "v.mp4", frames, fps=10)
+    write_dicom(tmp_path / "d.dcm", frames[..., 0], frame_time_ms=100)
+    for name in ("v.mp4", "d.dcm"):
+        video = read_frames(tmp_path / name, fps=5, max_frames=3)
+        assert video.kept_indices == [0, 4, 8] and video.num_frames == 3, name
+        assert read_frames(tmp_path / name).kept_indices == list(range(10))
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(frames[i]).save(folder / f"{i}.png")
+    (folder / "2.png").write_bytes(b"broken")
+    video = read_frames(folder, max_frames=5)
+    assert video.kept_indices == [0, 1, 3, 4] and video.num_frames == 4  # positions in the files given
+    Image.fromarray(frames[0]).save(tmp_path / "s.png")
+    assert read_frames(tmp_path / "s.png").kept_indices == [0]

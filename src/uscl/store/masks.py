@@ -151,10 +151,13 @@ def class_values(arr: np.ndarray, n_classes: int, classes: list[str]) -> np.ndar
     return arr.astype(np.uint8)
 
 
-def load_masks(inp: VideoInput, video: DecodedVideo, source: MaskSource, classes: list[str]) -> np.ndarray:
+def load_masks(inp: VideoInput, video: DecodedVideo, source: MaskSource, classes: list[str],
+               notes: list[str] | None = None) -> np.ndarray:
     """The mask of ``video``'s kept frames, (T, H, W) uint8 class indices at the native size.
 
     Raises :class:`MaskError` naming the mask file and why it is left out.
+    ``notes`` gets a warning where one class thresholds a mask whose values
+    all lie below the threshold (a label map given without its classes?).
     """
     kept = _kept_word(inp)
     if inp.kind == "frames":  # kept_indices are positions in inp.files; masks go one per image file
@@ -180,6 +183,10 @@ def load_masks(inp: VideoInput, video: DecodedVideo, source: MaskSource, classes
                        f"{video.orig_width}x{video.orig_height}")
         if found.count != expected or found.frames.shape[0] != len(positions):
             raise fail(f"the mask has {found.count} frames, the {kept} {expected}")
+        top = int(found.frames.max(initial=0))
+        if notes is not None and len(classes) == 1 and 1 < top < (128 if found.frames.dtype == np.uint8 else 32768):
+            notes.append(f"mask {rel}: values up to {top}, all below the binary threshold, read as background "
+                         "(a label map? name its classes with mask_classes)")
         try:
             values = class_values(found.frames, len(classes), classes)
         except ValueError as exc:

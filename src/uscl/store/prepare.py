@@ -233,8 +233,8 @@ def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer:
     stored_mask, mask_skipped = None, None
     if mask is not None:
         try:
-            stored_mask = preprocess_masks(load_masks(inp, video, mask, mask_classes or DEFAULT_MASK_CLASSES),
-                                           plan, options)
+            stored_mask = preprocess_masks(load_masks(inp, video, mask, mask_classes or DEFAULT_MASK_CLASSES,
+                                                      video.notes), plan, options)
         except MaskError as exc:
             mask_skipped = [{"path": exc.rel, "reason": str(exc)}]
     rel_array = writer.write_array(video_id, frames)
