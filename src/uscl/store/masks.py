@@ -66,7 +66,7 @@ class MaskSource:
     origin: str  # csv | suffix
 
     def fingerprint(self) -> list:
-        """Sizes and modification times of the mask files (a folder: of its files), so a changed mask is ingested again."""
+        """Sizes and modification times of the mask files (a folder: of its files): a changed mask is ingested again."""
         out = []
         for path, rel in zip(self.paths, self.rels):
             try:
