@@ -23,12 +23,23 @@ listed on its own; the folder stays one video of its readable frames).
 Re-running into the same OUT reuses every video whose file is unchanged (also
 after a killed run).
 
+Masks: a 'mask' column in the labels CSV (a mask image, video, DICOM or
+folder per input, path relative to SRC), or --mask-suffix _mask to take
+x_mask.png beside x.png (x_mask_1.png... are merged), clip_mask.mkv beside
+clip.mp4, f_mask/ beside the frame folder f/. --mask-classes names the
+values 1..K of label maps (default: one class, 'foreground', binary masks).
+Masks get the frames' sampling, crop box and size (nearest neighbour) and
+land in OUT/masks/; a mask that does not fit is left out (listed in
+skipped.csv), its image is kept.
+
 examples:
   uscl prepare data/pocus pocus_store --labels data/pocus/labels.csv
   uscl prepare data/pocus pocus224 --labels data/pocus/labels.csv \\
       --where probe=convex --fps 3 --max-frames 30 --crop --size 224
   uscl prepare my_videos store --label-from parent
   uscl prepare pocus_videos store --label-from prefix --prefix-map Cov=covid,Pneu=pneumonia,Reg=regular
+  uscl prepare lesions store --mask-suffix _mask --mask-classes lesion
+  uscl prepare lung store --labels lung/labels.csv --mask-classes pleura,bline,consolidation
 """
 
 
@@ -73,6 +84,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--channels", choices=["grey", "rgb"], default="grey", help="default grey (luma)")
     s.add_argument("--no-frame-folders", action="store_true",
                    help="treat every image as a still, never a folder of images as one video")
+    m = p.add_argument_group("masks")
+    m.add_argument("--mask-suffix", metavar="SUFFIX",
+                   help="take masks named after each input: x.png → x_mask.png (and x_mask_1.png..., merged), "
+                        "clip.mp4 → clip_mask.mkv, folder f → f_mask (e.g. --mask-suffix _mask); "
+                        "a 'mask' column in the labels CSV is used first")
+    m.add_argument("--mask-classes", metavar="NAME[,NAME...]",
+                   help="names of the mask values 1..K, 0 being background (default: foreground, "
+                        "a binary mask); e.g. --mask-classes pleura,bline,consolidation")
     p.add_argument("--overwrite", action="store_true", help="replace a store in OUT made with other options")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -89,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.out, options,
             labels_csv=args.labels_csv, label_from=args.label_from, prefix_map=args.prefix_map, where=args.where,
             frame_folders=not args.no_frame_folders, overwrite=args.overwrite,
+            mask_suffix=args.mask_suffix, mask_classes=args.mask_classes,
         )
     except FoundLabelsError as exc:
         raise UsclError(f"{exc.problem}\n({exc.path} was found at the root of SRC and used because neither --labels "

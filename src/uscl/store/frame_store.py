@@ -4,6 +4,7 @@ Layout of a store folder::
 
     manifest.json        # format, version, options used, one record per video
     arrays/<id>.npy      # uint8 array (T, H, W, C), C = 1 (grey) or 3 (RGB)
+    masks/<id>.npy       # optional: uint8 (T, H, W) segmentation mask aligned with the frames
     skipped.csv          # files that could not be ingested, with the reason
 
 ``manifest.json`` is the only file the reader trusts: it is written last and
@@ -17,6 +18,13 @@ header and the file size, no pixel read): a missing, truncated or reshaped
 array is a UsclError naming the file and the fix, never a raw mmap error in
 the middle of training. ``FrameStore.verify()`` also reads every array and
 compares it with the sha256 recorded when it was written (``array_hash``).
+
+Masks (uscl.store.masks): a video may have a mask, one (H, W) uint8 label map
+per stored frame, same size: 0 is background and k is
+``store.mask_classes[k-1]`` (the manifest's ``options["mask_classes"]``).
+``store.masks(key)`` is the memory-mapped (T, H, W) array or None; masks are
+checked on opening and by ``verify()`` (``mask_hash``) like the frame arrays.
+A store without masks (any store of an older uscl) has ``mask_classes == []``.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ FORMAT = "uscl-frame-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays"
+MASKS = "masks"
 
 
 @dataclass
@@ -64,6 +73,8 @@ class VideoRecord:
     array_hash: str | None = None  # sha256 of the stored array's data bytes (what verify() checks)
     kind: str = "video"  # video | dicom | image | frames
     extra: dict[str, Any] = field(default_factory=dict)
+    mask: str | None = None  # path of the (T, H, W) mask .npy relative to the store root; None: no mask
+    mask_hash: str | None = None  # sha256 of the mask array's data bytes
 
     @classmethod
     def from_json(cls, data: dict) -> "VideoRecord":
@@ -148,6 +159,7 @@ class FrameStore:
         self.videos: list[VideoRecord] = [VideoRecord.from_json(v) for v in data.get("videos", [])]
         self._index = {v.video_id: i for i, v in enumerate(self.videos)}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._mask_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         if check:
             self._raise_if_damaged(self._array_problems())
@@ -156,39 +168,53 @@ class FrameStore:
     def _shape(self, v: VideoRecord) -> tuple[int, int, int, int]:
         return (v.num_frames, v.height, v.width, v.channels)
 
-    def _array_problems(self) -> list[tuple[VideoRecord, str]]:
+    def _mask_shape(self, v: VideoRecord) -> tuple[int, int, int]:
+        return (v.num_frames, v.height, v.width)
+
+    def _array_problems(self) -> list[tuple[VideoRecord, str, str]]:
+        """(record, file, problem) of every frame or mask array that does not fit its record."""
         problems = []
         for v in self.videos:
             problem = array_problem(self.root / v.array, self._shape(v))
             if problem is not None:
-                problems.append((v, problem))
+                problems.append((v, v.array, problem))
+            if v.mask:
+                problem = array_problem(self.root / v.mask, self._mask_shape(v))
+                if problem is not None:
+                    problems.append((v, v.mask, problem))
         return problems
 
-    def _raise_if_damaged(self, problems: list[tuple[VideoRecord, str]], fix: str | None = None) -> None:
+    def _raise_if_damaged(self, problems: list[tuple[VideoRecord, str, str]], fix: str | None = None) -> None:
         if not problems:
             return
-        shown = [f"  {self.root / v.array} {problem} (video {v.video_id}, source {v.source})" for v, problem in problems[:10]]
+        shown = [f"  {self.root / rel} {problem} (video {v.video_id}, source {v.source})"
+                 for v, rel, problem in problems[:10]]
         more = [f"  ... and {len(problems) - 10} more"] if len(problems) > 10 else []
         fix = fix or (f"re-run `uscl prepare SRC {self.root}` with the same SRC and options: "
                       "it decodes the damaged videos again and keeps the others")
-        raise UsclError("\n".join([f"frame store {self.root}: {len(problems)} of {len(self.videos)} arrays are "
+        n_arrays = len(self.videos) + sum(1 for v in self.videos if v.mask)
+        raise UsclError("\n".join([f"frame store {self.root}: {len(problems)} of {n_arrays} arrays are "
                                     "damaged:", *shown, *more, f"fix: {fix}"]))
 
     def verify(self) -> int:
-        """Check every array fully: header and size, then its sha256 against the recorded ``array_hash``.
+        """Check every array fully: header and size, then its sha256 against the recorded ``array_hash``
+        (a mask array: ``mask_hash``).
 
-        Reads the whole store. Returns the number of arrays whose content hash
-        matched (records without a hash, from older stores, are size-checked
+        Reads the whole store. Returns the number of frame arrays whose content
+        hash matched (records without a hash, from older stores, are size-checked
         only). Raises UsclError naming every damaged array and the fix.
         """
         problems = self._array_problems()
         self._raise_if_damaged(problems)
         checked, bad = 0, []
+        changed = "differs from the sha256 recorded when it was written (its content changed)"
         for v in self.videos:
+            if v.mask and v.mask_hash and array_sha256(np.load(self.root / v.mask, mmap_mode="r")) != v.mask_hash:
+                bad.append((v, v.mask, changed))
             if not v.array_hash:
                 continue
             if array_sha256(np.load(self.root / v.array, mmap_mode="r")) != v.array_hash:
-                bad.append((v, "differs from the sha256 recorded when it was written (its content changed)"))
+                bad.append((v, v.array, changed))
             else:
                 checked += 1
         self._raise_if_damaged(bad, fix=(f"delete the damaged arrays, then re-run `uscl prepare SRC {self.root}` "
@@ -259,7 +285,7 @@ class FrameStore:
                 arr = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:  # missing, or damaged after the store was opened
                 problem = array_problem(path, self._shape(self.videos[i])) or f"cannot be read ({exc})"
-                self._raise_if_damaged([(self.videos[i], problem)])
+                self._raise_if_damaged([(self.videos[i], self.videos[i].array, problem)])
                 raise
             self._cache[i] = arr
             if len(self._cache) > self._cache_size:
@@ -272,10 +298,59 @@ class FrameStore:
         """One frame (H, W, C) uint8, read without touching the rest of the video."""
         return np.asarray(self.frames(key)[t])
 
+    # -- masks --------------------------------------------------------------
+    @property
+    def mask_classes(self) -> list[str]:
+        """Names of the mask values 1..K (0 is background); [] when no video has a mask."""
+        if not any(v.mask for v in self.videos):
+            return []
+        return list(self.options.get("mask_classes") or [])
+
+    @property
+    def videos_with_masks(self) -> list[int]:
+        """Indices of the videos that have a mask."""
+        return [i for i, v in enumerate(self.videos) if v.mask]
+
+    def has_mask(self, key: int | str) -> bool:
+        return bool(self.videos[self.index_of(key)].mask)
+
+    def masks(self, key: int | str) -> np.ndarray | None:
+        """Memory-mapped uint8 (T, H, W) mask of one video, aligned with ``frames(key)``; None if it has none."""
+        i = self.index_of(key)
+        v = self.videos[i]
+        if not v.mask:
+            return None
+        arr = self._mask_cache.get(i)
+        if arr is None:
+            path = self.root / v.mask
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                problem = array_problem(path, self._mask_shape(v)) or f"cannot be read ({exc})"
+                self._raise_if_damaged([(v, v.mask, problem)])
+                raise
+            self._mask_cache[i] = arr
+            if len(self._mask_cache) > self._cache_size:
+                self._mask_cache.popitem(last=False)
+        else:
+            self._mask_cache.move_to_end(i)
+        return arr
+
+    def mask(self, key: int | str, t: int) -> np.ndarray:
+        """The mask (H, W) uint8 of frame ``t``; a UsclError if that video has no mask."""
+        masks = self.masks(key)
+        if masks is None:
+            v = self.videos[self.index_of(key)]
+            raise UsclError(f"video {v.video_id} (source {v.source}) of {self.root} has no mask "
+                            f"({len(self.videos_with_masks)} of {len(self.videos)} videos have one; "
+                            "test store.has_mask(key) first)")
+        return np.asarray(masks[t])
+
     def __getstate__(self):
         # memmaps are reopened in each DataLoader worker rather than pickled
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()
+        state["_mask_cache"] = OrderedDict()
         return state
 
 
@@ -291,6 +366,19 @@ class StoreWriter:
     def array_path(self, video_id: str) -> Path:
         return self.root / ARRAYS / f"{video_id}.npy"
 
+    def mask_path(self, video_id: str) -> Path:
+        return self.root / MASKS / f"{video_id}.npy"
+
+    def write_mask(self, video_id: str, masks: np.ndarray) -> str:
+        """Save a (T, H, W) uint8 mask atomically; returns the path relative to the root."""
+        masks = np.ascontiguousarray(masks)
+        if masks.dtype != np.uint8 or masks.ndim != 3:
+            raise ValueError(f"masks must be uint8 (T, H, W), got {masks.dtype} {masks.shape}")
+        path = self.mask_path(video_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_with(path, lambda tmp: np.save(tmp, masks, allow_pickle=False), suffix=".npy")
+        return str(path.relative_to(self.root))
+
     def write_array(self, video_id: str, frames: np.ndarray) -> str:
         """Save (T, H, W, C) uint8 atomically; returns the path relative to the root."""
         frames = np.ascontiguousarray(frames)
@@ -303,12 +391,18 @@ class StoreWriter:
     def add(self, record: VideoRecord) -> None:
         self.records.append(record)
 
-    def add_video(self, video_id: str, frames: np.ndarray, **meta: Any) -> VideoRecord:
-        """Write one video's frames and record it (convenience for tests and tools)."""
+    def add_video(self, video_id: str, frames: np.ndarray, *, masks: np.ndarray | None = None,
+                  **meta: Any) -> VideoRecord:
+        """Write one video's frames (and its (T, H, W) masks) and record it (convenience for tests and tools)."""
         rel = self.write_array(video_id, frames)
         t, h, w, c = frames.shape
         meta.setdefault("source", video_id)
         meta.setdefault("array_hash", array_sha256(frames))
+        if masks is not None:
+            if masks.shape != (t, h, w):
+                raise ValueError(f"masks must be (T, H, W) = {(t, h, w)} like the frames, got {masks.shape}")
+            meta["mask"] = self.write_mask(video_id, masks)
+            meta["mask_hash"] = array_sha256(masks)
         rec = VideoRecord(video_id=video_id, array=rel, num_frames=t, height=h, width=w, channels=c, **meta)
         self.add(rec)
         return rec

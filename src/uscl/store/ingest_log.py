@@ -2,7 +2,8 @@
 
 ``OUT/.ingest/<video_id>.json`` is written (atomically) right after the
 video's array, and records what the array was made from: the source's
-relative path, size and modification time, and the preprocessing options.
+relative path, size and modification time (and those of its mask files, if it
+has masks: a changed mask is ingested again), and the preprocessing options.
 A later run reuses the array only when all of these still match, so a run
 killed half-way keeps its finished videos and a changed file is decoded again.
 ``OUT/.ingest/_options.json`` holds the options of the run that wrote them.
@@ -52,6 +53,8 @@ class IngestLog:
             return None
         # the array must be whole: a missing, truncated or reshaped one is decoded again
         if array_problem(self.root / record.array, (record.num_frames, record.height, record.width, record.channels)):
+            return None
+        if record.mask and array_problem(self.root / record.mask, (record.num_frames, record.height, record.width)):
             return None
         return record
 

@@ -14,6 +14,15 @@ record (``extra["ingest_notes"]``) and in the summary. An unreadable image of
 a folder of frames is left out of that video (which stays one video) and
 listed as skipped, with the folder named in the reason (and in the record's
 ``extra["skipped_members"]``, so a re-run that reuses the video reports it too).
+
+Masks (uscl.store.masks): from the labels CSV's ``mask`` column, or found
+beside each input by ``mask_suffix``; ``mask_classes`` names the values 1..K
+(default ``["foreground"]``: binary masks). A video's mask is cut to the same
+kept frames, crop box and size as its frames and written to
+``masks/<video_id>.npy``; the record says so (``mask``, ``mask_hash``,
+``extra["mask_source"]``, ``extra["mask_counts"]``). A mask that cannot be
+used is left out with its reason in skipped.csv (and ``extra["mask_skipped"]``);
+its image or video is ingested all the same.
 """
 
 from __future__ import annotations
@@ -29,9 +38,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uscl.errors import UsclError
-from uscl.store.frame_store import ARRAYS, MANIFEST, StoreWriter, VideoRecord, array_sha256
+from uscl.store.frame_store import ARRAYS, MANIFEST, MASKS, StoreWriter, VideoRecord, array_sha256
 from uscl.store.ingest_log import IngestLog
-from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames, read_and_preprocess
+from uscl.store.masks import (
+    DEFAULT_MASK_CLASSES,
+    MaskError,
+    MaskSource,
+    check_mask_classes,
+    csv_masks,
+    load_masks,
+    mask_counts,
+    mask_sources,
+)
+from uscl.store.preprocess import (
+    PrepareOptions,
+    decode_for,
+    preprocess_frames,
+    preprocess_masks,
+    preprocess_with_plan,
+    read_and_preprocess,
+)
 from uscl.store.video_ids import make_video_ids
 from uscl.utils.atomic import atomic_write_text
 from uscl.utils.progress import progress
@@ -50,7 +76,7 @@ from uscl.video.labels import (
 SKIPPED = "skipped.csv"
 UNLABELLED = "unlabelled"
 # what ingestion itself records in ``record.extra`` (the rest comes from the labels CSV)
-INGEST_FIELDS = ("ingest_notes", "skipped_members")
+INGEST_FIELDS = ("ingest_notes", "skipped_members", "mask_source", "mask_skipped", "mask_counts")
 
 __all__ = ["PrepareOptions", "PrepareSummary", "prepare", "preprocess_frames", "read_and_preprocess"]
 
@@ -76,6 +102,11 @@ class PrepareSummary:
     label_from: str | None = None  # parent | prefix, for inputs the CSV does not name
     frames_decoded: int = 0  # source frames decoded in this run
     seconds: float = 0.0
+    mask_classes: list[str] = field(default_factory=list)  # names of mask values 1..K ([]: no masks)
+    with_masks: int = 0  # videos stored with a mask
+    without_masks: int = 0
+    mask_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # class → {videos, frames, pixels}
+    orphan_masks: list[str] = field(default_factory=list)  # files named as masks that match no input
 
     @property
     def frames_per_second(self) -> float:
@@ -104,6 +135,17 @@ class PrepareSummary:
             + (f", {self.filtered} left out by {name('where')}" if self.filtered else "")
             + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s)"
         )
+        if self.mask_classes:
+            lines.append(f"masks: {self.with_masks} with masks, {self.without_masks} without "
+                         f"(values 1..{len(self.mask_classes)} = {', '.join(self.mask_classes)}, 0 = background)")
+            if self.with_masks:
+                cw = max([len(k) for k in self.mask_counts] + [5])
+                lines.append(f"  {'class':<{cw}}  videos  frames  pixels")
+                for cls, c in self.mask_counts.items():
+                    lines.append(f"  {cls:<{cw}}  {c['videos']:>6}  {c['frames']:>6}  {c['pixels']:>6}")
+        if self.orphan_masks:
+            shown = ", ".join(self.orphan_masks[:5]) + (" ..." if len(self.orphan_masks) > 5 else "")
+            lines.append(f"{len(self.orphan_masks)} files named as masks match no input (not ingested): {shown}")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} files (listed in {SKIPPED}):")
             lines += [f"  {p}: {r}" for p, r in self.skipped]
@@ -144,11 +186,11 @@ def _clear_store(out: Path) -> None:
     """Remove the files a store consists of (nothing else in the folder)."""
     (out / MANIFEST).unlink(missing_ok=True)
     (out / SKIPPED).unlink(missing_ok=True)
-    arrays = out / ARRAYS
-    if arrays.is_dir():
-        for p in arrays.iterdir():
-            if p.is_file() and p.name.endswith(".npy"):
-                p.unlink()
+    for folder in (out / ARRAYS, out / MASKS):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.is_file() and p.name.endswith(".npy"):
+                    p.unlink()
     IngestLog(out).clear()
 
 
@@ -180,12 +222,21 @@ def _write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
     atomic_write_text(out / SKIPPED, buf.getvalue())
 
 
-def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer: StoreWriter) -> tuple[VideoRecord, int]:
-    """Decode, preprocess and write one input; returns its record (no labels yet) and frames decoded."""
+def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer: StoreWriter,
+                mask: MaskSource | None = None, mask_classes: list[str] | None = None) -> tuple[VideoRecord, int]:
+    """Decode, preprocess and write one input (and its mask); returns its record (no labels yet) and frames decoded."""
     video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
-    frames = preprocess_frames(video.frames, options)
+    frames, plan = preprocess_with_plan(video.frames, options)
     if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
         raise DecodeError("no pixels left after preprocessing")
+    video.frames = None  # the native frames are no longer needed: free them before the mask is decoded
+    stored_mask, mask_skipped = None, None
+    if mask is not None:
+        try:
+            stored_mask = preprocess_masks(load_masks(inp, video, mask, mask_classes or DEFAULT_MASK_CLASSES,
+                                                      video.notes), plan, options)
+        except MaskError as exc:
+            mask_skipped = [{"path": exc.rel, "reason": str(exc)}]
     rel_array = writer.write_array(video_id, frames)
     t, h, w, c = frames.shape
     record = VideoRecord(
@@ -194,6 +245,13 @@ def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer:
         orig_height=video.orig_height, orig_width=video.orig_width, content_hash=inp.content_hash(),
         array_hash=array_sha256(frames), kind=inp.kind,
     )
+    if stored_mask is not None:
+        record.mask = writer.write_mask(video_id, stored_mask)
+        record.mask_hash = array_sha256(stored_mask)
+        record.extra["mask_source"] = list(mask.rels)
+        record.extra["mask_counts"] = mask_counts(stored_mask, mask_classes or DEFAULT_MASK_CLASSES)
+    elif mask_skipped:
+        record.extra["mask_skipped"] = mask_skipped
     if video.notes:
         record.extra["ingest_notes"] = list(video.notes)
     members = sorted([*inp.unreadable, *video.dropped], key=lambda m: natural_key(m[0].name))
@@ -218,6 +276,8 @@ def prepare(
     frame_folders: bool = True,
     overwrite: bool = False,
     show_progress: bool = True,
+    mask_suffix: str | None = None,
+    mask_classes: list[str] | str | None = None,
 ) -> PrepareSummary:
     """Ingest every input under ``src`` into the frame store ``out``; see the module docstring.
 
@@ -227,8 +287,11 @@ def prepare(
     ``src/labels.csv`` is used if present (``summary.labels_found``, and the
     summary says so). ``where``: keep only
     inputs whose CSV/label fields match (``["probe=convex"]``).
+    Masks: the CSV's ``mask`` column, else files named by ``mask_suffix``
+    (``"_mask"``: ``x.png`` → ``x_mask.png``); ``mask_classes`` names the
+    values 1..K (default ``["foreground"]``); see uscl.store.masks.
     Re-running into the same ``out`` with the same options is incremental;
-    other options are refused unless ``overwrite``.
+    other options (mask classes included) are refused unless ``overwrite``.
     """
     start = time.perf_counter()
     options = options or PrepareOptions()
@@ -236,7 +299,10 @@ def prepare(
     if not src.is_dir():
         raise UsclError(f"source folder not found: {src}" if not src.exists() else f"{src} is not a folder")
     opts = options.to_dict()
-    _check_out(out, opts, overwrite)
+    if mask_suffix is not None and (not mask_suffix.strip() or "/" in mask_suffix or "\\" in mask_suffix):
+        raise UsclError(f"mask_suffix must be a non-empty file-name ending such as '_mask', got {mask_suffix!r}",
+                        param="mask_suffix")
+    mask_classes = check_mask_classes(mask_classes)
 
     labels_found = False
     if labels_csv is None and label_from is None:  # no labels option: SRC/labels.csv, if there is one
@@ -253,20 +319,28 @@ def prepare(
     resolver = LabelResolver(rows, label_from=label_from, prefix_map=prefix_map)
     where = parse_where(where) if isinstance(where, list) else (where or {})
 
-    discovery = discover_inputs(src, exclude=[out], stills=set(rows), frame_folders=frame_folders)
+    from_csv = csv_masks(rows, src)
+    discovery = discover_inputs(src, exclude=[out], stills=set(rows), frame_folders=frame_folders,
+                                mask_suffix=mask_suffix, not_inputs=set(from_csv.values()))
     if not discovery.inputs:
         raise UsclError(
             f"no usable file under {src}: found no videos (mp4, avi, mov, mpeg, gif...), DICOM, "
             f"images (png, jpg, bmp, tif) or frame folders"
             + (f" ({len(discovery.ignored)} other files ignored)" if discovery.ignored else "")
         )
+    masks = mask_sources(discovery.inputs, src, from_csv, discovery.masks)
+    if masks or mask_classes:  # store-level: other classes never reuse an array
+        mask_classes = mask_classes or list(DEFAULT_MASK_CLASSES)
+        opts["mask_classes"] = mask_classes
+    _check_out(out, opts, overwrite)
     infos = {inp.rel: resolver.resolve(inp.rel) for inp in discovery.inputs}
     ids = make_video_ids([i.rel for i in discovery.inputs], {i.rel for i in discovery.inputs if i.kind == "frames"})
     selected = [i for i in discovery.inputs if not where or LabelResolver.matches(infos[i.rel], where)]
     summary = PrepareSummary(out=str(out), ignored=discovery.ignored, filtered=len(discovery.inputs) - len(selected),
                              unmatched_labels=resolver.unmatched_rows(),
                              labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found,
-                             label_from=label_from)
+                             label_from=label_from, mask_classes=list(mask_classes or []),
+                             orphan_masks=discovery.orphan_masks)
     if not selected:
         raise UsclError(f"where {where} left none of the {len(discovery.inputs)} inputs under {src}", param="where")
 
@@ -280,13 +354,15 @@ def prepare(
         video_id = ids[inp.rel]
         try:
             fingerprint = inp.fingerprint()
+            if inp.rel in masks:  # a changed, added or removed mask file is ingested again
+                fingerprint["masks"] = masks[inp.rel].fingerprint()
             record = log.lookup(video_id, inp.rel, fingerprint, opts)
             if record is None:
                 if not manifest_dropped:
                     # the store is about to change: an old manifest must not describe new arrays
                     (out / MANIFEST).unlink(missing_ok=True)
                     manifest_dropped = True
-                record, n_decoded = _ingest_one(inp, video_id, options, writer)
+                record, n_decoded = _ingest_one(inp, video_id, options, writer, masks.get(inp.rel), mask_classes)
                 log.save(record, fingerprint, opts)
                 summary.decoded += 1
                 summary.frames_decoded += n_decoded
@@ -306,6 +382,7 @@ def prepare(
         record.extra = {**info.extra, **kept}
         summary.notes += [(inp.rel, n) for n in kept.get("ingest_notes", [])]
         summary.skipped += [(m["path"], m["reason"]) for m in kept.get("skipped_members", [])]
+        summary.skipped += [(m["path"], m["reason"]) for m in kept.get("mask_skipped", [])]
         records.append(record)
     bar.close()
 
@@ -319,6 +396,7 @@ def prepare(
     writer.write_manifest(records)
     keep = {r.video_id for r in records}
     summary.removed = _remove_stale_arrays(out, keep)
+    _remove_stale_arrays(out, {r.video_id for r in records if r.mask}, MASKS)
     log.prune(keep)
 
     per_label: dict[str, dict[str, int]] = defaultdict(lambda: {"videos": 0, "frames": 0})
@@ -327,16 +405,27 @@ def prepare(
         c["videos"] += 1
         c["frames"] += r.num_frames
     summary.per_label = dict(sorted(per_label.items()))
+    if mask_classes:
+        counts = {c: {"videos": 0, "frames": 0, "pixels": 0} for c in mask_classes}
+        for r in records:
+            for c, n in (r.extra.get("mask_counts") or {}).items():
+                if c in counts:
+                    counts[c]["videos"] += int(n["frames"] > 0)
+                    counts[c]["frames"] += n["frames"]
+                    counts[c]["pixels"] += n["pixels"]
+        summary.mask_counts = counts
+        summary.with_masks = sum(1 for r in records if r.mask)
+        summary.without_masks = len(records) - summary.with_masks
     summary.videos = len(records)
     summary.frames = sum(r.num_frames for r in records)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _remove_stale_arrays(out: Path, keep: set[str]) -> int:
-    """Arrays (and leftover temp files) of videos that are not in the new manifest."""
+def _remove_stale_arrays(out: Path, keep: set[str], folder: str = ARRAYS) -> int:
+    """Arrays (and leftover temp files) of videos that are not in the new manifest (``folder``: or masks)."""
     removed = 0
-    arrays = out / ARRAYS
+    arrays = out / folder
     for p in arrays.iterdir() if arrays.is_dir() else []:
         if p.is_file() and p.name.endswith(".npy") and (p.name.startswith(".") or p.name[:-4] not in keep):
             p.unlink(missing_ok=True)

@@ -17,12 +17,14 @@ import numpy as np
 from PIL import Image
 
 from uscl.errors import UsclError
-from uscl.store.crop import plan_crop
+from uscl.store.crop import CropPlan, plan_crop
 from uscl.utils.config import from_dict
 from uscl.video.decoded import to_channels
 from uscl.video.reader import read_frames
 
 PREPROCESS_VERSION = 1  # bumped when the same options would give other pixels
+# store-level entries of the manifest's options that are no frame preprocessing (uscl.store.masks)
+STORE_KEYS = ("mask_classes",)
 
 
 @dataclass
@@ -69,12 +71,14 @@ class PrepareOptions:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PrepareOptions":
-        return from_dict(cls, data)
+        """From a manifest's (or a model's) options; the store-level keys (``mask_classes``) are not ours."""
+        return from_dict(cls, {k: v for k, v in data.items() if k not in STORE_KEYS})
 
     @classmethod
     def from_store(cls, store) -> "PrepareOptions":
         """The options a FrameStore was prepared with."""
         options = store.options if hasattr(store, "options") else dict(store)
+        options = {k: v for k, v in options.items() if k not in STORE_KEYS}
         if not options:
             raise UsclError("the store records no preprocessing options (was it made by `uscl prepare`?)")
         return from_dict(cls, options, where="options")
@@ -102,6 +106,12 @@ def preprocess_frames(frames: np.ndarray, options: PrepareOptions) -> np.ndarray
     The crop is planned on these frames together (it uses their variation over
     time), so pass a whole video, not one frame at a time.
     """
+    return preprocess_with_plan(frames, options)[0]
+
+
+def preprocess_with_plan(frames: np.ndarray, options: PrepareOptions) -> tuple[np.ndarray, CropPlan | None]:
+    """:func:`preprocess_frames`, also returning the crop plan it applied (None without ``crop``),
+    so the video's masks can take the same geometry (:func:`preprocess_masks`)."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8, got {frames.dtype}")
@@ -111,12 +121,34 @@ def preprocess_frames(frames: np.ndarray, options: PrepareOptions) -> np.ndarray
         raise ValueError(f"frames must be (T, H, W[, C]), got shape {frames.shape}")
     if frames.shape[-1] != options.num_channels:
         frames = np.stack([to_channels(f, options.channels) for f in frames])
+    plan = None
     if options.crop:
         plan = plan_crop(frames, black_level=options.black_level, static_tolerance=options.static_tolerance)
         frames = plan.apply(frames)
     if options.size:
         frames = resize_frames(frames, options.size)
-    return np.ascontiguousarray(frames)
+    return np.ascontiguousarray(frames), plan
+
+
+def preprocess_masks(masks: np.ndarray, plan: CropPlan | None, options: PrepareOptions) -> np.ndarray:
+    """Native (T, H, W) uint8 class indices → stored (T, S, S): the crop box of the video's
+    ``plan`` (never its overlay blackout), then a nearest-neighbour resize, so values stay classes.
+
+    Starts from the native size also where the decoder scaled the frames (no crop): the
+    same geometry, the source resized to S×S.
+    """
+    if plan is not None:
+        y0, y1, x0, x1 = plan.box
+        masks = masks[:, y0:y1, x0:x1]
+    t, h, w = masks.shape
+    size = options.size
+    if not size or (h, w) == (size, size):
+        return np.ascontiguousarray(masks, dtype=np.uint8)
+    out = np.empty((t, size, size), np.uint8)
+    for i in range(t):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(masks[i], dtype=np.uint8)).resize(
+            (size, size), Image.NEAREST))
+    return out
 
 
 def decode_for(path: str | Path, options: PrepareOptions, *, kind: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Collection
 
 import av
 import numpy as np
@@ -26,8 +27,12 @@ def _stream_fps(stream) -> float | None:
 
 
 def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = None,
-            size: int | None = None) -> DecodedVideo:
+            size: int | None = None, indices: Collection[int] | None = None) -> DecodedVideo:
     """Decode every frame; keep all, or those nearest to multiples of 1/fps.
+
+    ``indices`` (instead of ``fps``): keep exactly the frames of these decode
+    indices, so a mask video is cut to the frames kept of its image video while
+    only those are held in memory (``orig_num_frames`` still counts all).
 
     Frames are converted (FFmpeg's swscale: 'gray' is the 601 luma, 'rgb24')
     only when kept; with ``size`` the same swscale call also scales them to
@@ -49,14 +54,16 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         # parallelism belongs across videos rather than inside one
         native_fps = _stream_fps(stream)
         clock = MonotonicClock(native_fps)
-        sampler = NearestTimeSampler(fps) if fps else None
+        wanted = frozenset(indices) if indices is not None else None
+        sampler = NearestTimeSampler(fps) if fps and wanted is None else None
         kept: list[np.ndarray] = []
+        kept_idx: list[int] = []
         kept_times: list[float] = []
         native: tuple[int, int] | None = None
         n_decoded = 0
         error: Exception | None = None
 
-        def keep(frame, t: float) -> None:
+        def keep(frame, t: float, i: int) -> None:
             if size:
                 arr = frame.to_ndarray(format=pix_fmt, width=size, height=size, interpolation="BILINEAR")
             elif (frame.height, frame.width) != native:  # a mid-stream size change: match the first frame
@@ -65,6 +72,7 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
                 arr = frame.to_ndarray(format=pix_fmt)
             kept.append(arr)
             kept_times.append(t)
+            kept_idx.append(i)
 
         bad_packets = 0
         bad_reason: Exception | None = None
@@ -84,11 +92,14 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
                     if native is None:
                         native = (frame.height, frame.width)
                     n_decoded += 1
-                    if sampler is None:
-                        keep(frame, t)
+                    if wanted is not None:
+                        if n_decoded - 1 in wanted:
+                            keep(frame, t, n_decoded - 1)
+                    elif sampler is None:
+                        keep(frame, t, n_decoded - 1)
                     else:
-                        for f, ft in sampler.push(t, (frame, t)):
-                            keep(f, ft)
+                        for f, ft, fi in sampler.push(t, (frame, t, n_decoded - 1)):
+                            keep(f, ft, fi)
         except (av.FFmpegError, EOFError, ValueError, MemoryError) as exc:
             error = exc
     if not kept:
@@ -113,6 +124,7 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         orig_fps=round(native_fps, 4) if native_fps else None,
         fps=kept_rate(kept_times, native_fps, n_decoded, len(kept)),
         notes=notes,
+        kept_indices=kept_idx,
     )
 
 

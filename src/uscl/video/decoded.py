@@ -30,6 +30,10 @@ class DecodedVideo:
     notes: list[str] = field(default_factory=list)  # e.g. a decode that stopped early
     # frame folders: (image file, reason) of members that could not be read, left out of ``frames``
     dropped: list[tuple[Path, str]] = field(default_factory=list)
+    # which source frames ``frames`` are: indices into the frames decoded from the source (for a
+    # frame folder: into the image files given to the reader), after fps sampling and max_frames.
+    # What lines up a mask video (or any per-frame annotation) with the kept frames.
+    kept_indices: list[int] | None = None
 
     @property
     def num_frames(self) -> int:

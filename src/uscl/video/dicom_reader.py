@@ -195,4 +195,5 @@ def read_dicom(path: str | Path, *, channels: str = "grey", fps: float | None = 
         orig_fps=orig_fps,
         fps=kept_rate(kept_times, orig_fps, n, len(idx)) if n > 1 else None,
         notes=notes,
+        kept_indices=[int(i) for i in idx],
     )

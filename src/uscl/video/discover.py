@@ -20,6 +20,11 @@ video; it never falls apart into one-frame videos that could land in different
 folds. A folder that fails the rule is a folder of stills: each image is a
 one-frame video. Rules 3–5 keep a folder of unrelated stills (say
 ``pocus_images/convex``) from being mistaken for one video.
+
+Masks are never inputs: files and folders named as masks (``mask_suffix``,
+see uscl.video.mask_files) or listed in ``not_inputs`` (the labels CSV's
+``mask`` column) are left out before the rules above are applied; the ones
+named by suffix are matched to their inputs in ``Discovery.masks``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 from PIL import Image
 
 from uscl.video.formats import digit_free_name, is_image_name, kind_of, natural_key
+from uscl.video.mask_files import input_key, mask_base
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class VideoInput:
 class Discovery:
     inputs: list[VideoInput]
     ignored: list[str] = field(default_factory=list)  # files of other types (csv, txt...)
+    masks: dict[str, tuple[Path, ...]] = field(default_factory=dict)  # input rel → its masks by suffix
+    orphan_masks: list[str] = field(default_factory=list)  # named as masks, but no input of that name
 
 
 def _image_size(path: Path) -> tuple[int, int] | str:
@@ -142,26 +150,48 @@ def discover_inputs(
     exclude: list[Path] | tuple[Path, ...] = (),
     stills: set[str] | frozenset[str] = frozenset(),
     frame_folders: bool = True,
+    mask_suffix: str | None = None,
+    not_inputs: set[str] | frozenset[str] = frozenset(),
 ) -> Discovery:
     """Every input under ``src`` (recursive, sorted, hidden files and folders skipped).
 
     ``exclude``: folders not to enter (the output store when it lies inside SRC).
     ``stills``: relative paths of images listed on their own (rule 5).
+    ``mask_suffix``: files and folders named ``<input><suffix>[_<n>]`` are masks (module docstring).
+    ``not_inputs``: relative paths of files or folders that are no inputs (masks named in a CSV).
     """
     src = Path(src)
     excluded = {Path(os.path.abspath(p)) for p in exclude}
     inputs: list[VideoInput] = []
     ignored: list[str] = []
+    dir_masks: dict[str, list[Path]] = {}
+    file_masks: dict[str, list[Path]] = {}
+
+    def rel_of(p: Path) -> str:
+        return p.relative_to(src).as_posix()
+
+    def is_mask(p: Path, is_dir: bool) -> bool:
+        if rel_of(p) in not_inputs:
+            return True
+        base = mask_base(p, mask_suffix, is_dir=is_dir)
+        if base is None:
+            return False
+        parent = rel_of(p.parent)
+        key = base if parent == "." else f"{parent}/{base}"
+        (dir_masks if is_dir else file_masks).setdefault(key, []).append(p)
+        return True
+
     for dirpath, dirnames, filenames in os.walk(src):
         here = Path(dirpath)
         dirnames[:] = sorted(
-            (d for d in dirnames if not d.startswith(".") and Path(os.path.abspath(here / d)) not in excluded),
+            (d for d in dirnames if not d.startswith(".") and Path(os.path.abspath(here / d)) not in excluded
+             and not is_mask(here / d, True)),
             key=natural_key,
         )
         files = sorted((here / f for f in filenames if not f.startswith(".")), key=lambda p: natural_key(p.name))
-        files = [f for f in files if f.is_file()]
+        files = [f for f in files if f.is_file() and not is_mask(f, False)]
         rel_dir = here.relative_to(src).as_posix()
-        rels = [f.relative_to(src).as_posix() for f in files]
+        rels = [rel_of(f) for f in files]
         members = frame_folder_members(files, stills, rels) if frame_folders and here != src and not dirnames else None
         if members is not None:
             readable, unreadable = members
@@ -175,4 +205,13 @@ def discover_inputs(
             else:
                 inputs.append(VideoInput(path=f, rel=rel, kind=kind))
     inputs.sort(key=lambda i: natural_key(i.rel))
-    return Discovery(inputs=inputs, ignored=ignored)
+    masks: dict[str, tuple[Path, ...]] = {}
+    matched: set[Path] = set()
+    for inp in inputs:
+        found = (dir_masks if inp.kind == "frames" else file_masks).get(input_key(inp.rel, inp.kind == "frames"))
+        if found:
+            masks[inp.rel] = tuple(sorted(found, key=lambda p: natural_key(p.name)))
+            matched.update(found)
+    orphans = sorted((rel_of(p) for group in (*dir_masks.values(), *file_masks.values()) for p in group
+                      if p not in matched), key=natural_key)
+    return Discovery(inputs=inputs, ignored=ignored, masks=masks, orphan_masks=orphans)

@@ -56,7 +56,8 @@ def read_image(path: str | Path, *, channels: str = "grey") -> DecodedVideo:
             pages = [_pil_to_array(ImageOps.exif_transpose(im), channels)]
     frames = np.stack(pages)
     return DecodedVideo(frames=frames, kind="image", orig_num_frames=len(pages),
-                        orig_height=int(frames.shape[1]), orig_width=int(frames.shape[2]))
+                        orig_height=int(frames.shape[1]), orig_width=int(frames.shape[2]),
+                        kept_indices=list(range(len(pages))))
 
 
 def read_frame_folder(files: list[Path], *, channels: str = "grey") -> DecodedVideo:
@@ -69,8 +70,9 @@ def read_frame_folder(files: list[Path], *, channels: str = "grey") -> DecodedVi
     frames: list[np.ndarray] = []
     notes: list[str] = []
     dropped: list[tuple[Path, str]] = []
+    kept: list[int] = []
     shape = None
-    for f in files:
+    for i, f in enumerate(files):
         try:
             with _open(f) as im:
                 arr = _pil_to_array(ImageOps.exif_transpose(im), channels)
@@ -85,9 +87,10 @@ def read_frame_folder(files: list[Path], *, channels: str = "grey") -> DecodedVi
             arr = to_channels(np.asarray(img.resize((shape[1], shape[0]), Image.BILINEAR)), channels)
             notes.append(f"frame {f.name} resized to the first frame's size")
         frames.append(arr)
+        kept.append(i)
     if not frames:
         raise DecodeError("no frame of the folder could be read")
     stack = np.stack(frames)
     return DecodedVideo(frames=stack, kind="frames", orig_num_frames=len(frames),
                         orig_height=int(stack.shape[1]), orig_width=int(stack.shape[2]), notes=notes,
-                        dropped=dropped)
+                        dropped=dropped, kept_indices=kept)

@@ -34,6 +34,8 @@ def read_frames(
     timing is known), then ``max_frames`` keeps that many evenly spaced.
     ``size``: let the video decoder scale frames to size×size on the way out
     (videos only; other kinds always come at native size).
+    ``video.kept_indices`` says which decoded source frames were kept (for a
+    frame folder: positions in ``files``).
     Raises :class:`DecodeError` with the reason when nothing usable comes out.
     """
     path = Path(path)
@@ -60,7 +62,9 @@ def read_frames(
         if not files:
             raise DecodeError("folder holds no image files")
         n_all = len(files)
-        video = read_frame_folder([files[i] for i in even_indices(n_all, max_frames)], channels=channels)
+        chosen = even_indices(n_all, max_frames)
+        video = read_frame_folder([files[i] for i in chosen], channels=channels)
+        video.kept_indices = [chosen[i] for i in video.kept_indices or []]  # into ``files``
         video.orig_num_frames = n_all - len(video.dropped)  # the readable frames, as far as they were read
         if fps:
             video.notes.append("frame folder has no timing: fps not applied")
@@ -72,6 +76,8 @@ def read_frames(
         n_before = video.num_frames
         idx = even_indices(n_before, max_frames)
         video.frames = video.frames[idx]
+        if video.kept_indices is not None:
+            video.kept_indices = [video.kept_indices[i] for i in idx]
         if video.fps:
             video.fps = kept_rate(None, video.fps, n_before, len(idx))
     return video
