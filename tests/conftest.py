@@ -61,3 +61,18 @@ def pocus_dir():
     if not (SHARED_POCUS / "labels.csv").is_file():
         pytest.skip("../shared/data/pocus is not present")
     return SHARED_POCUS
+
+
+@pytest.fixture(scope="session")
+def mask_store(tmp_path_factory):
+    """A frame store with segmentation masks: `uscl synth --masks` (2 videos per class, 6 frames, 64 px)
+    ingested by `uscl prepare` with the generator's four mask classes. Returns the store folder."""
+    from uscl.store.prepare import PrepareOptions, prepare
+    from uscl.synth import MASK_CLASSES
+    from uscl.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("mask_store")
+    generate(root / "src", videos_per_class=2, frames=6, size=64, fps=4.0, seed=0, masks=True)
+    prepare(root / "src", root / "store", PrepareOptions(size=64), mask_classes=list(MASK_CLASSES),
+            show_progress=False)
+    return root / "store"
