@@ -109,6 +109,25 @@ def paired_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def per_class_table(data: dict) -> str:
+    """Per init and class, pooled over the test images of every fold: Dice / IoU / HD95 where the truth holds
+    the class, the images where it was missed, and the false positives on images without it."""
+    lines = ["| init | class | images with it | Dice | IoU | HD95 px | missed | images without it | with a false "
+             "positive |", "|---|---|---|---|---|---|---|---|---|"]
+    names = data["classes"]
+    for n, r in data["runs"].items():
+        for c, pc in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])):
+            e = pc["empty_truth"]
+            fp = "n/a" if e["fp_share"] is None else f"{e['fp_share']:.0%}"
+            lines.append(f"| {n} | {names[int(c) - 1]} | {pc['n_images']} | {_num(pc['dice'])} | {_num(pc['iou'])} | "
+                         f"{_num(pc['hd95'], 1)} | {pc['n_missing']} | {e['n']} | {fp} |")
+    return "\n".join(lines)
+
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 def write_segment_comparison(out: Path, specs: dict[str, str], store: str) -> dict:
     """``out/comparison.json`` and ``comparison.md`` of the finished segmentation runs ``out/<name>/``."""
     runs = {name: load_segment_run(out / name) for name in specs}
@@ -201,7 +220,7 @@ def segment_report(path: Path) -> Path:
     lines = [f"# {title}", "", f"Task: segmentation; classes: {', '.join(data['classes'])}; folds split by video "
              "(and patient) over the videos with masks; each fold's model is its last epoch unless the run "
              "selected on a validation split carved from the training videos.", "", markdown_table(data), "",
-             paired_table(data), ""]
+             paired_table(data), "", "## Per class (all folds' test images pooled)", "", per_class_table(data), ""]
     per_fold = {n: {lvl: r["metrics"]["summary"][lvl]["dice"]["values"] for lvl in LEVELS} for n, r in runs.items()}
     fig = fold_accuracy(path / "fold_dice.png", per_fold, "Dice per fold", metric="Dice")
     lines += ["## Dice per fold", "", f"![Dice per fold]({fig.name})", ""]
