@@ -165,8 +165,14 @@ def test_predict_writes_masks_overlays_clip_csv_json_and_skips_a_broken_file(seg
     # a non-empty --out is never overwritten silently
     assert main(["predict", str(seg / "seg"), str(still), "--out", str(out), "--device", "cpu"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["predict", str(seg / "seg"), str(still), "--out", str(out), "--device", "cpu", "--overwrite",
+    # with --overwrite; an input of that name now with one frame leaves none of the earlier frames' files
+    (tmp_path / "again").mkdir()
+    one = tmp_path / "again" / f"{clip.stem}.png"
+    Image.open(still).save(one)
+    assert main(["predict", str(seg / "seg"), str(one), "--out", str(out), "--device", "cpu", "--overwrite",
                  "--quiet"]) == 0
+    assert [p.name for p in masks_dir.glob("*.png")] == ["frame_00000.png"]
+    assert len(list((out / clip.stem / "overlays").glob("*.png"))) == 1 and not (out / clip.stem / "overlay.mp4").exists()
 
 
 def test_one_fold_and_overlay_colours(seg, tmp_path):

@@ -248,6 +248,18 @@ class SegmentWriter:
         if len(drawn) > 1:
             write_rgb_mp4(folder / "overlay.mp4", drawn, float(self.fps))
             pred.files["mp4"] = f"{stem}/overlay.mp4"
+        _remove_stale(folder, pred.num_frames)
+
+
+def _remove_stale(folder: Path, frames: int) -> None:
+    """An earlier run's files for frames this input does not have (an --overwrite'd folder): deleted."""
+    keep = {f"frame_{t:05d}.png" for t in range(frames)}
+    for sub in ("masks", "overlays"):
+        for f in (folder / sub).glob("frame_*.png"):
+            if f.name not in keep:
+                f.unlink()
+    if frames < 2 and (folder / "overlay.mp4").exists():
+        (folder / "overlay.mp4").unlink()
 
 
 def write_segment_outputs(run: SegmentRun, out: str | os.PathLike, extra: dict | None = None) -> dict[str, Path]:
@@ -292,12 +304,12 @@ def format_segment_table(run: SegmentRun, max_name: int = 48) -> str:
     classes = run.classes
     names = [_clip(r.name, max_name) for r in run.results]
     w = max([len(n) for n in names] + [5])
-    cw = max([len(c) for c in classes] + [13])
-    head = (f"{'input':<{w}}  {'frames':>6}  " + "  ".join(f"{c + ' area/present':>{cw + 14}}" for c in classes))
+    cws = [max(len(c) + len(" area/present"), 16) for c in classes]
+    head = f"{'input':<{w}}  {'frames':>6}  " + "  ".join(f"{c + ' area/present':>{cw}}" for c, cw in zip(classes, cws))
     lines = [head, "-" * len(head)]
     for n, r in zip(names, run.results):
         a, p = r.areas, r.presence
-        cells = [f"{a[:, k].mean() / r.pixels:>{cw + 5}.1%} {p[k]:>8.0%}" for k in range(1, len(r.labels))]
+        cells = [f"{a[:, k].mean() / r.pixels:>{cw - 9}.1%} {p[k]:>8.0%}" for k, cw in zip(range(1, len(r.labels)), cws)]
         lines.append(f"{n:<{w}}  {r.num_frames:>6}  " + "  ".join(cells))
     if run.skipped:
         lines.append(f"skipped {len(run.skipped)} input(s):")
