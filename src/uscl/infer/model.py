@@ -47,7 +47,8 @@ def check_task(have: str, want: str | None, where: str, hint: str = "") -> None:
     """A clear error when a model of task ``have`` is given where one of task ``want`` is needed."""
     if want is not None and have != want:
         raise UsclError(f"{where} is a {TASK_NAMES.get(have, have)} model (task {have!r}), but a "
-                        f"{TASK_NAMES.get(want, want)} model (task {want!r}) is needed here" + (f"; {hint}" if hint else ""))
+                        f"{TASK_NAMES.get(want, want)} model (task {want!r}) is needed here"
+                        + (f"; {hint}" if hint else ""))
 
 
 @dataclass

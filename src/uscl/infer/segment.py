@@ -309,7 +309,8 @@ def format_segment_table(run: SegmentRun, max_name: int = 48) -> str:
     lines = [head, "-" * len(head)]
     for n, r in zip(names, run.results):
         a, p = r.areas, r.presence
-        cells = [f"{a[:, k].mean() / r.pixels:>{cw - 9}.1%} {p[k]:>8.0%}" for k, cw in zip(range(1, len(r.labels)), cws)]
+        cells = [f"{a[:, k].mean() / r.pixels:>{cw - 9}.1%} {p[k]:>8.0%}"
+                 for k, cw in zip(range(1, len(r.labels)), cws)]
         lines.append(f"{n:<{w}}  {r.num_frames:>6}  " + "  ".join(cells))
     if run.skipped:
         lines.append(f"skipped {len(run.skipped)} input(s):")
