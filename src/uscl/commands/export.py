@@ -19,6 +19,13 @@ mean/std, class names, input layout N x 3 x H x W float32 (normalised).
       torchvision.models.resnet18(num_classes=K).load_state_dict(...) rebuilds
       it; it returns logits (apply softmax).
 
+A segmentation model (`uscl finetune --task segment`) exports its per-pixel
+probabilities instead: output 'probabilities' N x (K+1) x H x W (channel 0
+background, k the k-th mask class; an ensemble averages its folds), and
+safetensors holds one fold's segmenter (backbone.*, decoder.*, head.*; logits)
+for uscl.models.segmenter.build_segmenter(arch, K). The JSON adds task,
+mask_classes and labels.
+
 The exported file is loaded back (torch.jit.load / onnxruntime / plain
 torchvision) and compared with the original on the same input; the max abs
 difference is printed and a mismatch is an error.

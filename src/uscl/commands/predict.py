@@ -7,7 +7,7 @@ import sys
 
 NAME = "predict"
 ORDER = 50
-HELP = "predict classes of videos/images with a fine-tuned model (optionally with Grad-CAM maps)"
+HELP = "predict classes (optionally with Grad-CAM maps) or masks of videos/images with a fine-tuned model"
 DESCRIPTION = """\
 Predict with a model from `uscl finetune`: per-frame class probabilities and a
 video-level prediction (mean probability over frames, and the share of frames
@@ -25,6 +25,15 @@ With --explain: Grad-CAM maps of layer4 for the predicted class (or --class),
 under DIR/explain/<input>/ (overlay PNGs, overlay.mp4, sheet.png, cam.npy).
 An ensemble's maps are the mean of its folds' maps.
 
+A segmentation model (`uscl finetune --task segment`) gives label masks
+instead (per pixel the arg-max of the probabilities, averaged over the folds
+of an ensemble; value 0 background, k the k-th mask class). With --out DIR:
+DIR/<input>/masks/frame_00000.png (8-bit, value = class), DIR/<input>/overlays/
+frame_00000.png (each class filled and outlined in its colour: red, green,
+yellow, blue, ... in the order of the mask classes), DIR/<input>/overlay.mp4
+for clips, segments.csv (pixel area of each class per frame) and
+predictions.json (per input: mean area and share of frames with each class).
+
 example:
   uscl predict runs/ft_pocus clips/patient7.mp4 more_clips/ --fold 0 --explain --out preds
 """
@@ -39,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--ensemble", action="store_true", help="average all folds' probabilities (the default)")
     p.add_argument("--explain", action="store_true", help="Grad-CAM overlays per input (needs --out)")
     p.add_argument("--class", dest="class_name", metavar="NAME", help="class to explain (default: the predicted one)")
-    p.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="frames per forward pass (default 64; 16 for a segmentation model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
     p.add_argument("--quiet", action="store_true", help="no table on the terminal")
@@ -50,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from uscl.errors import UsclError
     from uscl.infer.explain import ExplainOptions, Explainer
     from uscl.infer.inputs import gather_inputs
-    from uscl.infer.model import load_model
+    from uscl.infer.model import SEGMENT, load_model
     from uscl.infer.predict import format_table, predict_items, resolve_device, write_outputs
     from uscl.utils.atomic import prepare_output_dir
 
@@ -58,10 +68,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsclError("--explain writes images: give --out DIR")
     if args.class_name and not args.explain:
         raise UsclError("--class chooses the class --explain explains; add --explain")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UsclError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = load_model(args.model, args.fold)
     device = resolve_device(args.device)
+    if model.task == SEGMENT:
+        return _run_segment(args, model, device)
+    args.batch_size = 64 if args.batch_size is None else args.batch_size
     explainer = None
     if args.explain:  # checked before the output folder is touched
         explainer = Explainer(model, args.out, ExplainOptions(class_name=args.class_name, device=str(device)))
@@ -80,6 +93,37 @@ def run(args: argparse.Namespace) -> int:
         paths = write_outputs(run_, out, extra)
         print(f"wrote {', '.join(str(p) for p in paths.values())}"
               + (f"; explanations under {out / 'explain'}" if explainer else ""), file=sys.stderr)
+    if not run_.results:
+        print(f"nothing could be predicted: all {len(run_.skipped)} input(s) were skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_segment(args: argparse.Namespace, model, device) -> int:
+    """`uscl predict` on a segmentation model: label masks, overlays, segments.csv, predictions.json."""
+    from uscl.infer.inputs import gather_inputs
+    from uscl.infer.model import CLASSIFY, SEGMENT, check_task
+    from uscl.infer.segment import SegmentWriter, format_segment_table, predict_segment_items, write_segment_outputs
+    from uscl.utils.atomic import prepare_output_dir
+
+    if args.explain or args.class_name:
+        check_task(SEGMENT, CLASSIFY, args.model, "--explain and --class (Grad-CAM of a class score) need a "
+                   "classification model; a segmentation model's masks and overlays (--out) show what it found")
+    out = prepare_output_dir(args.out, overwrite=args.overwrite, marker="predictions.json") if args.out else None
+    print(f"model: {model.describe()} (segmentation); device {device}", file=sys.stderr)
+
+    def on_skip(name: str, reason: str) -> None:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+
+    run_ = predict_segment_items(model, gather_inputs(args.inputs), batch_size=args.batch_size or 16,
+                                 device=device, amp=args.amp, on_skip=on_skip,
+                                 on_result=SegmentWriter(model, out) if out is not None else None)
+    if not args.quiet:
+        print(format_segment_table(run_))
+    if out is not None and run_.results:
+        paths = write_segment_outputs(run_, out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}; masks and overlays under {out}/<input>/",
+              file=sys.stderr)
     if not run_.results:
         print(f"nothing could be predicted: all {len(run_.skipped)} input(s) were skipped", file=sys.stderr)
         return 1

@@ -155,10 +155,12 @@ def read_pretraining(spec: str | None, init_meta: dict) -> dict | None:
 def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretraining: dict | None) -> dict:
     """The card of a run as a dict (what model_card.json holds and MODEL_CARD.md shows)."""
     classes = metrics.get("classes") or model_meta.get("classes") or []
+    segment = _is_segment(metrics, model_meta)
     card = {
         "format": CARD_FORMAT, "version": 1, "written_by": f"uscl {__version__}",
-        "task": {"kind": "image classification of ultrasound frames; a video's call is the arg-max of its "
-                         "frames' mean probabilities",
+        "task": {"kind": SEGMENT_KIND if segment else
+                 "image classification of ultrasound frames; a video's call is the arg-max of its "
+                 "frames' mean probabilities",
                  "classes": classes or UNKNOWN, "num_classes": len(classes) if classes else UNKNOWN,
                  "arch": _known(metrics.get("arch") or model_meta.get("arch"))},
         "data": data,
@@ -169,7 +171,20 @@ def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretra
     }
     card["intended_use"] = use_section(card)
     card["loading"] = run_loading(metrics, model_meta)
+    if segment:  # the accuracy summary above is classification's; a segmentation summary is still to come
+        card["metrics"]["note"] = SEGMENT_METRICS_NOTE
     return card
+
+
+# the segmentation card is not written yet: the classification card states the task and points at metrics.json
+SEGMENT_KIND = ("semantic segmentation of ultrasound frames (task 'segment'): per pixel, probabilities of the "
+                "background and of each mask class; the mask is their arg-max (0 background, k = class k)")
+SEGMENT_METRICS_NOTE = ("a segmentation model: its Dice, IoU and HD95 per fold are in the run's metrics.json; "
+                        "the accuracies on this card do not apply to it")
+
+
+def _is_segment(*metas: dict) -> bool:
+    return any((m or {}).get("task") == "segment" for m in metas)
 
 
 def preprocessing_section(meta: dict) -> dict:
@@ -318,6 +333,10 @@ def run_loading(metrics: dict, meta: dict) -> dict:
     folds = metrics.get("folds_run") or ([meta["fold"]] if meta.get("fold") is not None else [])
     if not folds or not meta:
         return {"how": UNKNOWN, "snippet": None}
+    if _is_segment(meta):
+        return {"how": "a segmentation model (ResNet encoder + U-Net decoder, uscl.models.segmenter): export it "
+                       "with `uscl export --format onnx` or `--format torchscript` to run it without uscl",
+                "snippet": None}
     if meta.get("head") == "knn":
         return {"how": "a kNN model (feature bank, no linear head): export it with `uscl export --format onnx` "
                        "or `--format torchscript` to run it without uscl", "snippet": None}
@@ -339,6 +358,8 @@ def export_loading(fmt: str, file: str, meta: dict) -> dict:
     """How to run an exported file: onnxruntime, torch.jit.load, or torchvision + safetensors."""
     size, classes = meta.get("image_size"), meta.get("classes") or []
     head = _input_lines(size, meta.get("mean"), meta.get("std"), "")[:2]
+    if _is_segment(meta):
+        return _segment_export_loading(fmt, file, meta, head)
     if fmt == "onnx":
         lines = ["import numpy as np", "import onnxruntime as ort", "", f"CLASSES = {classes!r}",
                  f'sess = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])', *head,
@@ -358,6 +379,32 @@ def export_loading(fmt: str, file: str, meta: dict) -> dict:
              f"x = torch.zeros(1, 3, {size}, {size})",
              "with torch.no_grad():", "    probs = net(x).softmax(1)  # the network returns logits"]
     return {"how": f"torchvision {arch} + safetensors", "snippet": "\n".join(lines)}
+
+
+def _segment_export_loading(fmt: str, file: str, meta: dict, head: list[str]) -> dict:
+    """How to run an exported segmentation model: per-pixel probabilities N x (K+1) x H x W."""
+    size, arch = meta.get("image_size"), meta.get("arch") or "resnet18"
+    labels = ["background", *(meta.get("mask_classes") or meta.get("classes") or [])]
+    tail = "masks = probs.argmax(1)  # N x H x W: 0 background, k = LABELS[k]"
+    if fmt == "onnx":
+        lines = ["import numpy as np", "import onnxruntime as ort", "", f"LABELS = {labels!r}",
+                 f'sess = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])', *head,
+                 f"x = np.zeros((1, 3, {size}, {size}), np.float32)",
+                 'probs = sess.run(["probabilities"], {"input": x})[0]  # N x len(LABELS) x H x W', tail]
+        return {"how": "onnxruntime", "snippet": "\n".join(lines)}
+    if fmt == "torchscript":
+        lines = ["import torch", "", f"LABELS = {labels!r}",
+                 f'net = torch.jit.load("{file}", map_location="cpu").eval()', *head,
+                 f"x = torch.zeros(1, 3, {size}, {size})",
+                 "with torch.no_grad():", "    probs = net(x)  # N x len(LABELS) x H x W probabilities", tail]
+        return {"how": "torch.jit.load", "snippet": "\n".join(lines)}
+    lines = ["import torch", "from safetensors.torch import load_file",
+             "from uscl.models.segmenter import build_segmenter  # the network's code is uscl's", "",
+             f"LABELS = {labels!r}", f'net = build_segmenter("{arch}", len(LABELS) - 1)',
+             f'net.load_state_dict(load_file("{file}"))', "net.eval()", *head,
+             f"x = torch.zeros(1, 3, {size}, {size})",
+             "with torch.no_grad():", "    probs = net(x).softmax(1)  # the network returns logits", tail]
+    return {"how": f"uscl's {arch} segmenter + safetensors", "snippet": "\n".join(lines)}
 
 
 def export_card(base: dict, export: dict, meta: dict, folds: list) -> dict:
@@ -468,6 +515,8 @@ def render_card(card: dict) -> str:
             f"frame accuracy {_fmt(m['pooled']['frame_accuracy'])}", f"- interval: {m['interval']}"]
     out += [f"- fold {f['fold']}: video {_fmt(f['video_accuracy'])}, frame {_fmt(f['frame_accuracy'])} "
             f"({_fmt(f['test_videos'])} test videos)" for f in m["per_fold"]]
+    if m.get("note"):
+        out += [f"- **note**: {m['note']}"]
     if "export" in card:
         out += ["", "## Export", "", *_rows(card["export"])]
     u = card["intended_use"]

@@ -4,6 +4,7 @@
 >>> run = predict("runs/ft_pocus", ["clips/"], fold=0)        # or the ensemble of all folds
 >>> print(format_table(run))
 >>> export_model("runs/ft_pocus", "pocus.onnx", "onnx", fold=0)
+>>> seg = predict_segments("runs/ft_seg", ["clips/"], out="masks")  # a segmentation run: label masks
 """
 
 from uscl.infer.explain import ExplainOptions, Explainer
@@ -11,11 +12,17 @@ from uscl.infer.export import FORMATS, ExportResult, export_model, rebuild_torch
 from uscl.infer.gradcam import GradCAM, explain_frames
 from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_display, to_model_input
 from uscl.infer.model import (
-    EnsembleModel, FoldModel, KnnHead, LoadedModel, Preprocessing, ProbabilityModel, build_fold_net, load_model,
+    EnsembleModel, FoldModel, KnnHead, LoadedModel, Preprocessing, ProbabilityModel, SegmentProbabilityModel,
+    build_fold_net, build_segment_net, load_model, model_task,
 )
+from uscl.infer.mask_overlay import draw_masks, legend
 from uscl.infer.overlay import colorize, overlay, write_contact_sheet, write_png, write_rgb_mp4
 from uscl.infer.predict import (
     InputPrediction, PredictionRun, format_table, predict, predict_frames, predict_items, write_outputs,
+)
+from uscl.infer.segment import (
+    SegmentPrediction, SegmentRun, SegmentWriter, format_segment_table, predict_segment_frames, predict_segment_items,
+    predict_segments, segment_probabilities, write_segment_outputs,
 )
 
 __all__ = [
@@ -24,4 +31,7 @@ __all__ = [
     "build_fold_net", "colorize", "explain_frames", "export_model", "format_table", "gather_inputs", "load_frames",
     "load_model", "overlay", "predict", "predict_frames", "predict_items", "rebuild_torchvision", "to_display",
     "to_model_input", "torchvision_state", "write_contact_sheet", "write_outputs", "write_png", "write_rgb_mp4",
+    "SegmentPrediction", "SegmentProbabilityModel", "SegmentRun", "SegmentWriter", "build_segment_net", "draw_masks",
+    "format_segment_table", "legend", "model_task", "predict_segment_frames", "predict_segment_items",
+    "predict_segments", "segment_probabilities", "write_segment_outputs",
 ]

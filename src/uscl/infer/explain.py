@@ -16,7 +16,6 @@ viewing when the input is small.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import numpy as np
 
 from uscl.errors import UsclError
 from uscl.infer.gradcam import explain_frames
-from uscl.infer.inputs import to_display, to_model_input
-from uscl.infer.model import LoadedModel
+from uscl.infer.inputs import to_display, to_model_input, unique_stem
+from uscl.infer.model import CLASSIFY, LoadedModel, check_task
 from uscl.infer.overlay import overlay, upscale, write_contact_sheet, write_png, write_rgb_mp4
 from uscl.infer.predict import InputPrediction
 from uscl.utils.atomic import atomic_write_with
@@ -60,6 +59,8 @@ class Explainer:
     def __init__(self, model: LoadedModel, out: str | Path, options: ExplainOptions | None = None):
         self.model = model
         self.options = options or ExplainOptions()
+        check_task(model.task, CLASSIFY, str(model.source), "Grad-CAM explains class scores; a segmentation "
+                   "model's masks and overlays are its explanation (`uscl predict` without --explain)")
         if model.is_knn:
             raise UsclError("explaining needs class scores with gradients; this is a kNN model, which has none "
                             "(fine-tune with mode paper, full or linear to explain it)")
@@ -73,12 +74,7 @@ class Explainer:
                     else "Grad-CAM of the one model")
 
     def folder_for(self, name: str) -> Path:
-        stem = re.sub(r"[^A-Za-z0-9.\-]+", "_", Path(name.rstrip("/\\")).stem).strip("_.") or "input"
-        candidate, n = stem, 2
-        while candidate.lower() in self._used:
-            candidate, n = f"{stem}_{n}", n + 1
-        self._used.add(candidate.lower())
-        return self.root / candidate
+        return self.root / unique_stem(name, self._used)
 
     def __call__(self, pred: InputPrediction) -> ExplainRecord:
         if pred.frames is None:

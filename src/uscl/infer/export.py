@@ -11,6 +11,13 @@ The exported file runs without `uscl`:
   ``torchvision.models.resnet18(num_classes=K).load_state_dict(load_file(path))``
   rebuilds it; that network returns *logits* (apply softmax).
 
+A segmentation model (``uscl finetune --task segment``) exports the same
+way: torchscript and onnx return ``probabilities`` N×(K+1)×H×W (softmax
+per pixel over the background, channel 0, and the K mask classes, at the
+input size; an ensemble: the mean over its folds); ``safetensors`` holds one
+fold's segmenter (keys ``backbone.*``, ``decoder.*``, ``head.*``, logits),
+which :func:`uscl.models.segmenter.build_segmenter` rebuilds.
+
 A JSON beside the file (same stem) holds the preprocessing (store options,
 input size, mean/std, class names, input layout, output kind), and a model card
 beside it (``MODEL_CARD.md`` + ``model_card.json``, or ``STEM.MODEL_CARD.md``
@@ -39,7 +46,8 @@ from uscl.errors import UsclError
 from uscl.finetune.model_card import (
     build_card, card_paths, data_summary, export_card, find_run, read_pretraining, read_run, write_card,
 )
-from uscl.infer.model import LoadedModel, ProbabilityModel, load_model
+from uscl.infer.model import SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
+from uscl.models.segmenter import build_segmenter
 from uscl.utils.atomic import atomic_path, atomic_write_json
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}
@@ -87,7 +95,7 @@ def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list
         f"normalise (x - {pp.mean}) / {pp.std}; repeat grey to 3 channels",
         f"stack to float32 N x 3 x {s} x {s}",
     ]
-    return {
+    meta = {
         "format": "uscl-exported-model",
         "version": 1,
         "model_format": fmt,
@@ -113,6 +121,19 @@ def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list
         "init": model.folds[0].meta.get("init_name") or model.folds[0].meta.get("init"),
         "exported_by": f"uscl {__version__}",
     }
+    if model.task == SEGMENT:
+        k = len(pp.classes)
+        meta.update({
+            "output": {"name": "probabilities" if output == "probabilities" else "logits", "kind": output,
+                       "shape": ["N", k + 1, s, s],
+                       "note": ("softmax per pixel over background (channel 0) and the mask classes" if
+                                output == "probabilities" else "apply softmax over dim 1 for probabilities")
+                       + "; mask = arg-max over dim 1 (0 background, k = mask class k); resize the probabilities "
+                         "(bilinear) to the stored frame size for masks at that size, as uscl predict does"},
+            "task": SEGMENT, "mask_classes": list(pp.classes), "labels": model.labels,
+            "combine": "mean of the folds' per-pixel probabilities" if len(fold_ids) > 1 else None,
+        })
+    return meta
 
 
 def torchvision_state(net: ProbabilityModel) -> dict[str, torch.Tensor]:
@@ -133,6 +154,18 @@ def rebuild_torchvision(path: str | os.PathLike, arch: str, num_classes: int) ->
     return net.eval()
 
 
+def segmenter_state(net: SegmentProbabilityModel) -> dict[str, torch.Tensor]:
+    """The segmenter's own state dict (``backbone.*``, ``decoder.*``, ``head.*``): loads into build_segmenter."""
+    return {k: v.detach().cpu().contiguous() for k, v in net.segmenter.state_dict().items()}
+
+
+def rebuild_segmenter(path: str | os.PathLike, arch: str, num_classes: int) -> nn.Module:
+    """``build_segmenter(arch, num_classes)`` + the safetensors weights (strict): what loading the export does."""
+    net = build_segmenter(arch, num_classes)
+    net.load_state_dict(load_file(str(path)), strict=True)
+    return net.eval()
+
+
 def example_input(model: LoadedModel, n: int = 2, seed: int = 0) -> torch.Tensor:
     s = model.preprocessing.image_size
     g = torch.Generator().manual_seed(seed)
@@ -146,8 +179,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
         raise UsclError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}", param="fmt")
     model = load_model(model_path, fold).to(torch.device("cpu"))
     if fmt == "safetensors" and model.is_ensemble:
-        raise UsclError(f"{model_path} has {len(model.folds)} folds; torchvision weights hold one network: "
-                        "pick one with fold=K (or export the averaging ensemble as torchscript or onnx)",
+        raise UsclError(f"{model_path} has {len(model.folds)} folds; "
+                        + ("a segmenter's weights hold one network: " if model.task == SEGMENT else
+                           "torchvision weights hold one network: ")
+                        + "pick one with fold=K (or export the averaging ensemble as torchscript or onnx)",
                         param="fold")
     path = output_path(out, fmt)
     sidecar = path.with_suffix(".json")
@@ -177,6 +212,13 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
                                   dynamic_axes={"input": {0: "N"}, "probabilities": {0: "N"}})
             got, how = torch.from_numpy(_run_onnx(tmp, x.numpy())), "onnxruntime (CPU)"
             ref = ref_probs
+        elif model.task == SEGMENT:
+            net, k = model.folds[0].net, len(model.classes)
+            save_file(segmenter_state(net), str(tmp), metadata={"format": "pt", "classes": ",".join(model.labels)})
+            rebuilt = rebuild_segmenter(tmp, model.preprocessing.arch, k)
+            with torch.no_grad():
+                got, ref = rebuilt(x).float(), net.logits(x).float()
+            how = f"uscl.models.segmenter.build_segmenter({model.preprocessing.arch!r}, {k}) + load_state_dict"
         else:
             net = model.folds[0].net
             save_file(torchvision_state(net), str(tmp), metadata={"format": "pt", "classes": ",".join(model.classes)})

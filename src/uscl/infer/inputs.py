@@ -10,6 +10,7 @@ normalised like the fine-tuning evaluation transform.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def _folder_items(folder: Path, name: str) -> list[InputItem]:
     if not items:
         return [InputItem(name, None, "no videos, DICOM, images or frame folders inside")]
     return items
+
+
+def unique_stem(name: str, used: set[str]) -> str:
+    """A file-system-safe folder name for input ``name`` (its stem), made unique against ``used`` (lower case),
+    which it joins: ``clip``, ``clip_2``, ... for inputs of the same stem."""
+    stem = re.sub(r"[^A-Za-z0-9.\-]+", "_", Path(name.rstrip("/\\")).stem).strip("_.") or "input"
+    candidate, n = stem, 2
+    while candidate.lower() in used:
+        candidate, n = f"{stem}_{n}", n + 1
+    used.add(candidate.lower())
+    return candidate
 
 
 def load_frames(inp: VideoInput, options: PrepareOptions) -> np.ndarray:

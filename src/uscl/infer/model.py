@@ -6,6 +6,12 @@ run folder (all folds, or ``fold=k``) or one ``model.safetensors`` into a
 :class:`LoadedModel`: fold networks that return class *probabilities*, and the
 :class:`Preprocessing` recorded at training time, so nothing is re-specified
 by hand.
+
+A segmentation run (``uscl finetune --task segment``; metadata ``task:
+"segment"``) loads the same way into :class:`SegmentProbabilityModel` folds:
+per-pixel probabilities (N, K+1, H, W) of the background (channel 0) and the
+mask classes; an ensemble averages them. ``load_model(..., task=...)`` refuses
+a model of the other task with a message naming both.
 """
 
 from __future__ import annotations
@@ -23,9 +29,26 @@ from uscl.errors import UsclError
 from uscl.finetune.outputs import MODEL_KIND
 from uscl.finetune.run_folder import FOLD_METRICS
 from uscl.models import FinetunedClassifier, build_backbone
+from uscl.models.segmenter import Segmenter
 
 MODEL_FILE = "model.safetensors"
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
+CLASSIFY, SEGMENT = "classify", "segment"
+TASK_NAMES = {CLASSIFY: "classification", SEGMENT: "segmentation"}
+BACKGROUND = "background"
+
+
+def model_task(meta: dict) -> str:
+    """The task a fine-tuned model's metadata records: "classify" (also when it records none) or "segment"."""
+    return str(meta.get("task") or CLASSIFY)
+
+
+def check_task(have: str, want: str | None, where: str, hint: str = "") -> None:
+    """A clear error when a model of task ``have`` is given where one of task ``want`` is needed."""
+    if want is not None and have != want:
+        raise UsclError(f"{where} is a {TASK_NAMES.get(have, have)} model (task {have!r}), but a "
+                        f"{TASK_NAMES.get(want, want)} model (task {want!r}) is needed here"
+                        + (f"; {hint}" if hint else ""))
 
 
 @dataclass
@@ -121,10 +144,34 @@ class ProbabilityModel(nn.Module):
         return out if self.is_knn else torch.softmax(out.float(), dim=1)
 
 
+class SegmentProbabilityModel(nn.Module):
+    """One fold's :class:`~uscl.models.segmenter.Segmenter`, returning per-pixel class probabilities.
+
+    ``forward``: softmax over the K+1 channels (background, then the mask
+    classes) of the logits (N, K+1, H, W), at the input's size.
+    """
+
+    is_knn = False
+
+    def __init__(self, segmenter: Segmenter):
+        super().__init__()
+        self.segmenter = segmenter
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.segmenter.backbone
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.segmenter(x).float(), dim=1)
+
+
 class EnsembleModel(nn.Module):
     """Average of the fold models' probabilities."""
 
-    def __init__(self, members: list[ProbabilityModel]):
+    def __init__(self, members: list[ProbabilityModel] | list[SegmentProbabilityModel]):
         super().__init__()
         self.members = nn.ModuleList(members)
 
@@ -139,7 +186,7 @@ class EnsembleModel(nn.Module):
 class FoldModel:
     """One fold's network with where it came from and its metadata."""
 
-    net: ProbabilityModel
+    net: ProbabilityModel | SegmentProbabilityModel
     path: Path
     meta: dict
     fold: int | None
@@ -161,6 +208,16 @@ class LoadedModel:
     @property
     def is_ensemble(self) -> bool:
         return len(self.folds) > 1
+
+    @property
+    def task(self) -> str:
+        """"classify" or "segment" (see :func:`model_task`)."""
+        return model_task(self.folds[0].meta)
+
+    @property
+    def labels(self) -> list[str]:
+        """A segmentation model's mask values in order: background (0), then the mask classes (1..K)."""
+        return [BACKGROUND, *self.classes]
 
     @property
     def is_knn(self) -> bool:
@@ -217,6 +274,25 @@ def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> Pr
     return ProbabilityModel(classifier).eval()
 
 
+def build_segment_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> SegmentProbabilityModel:
+    """Rebuild a segmenter (keys ``backbone.*``, ``decoder.*``, ``head.*``) from a fine-tuned state dict."""
+    state = strip_wrappers(state)
+    arch = meta.get("arch") or "resnet18"
+    classes = meta.get("mask_classes") or meta.get("classes") or []
+    if not classes:
+        raise UsclError(f"{where}: a segmentation model whose metadata names no mask classes")
+    with torch.device("meta"):
+        backbone, _ = build_backbone(arch)
+        segmenter = Segmenter(backbone, len(classes))
+    if not any(k.startswith("decoder.") for k in state):
+        raise UsclError(f"{where} holds no decoder.* weights: its metadata says task 'segment' but it is not a "
+                        "segmenter saved by `uscl finetune --task segment`")
+    _check_keys(state, segmenter.state_dict(), f"{where} does not match a {arch} segmenter with {len(classes)} "
+                f"mask classes ({', '.join(classes)})")
+    segmenter.load_state_dict(state, strict=True, assign=True)
+    return SegmentProbabilityModel(segmenter).eval()
+
+
 def _check_keys(state: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], what: str) -> None:
     missing = sorted(set(ref) - set(state))
     unexpected = sorted(set(state) - set(ref))
@@ -270,17 +346,26 @@ def fold_paths(path: str | Path, fold: int | None = None) -> list[tuple[Path, in
     raise UsclError(f"{p} has no fold {fold} (folds: {', '.join(str(k) for k, _ in complete)})", param="fold")
 
 
-_SHARED_KEYS = ("classes", "image_size", "mean", "std", "store_options", "arch")
+_SHARED_KEYS = ("classes", "image_size", "mean", "std", "store_options", "arch", "task", "mask_classes")
 
 
-def load_model(path: str | Path, fold: int | None = None) -> LoadedModel:
-    """A run folder (ensemble of its folds, or ``fold``) or one model file → :class:`LoadedModel` (on CPU, eval)."""
+def load_model(path: str | Path, fold: int | None = None, task: str | None = None) -> LoadedModel:
+    """A run folder (ensemble of its folds, or ``fold``) or one model file → :class:`LoadedModel` (on CPU, eval).
+
+    Classification models get :class:`ProbabilityModel` folds, segmentation
+    models (metadata ``task: "segment"``) :class:`SegmentProbabilityModel`
+    folds. ``task`` ("classify" | "segment"): the task the caller needs; a
+    model of the other one is an error naming both.
+    """
+    if task is not None and task not in TASK_NAMES:
+        raise UsclError(f"task must be one of {', '.join(TASK_NAMES)}, not {task!r}", param="task")
     folds: list[FoldModel] = []
     first_meta: dict | None = None
     for file, k in fold_paths(path, fold):
         state, meta = load_weights(file)
         if meta.get("kind") not in (None, MODEL_KIND):
             raise UsclError(f"{file} is a {meta.get('kind')!r} file, not a fine-tuned model")
+        check_task(model_task(meta), task, str(path))
         Preprocessing.from_meta(meta, str(file))  # every fold must be complete
         if first_meta is not None:
             diff = [key for key in _SHARED_KEYS if meta.get(key) != first_meta.get(key)]
@@ -289,7 +374,8 @@ def load_model(path: str | Path, fold: int | None = None) -> LoadedModel:
                                 "its folds cannot be averaged; pick one with fold", param="fold")
         else:
             first_meta = meta
-        folds.append(FoldModel(build_fold_net(state, meta, str(file)), file, meta,
+        build = build_segment_net if model_task(meta) == SEGMENT else build_fold_net
+        folds.append(FoldModel(build(state, meta, str(file)), file, meta,
                                meta.get("fold", k) if k is None else k))
     assert first_meta is not None
     return LoadedModel(folds, Preprocessing.from_meta(first_meta, str(folds[0].path)), Path(path))

@@ -22,7 +22,7 @@ import torch
 
 from uscl.errors import UsclError
 from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
-from uscl.infer.model import LoadedModel, load_model
+from uscl.infer.model import CLASSIFY, LoadedModel, check_task, load_model
 from uscl.store.preprocess import PrepareOptions
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 from uscl.utils.device import autocast_for, resolve_device
@@ -120,7 +120,14 @@ def predict_frames(model: LoadedModel, frames: np.ndarray, *, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, len(pp.classes)))
 
 
-def _read(item: InputItem, options: PrepareOptions) -> np.ndarray:
+SEGMENT_HINT = "predict masks with uscl.infer.predict_segments (`uscl predict` picks the task by itself)"
+
+# what reading a bad input raises: it is skipped (and reported), the others go on
+READ_ERRORS = (DecodeError, UsclError, OSError, ValueError, RuntimeError)
+
+
+def read_item(item: InputItem, options: PrepareOptions) -> np.ndarray:
+    """The preprocessed frames of one input (:func:`load_frames`); one of READ_ERRORS when it cannot be read."""
     if item.source is None:
         raise UsclError(item.problem or "unreadable")
     return load_frames(item.source, options)
@@ -138,6 +145,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
     then dropped unless ``keep_frames``: explaining works input by input
     without holding every clip in memory.
     """
+    check_task(model.task, CLASSIFY, str(model.source), SEGMENT_HINT)
     device = torch.device(device)
     model.to(device)
     items = list(items)
@@ -168,8 +176,8 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
     bar = progress(items, desc="predict", unit="input", **({} if show_progress else {"disable": True}))
     for item in bar:
         try:
-            frames = _read(item, options)
-        except (DecodeError, UsclError, OSError, ValueError, RuntimeError) as exc:
+            frames = read_item(item, options)
+        except READ_ERRORS as exc:
             reason = str(exc) or type(exc).__name__
             run.skipped.append((item.name, reason))
             if on_skip:
@@ -197,6 +205,7 @@ def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, f
     if not inputs:
         raise UsclError("no inputs given", param="inputs")
     model = load_model(model_path, fold)
+    check_task(model.task, CLASSIFY, str(model_path), SEGMENT_HINT)
     dev = resolve_device(device)
     return predict_items(model, gather_inputs(inputs), batch_size=batch_size, device=dev, amp=amp,
                          keep_frames=keep_frames, on_skip=on_skip, on_result=on_result, show_progress=show_progress)
