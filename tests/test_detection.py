@@ -1,7 +1,7 @@
 """Detection components: targets from masks, boxes CSV, COCO metrics, the detector, its training loop.
 
-Small and CPU-only: 64-96 px images, resnet18, a few steps (the whole file takes about 30-40 s on
-2 cores). The heads are shrunk (fewer proposals and sampled RoIs) only to keep the tests fast.
+Small and CPU-only: 64-96 px images, resnet18, a few steps (the whole file takes about 25 s on
+2 cores when they are not shared; about twice that under load). The heads are shrunk (fewer proposals and sampled RoIs) only to keep the tests fast.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from uscl.models.backbone import build_backbone
 from uscl.models.detector import build_detector, set_detector_trainable, trunk_state_dict
 
 SMALL = dict(rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=300,
-             rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=64, box_batch_size_per_image=64,
+             rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=64, box_batch_size_per_image=32,
              box_detections_per_img=20)
 
 
@@ -288,7 +288,7 @@ def test_hflip_moves_image_box_and_mask_together():
 
 # -- a tiny training run ------------------------------------------------------------------
 def test_tiny_training_run_learns_bright_squares():
-    """Bright squares on dark noise, 12 images of 96 px, 3 epochs of SGD: the loss must fall."""
+    """Bright squares on dark noise, 8 images of 96 px, 4 epochs of SGD: the loss must fall."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     size = 96
@@ -302,15 +302,15 @@ def test_tiny_training_run_learns_bright_squares():
         m[y:y + s, x:x + s] = 1
         return image.clamp(0, 1), targets_from_mask(m, 1)
 
-    data = [sample() for _ in range(12)]
+    data = [sample() for _ in range(8)]
     model = build_detector("resnet18", 1, min_size=size, max_size=size, **SMALL)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
                           weight_decay=1e-4)
     history = []
-    for _ in range(3):
-        batches = [collate([random_hflip(*d, generator=g) for d in data[i:i + 4]]) for i in range(0, 12, 4)]
+    for _ in range(4):
+        batches = [collate([random_hflip(*d, generator=g) for d in data[i:i + 4]]) for i in range(0, 8, 4)]
         history.append(train_one_epoch(model, opt, batches, "cpu", max_grad_norm=10.0))
-    assert history[-1]["loss"] < 0.6 * history[0]["loss"], [h["loss"] for h in history]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"], [h["loss"] for h in history]
     assert history[-1]["loss_mask"] < history[0]["loss_mask"]
 
     preds = predict(model, [d[0] for d in data[:4]], "cpu", batch_size=2)
@@ -322,3 +322,12 @@ def test_tiny_training_run_learns_bright_squares():
         assert set(p["labels"].tolist()) <= {1}
     metrics = coco_metrics([d[1] for d in data[:4]], preds, ["square"])
     assert {"bbox_map", "bbox_map50", "segm_map", "segm_map50", "bbox_ap50_square"} <= set(metrics)
+
+
+def test_bf16_autocast_step():
+    torch.manual_seed(0)
+    model = build_detector("resnet18", 1, min_size=64, max_size=64, **SMALL)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001)
+    batch = collate([(torch.rand(1, 64, 64), square_target(64, [[5, 5, 30, 30]]))] * 2)
+    out = train_one_epoch(model, opt, [batch], "cpu", amp_dtype=torch.bfloat16)
+    assert math.isfinite(out["loss"]) and "loss_mask" in out

@@ -3,19 +3,30 @@
 * :func:`collate` - a batch of ``(image, target)`` pairs -> ``(list of images, list of targets)``
   (detection images differ in size and instance count, so nothing is stacked)
 * :func:`hflip` / :func:`random_hflip` - the one augmentation: a horizontal flip of image, boxes and
-  masks together (ultrasound has no left/right anatomy a flip would make implausible at the
-  scale of a probe image; vertical flips would put the probe at the bottom, so there are none)
+  masks together (torchvision's detection reference trains with it too; it keeps the probe at the
+  top of the frame, where a vertical flip would not, so there is none)
 * :func:`train_one_epoch` - one pass, returns the mean of each torchvision loss and their sum
 * :func:`predict` - boxes, labels, scores and binary masks per image, on the CPU
 
 Images are float tensors ``(C, H, W)`` in [0, 1], ``C = 1`` for grey frames (the detector's
 transform normalises and resizes them); targets as :mod:`uscl.finetune.detect_targets` makes them.
 
-Measured CPU times (this machine: 2 cores shared with other jobs, ``OMP_NUM_THREADS=1``, resnet18
-Mask R-CNN, ``min_size = max_size = 128``, one 30x40 object per image; see ``tests/test_detection.py``):
-a training step on a batch of 2 images at 128 px takes about 0.5-0.7 s once warm (the first steps
-1-3 s), prediction about 0.06 s per image. At 224 px expect about 3x (the trunk's cost grows with
-the pixel count); resnet50 is about 2.5x resnet18.
+Measured CPU times (this machine: 2 cores shared with other jobs, load 1-4, ``OMP_NUM_THREADS=1``,
+resnet18 Mask R-CNN, ``min_size = max_size = 128``, a batch of 2 images with one 40x30 object each,
+median of warm steps; the first step is 1-1.5 s slower):
+
+* torchvision's default heads (2000 proposals, 512 sampled RoIs per image): 3.2-4.5 s per step;
+  Faster R-CNN (no mask head) 2.5-3.4 s; with a frozen-BN init about the same as random/BN
+* shrunk heads (``rpn_post_nms_top_n_train=100``, ``box_batch_size_per_image=64``; the tests use 32):
+  1.0-1.2 s per step
+* 224 px, default heads: 3.3-4.7 s per step - about the same as 128 px: at these sizes the RoI heads
+  (the 1024-wide box MLP on every sampled RoI, four 256-channel convolutions on every positive one),
+  not the trunk, take most of the time (trunk + FPN forward and backward: about 0.4 s of a 128 px
+  step), so small frames gain little from shrinking further
+* prediction: 0.4-0.8 s per image with ``detections_per_img = 10``; with torchvision's 100 an
+  untrained model can take 2-3 s per image (each detection's mask is pasted in a Python loop)
+
+So a CPU fold of a few hundred frames is minutes per epoch; real runs belong on the GPU.
 """
 
 from __future__ import annotations
@@ -71,13 +82,16 @@ def _to(target: dict, device: torch.device) -> dict:
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                     batches: Iterable[tuple[list[torch.Tensor], list[dict]]], device: torch.device | str, *,
-                    scaler: torch.amp.GradScaler | None = None, lr_scheduler=None, max_grad_norm: float | None = None,
+                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
+                    lr_scheduler=None, max_grad_norm: float | None = None,
                     freeze_bn_stats: bool = True) -> dict[str, float]:
     """One pass over ``batches`` (``(images, targets)`` as :func:`collate` makes them); mean losses.
 
     Returns ``{"loss": mean total, "loss_classifier": ..., "loss_box_reg": ..., "loss_mask": ...,
     "loss_objectness": ..., "loss_rpn_box_reg": ..., "steps": n}``, each the mean over steps.
-    ``scaler``: a ``torch.amp.GradScaler`` -> fp16 autocast on the device (CUDA). ``lr_scheduler``
+    ``scaler``: a ``torch.amp.GradScaler`` -> fp16 autocast on the device (CUDA); ``amp_dtype``:
+    the autocast dtype (``torch.bfloat16`` needs no scaler; default fp16 with a scaler, else fp32;
+    torchvision's RoI ops run in fp32 under autocast either way). ``lr_scheduler``
     is stepped after every batch (torchvision's reference warms up per iteration this way).
     ``freeze_bn_stats``: BatchNorm layers whose parameters are frozen also keep their running
     statistics (so the "frozen" mode really leaves the trunk as it was). A non-finite loss stops
@@ -88,10 +102,12 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     sums: dict[str, float] = {}
     steps = 0
     params = [p for p in model.parameters() if p.requires_grad]
+    if amp_dtype is None and scaler is not None:
+        amp_dtype = torch.float16
     for images, targets in batches:
         images = [im.to(device, non_blocking=True) for im in images]
         targets = [_to(t, device) for t in targets]
-        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             losses = model(images, targets)
         loss = sum(losses.values())
         if not math.isfinite(float(loss.detach())):
@@ -134,7 +150,8 @@ def predict(model: nn.Module, images: list[torch.Tensor], device: torch.device |
     device = torch.device(device)
     model.eval()
     out: list[dict[str, torch.Tensor]] = []
-    for start in range(0, len(images), max(1, int(batch_size))):
+    batch_size = max(1, int(batch_size))
+    for start in range(0, len(images), batch_size):
         chunk = [im.to(device, non_blocking=True) for im in images[start:start + batch_size]]
         for det in model(chunk):
             d = {"boxes": det["boxes"].float().cpu(), "labels": det["labels"].to(torch.int64).cpu(),
