@@ -1,7 +1,8 @@
 """Detection components: targets from masks, boxes CSV, COCO metrics, the detector, its training loop.
 
 Small and CPU-only: 64-96 px images, resnet18, a few steps (the whole file takes about 25 s on
-2 cores when they are not shared; about twice that under load). The heads are shrunk (fewer proposals and sampled RoIs) only to keep the tests fast.
+2 idle cores, up to about 60 s when other jobs share them). The heads are shrunk (fewer proposals
+and sampled RoIs) only to keep the tests fast.
 """
 
 from __future__ import annotations

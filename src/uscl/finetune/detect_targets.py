@@ -61,8 +61,9 @@ def targets_from_mask(mask, num_classes: int, *, min_area: int = 4) -> dict[str,
             continue
         slices = ndimage.find_objects(comp)
         for i, sl in enumerate(slices, start=1):
-            inst = comp == i
-            if int(inst.sum()) < min_area:
+            inst = np.zeros((h, w), dtype=bool)
+            inst[sl] = comp[sl] == i  # within the component's bounding box: no full-image pass per instance
+            if int(inst[sl].sum()) < min_area:
                 continue
             ys, xs = sl
             boxes.append([xs.start, ys.start, xs.stop, ys.stop])  # slice stops are max + 1

@@ -28,7 +28,10 @@ Choices, and why:
   frozen, they are the identity, and the from-scratch trunk trains without
   normalisation; measured at init, its stage outputs' std grows 0.9 -> 2.4 from
   layer1 to layer4, against 1.0 throughout with batch statistics), so it keeps
-  ordinary BatchNorm - again torchvision's choice when ``weights_backbone=None``. ``frozen_bn=True/False`` overrides. The two
+  ordinary BatchNorm - again torchvision's choice when ``weights_backbone=None``.
+  Its BatchNorm layers in frozen stages keep their statistics during training too
+  (``detect_fit.train_one_epoch(freeze_bn_stats=True)``), so "frozen" and "paper" on a
+  random trunk leave those stages exactly as built. ``frozen_bn=True/False`` overrides. The two
   choices give different state dicts (``FrozenBatchNorm2d`` has no
   ``num_batches_tracked``): whoever rebuilds a saved detector must pass the same
   ``frozen_bn`` (recorded as ``model.uscl_frozen_bn``).
@@ -37,8 +40,8 @@ Choices, and why:
   (torchvision ``trainable_layers=1``; note the classifier's paper mode trains
   only layer4's *last block*); ``"full"`` = everything. An int 0..5 is
   torchvision's ``trainable_backbone_layers`` (0 frozen, 3 = layer2..4, 5 all).
-  Trainable ``FrozenBatchNorm2d`` has no parameters, so "full" with an init
-  trains the convolutions around fixed normalisation, as torchvision does.
+  ``FrozenBatchNorm2d`` has no parameters, so "full" with an init trains the
+  convolutions around fixed normalisation, as torchvision does.
 * ``num_classes`` is the number of object classes K, *without* background;
   the torchvision heads get K + 1 outputs, label 0 being background, so the
   targets' labels are 1..K.
