@@ -144,6 +144,8 @@ def test_no_predictions_is_zero_and_no_ground_truth_is_nan():
     assert m["bbox_map"] == 0.0 and m["bbox_map50"] == 0.0 and m["segm_map50"] == 0.0
     m = coco_metrics([empty_target(64, 64)], [as_prediction(square_target(64, [[1, 1, 9, 9]]))], ["a"])
     assert math.isnan(m["bbox_map50"])
+    with pytest.raises(ValueError, match=r"labels \[2\] outside 1..1"):
+        coco_metrics([square_target(64, [[1, 1, 9, 9]], [2])], none[:1], ["a"])
 
 
 def test_per_class_ap_and_false_positives_on_empty_images():

@@ -80,6 +80,9 @@ def coco_ground_truth(targets: list[dict], class_names: list[str], with_masks: b
         images.append({"id": img_id, "height": h, "width": w})
         boxes = _np(t["boxes"]).reshape(-1, 4)
         labels = _np(t["labels"]).reshape(-1)
+        if labels.size and (labels.min() < 1 or labels.max() > len(class_names)):
+            raise ValueError(f"target {img_id} has labels {sorted(set(labels.tolist()))} outside 1..{len(class_names)} "
+                             f"(class_names: {', '.join(class_names)})")
         xywh = _xywh(boxes)
         masks = _masks(t) if with_masks else None
         rles = _rle(masks) if masks is not None else [None] * len(boxes)
