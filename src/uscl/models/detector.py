@@ -30,7 +30,7 @@ Choices, and why:
   layer1 to layer4, against 1.0 throughout with batch statistics), so it keeps
   ordinary BatchNorm - again torchvision's choice when ``weights_backbone=None``.
   Its BatchNorm layers in frozen stages keep their statistics during training too
-  (``detect_fit.train_one_epoch(freeze_bn_stats=True)``), so "frozen" and "paper" on a
+  (``uscl.finetune.detect.engine.train_one_epoch(freeze_bn_stats=True)``), so "frozen" and "paper" on a
   random trunk leave those stages exactly as built. ``frozen_bn=True/False`` overrides. The two
   choices give different state dicts (``FrozenBatchNorm2d`` has no
   ``num_batches_tracked``): whoever rebuilds a saved detector must pass the same
@@ -48,7 +48,7 @@ Choices, and why:
 
 Cost: on this project's 2 shared CPU cores a resnet18 Mask R-CNN training step on 2 images at
 128 px takes 3-4.5 s with torchvision's default heads, 1-1.2 s with the heads shrunk
-(see :mod:`uscl.finetune.detect_fit` for the measurements); the heads, not the trunk, dominate.
+(see :mod:`uscl.finetune.detect.engine` for the measurements); the heads, not the trunk, dominate.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def set_detector_trainable(model: nn.Module, mode: int | str) -> list[str]:
     """Freeze the trunk but its last ``trainable_count(mode)`` layers; FPN, RPN and RoI heads always train.
 
     Returns the names of the trainable parameters. (A training loop should also keep the statistics
-    of BatchNorm layers whose parameters are frozen: :func:`uscl.finetune.detect_fit.train_one_epoch` does.)
+    of BatchNorm layers whose parameters are frozen: :func:`uscl.finetune.detect.engine.train_one_epoch` does.)
     """
     n = trainable_count(mode)
     layers = _TRUNK_LAYERS[:n] + (["bn1"] if n == 5 else [])

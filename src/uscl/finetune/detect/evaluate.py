@@ -181,7 +181,7 @@ def mask_dice(prediction: dict, truth_mask, *, score_threshold: float = 0.5, mas
     """Dice of the union of the predicted instance masks against the truth's foreground (label > 0).
 
     Instances count when their score is >= ``score_threshold``; float masks (probabilities) are
-    thresholded at ``mask_threshold``, uint8 masks (as :func:`uscl.finetune.detect_fit.predict`
+    thresholded at ``mask_threshold``, uint8 masks (as :func:`uscl.finetune.detect.engine.predict`
     returns, already at 0.5) are taken as they are. An empty truth and an empty prediction agree: 1.0.
     This is the segmentation-style view of a detector: it ignores instance identity and class.
     """

@@ -9,7 +9,7 @@
 * :func:`predict` - boxes, labels, scores and binary masks per image, on the CPU
 
 Images are float tensors ``(C, H, W)`` in [0, 1], ``C = 1`` for grey frames (the detector's
-transform normalises and resizes them); targets as :mod:`uscl.finetune.detect_targets` makes them.
+transform normalises and resizes them); targets as :mod:`uscl.finetune.detect.targets` makes them.
 
 Measured CPU times (this machine: 2 cores shared with other jobs, load 1-4, ``OMP_NUM_THREADS=1``,
 resnet18 Mask R-CNN, ``min_size = max_size = 128``, a batch of 2 images with one 40x30 object each,
@@ -52,7 +52,7 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
 def hflip(image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
     """Mirror ``image`` (C, H, W) left-right, with its target's boxes and masks.
 
-    With exclusive ``x2`` (``detect_targets``' convention) the column range ``[x1, x2)`` becomes
+    With exclusive ``x2`` (``uscl.finetune.detect.targets``' convention) the column range ``[x1, x2)`` becomes
     ``[W - x2, W - x1)``: exact, no off-by-one. Other target entries are copied unchanged.
     """
     width = image.shape[-1]

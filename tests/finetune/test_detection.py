@@ -17,9 +17,9 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from uscl.errors import UsclError
-from uscl.finetune.detect_eval import coco_metrics, mask_dice
-from uscl.finetune.detect_fit import collate, hflip, predict, random_hflip, train_one_epoch
-from uscl.finetune.detect_targets import empty_target, read_boxes_csv, targets_from_mask
+from uscl.finetune.detect.evaluate import coco_metrics, mask_dice
+from uscl.finetune.detect.engine import collate, hflip, predict, random_hflip, train_one_epoch
+from uscl.finetune.detect.targets import empty_target, read_boxes_csv, targets_from_mask
 from uscl.models.backbone import build_backbone
 from uscl.models.detector import build_detector, set_detector_trainable, trunk_state_dict
 
