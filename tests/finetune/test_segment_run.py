@@ -9,7 +9,7 @@ import torch
 from uscl.cli import main
 from uscl.errors import ConfigError, UsclError
 from uscl.finetune.config import FinetuneConfig
-from uscl.finetune.segment.run import read_per_image
+from uscl.finetune.dense_run import read_per_image
 from uscl.finetune.train import finetune
 from uscl.models.backbone import build_backbone
 from uscl.report import compare, report

@@ -23,7 +23,7 @@ from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.splits import Splits, select_folds
 from uscl.finetune.train import build_splits, finetune
 from uscl.models.classifier import build_classifier
-from uscl.models.segmenter import build_segmenter
+from uscl.finetune.dense_run import TASKS
 from uscl.store import FrameStore
 from uscl.utils.atomic import prepare_output_dir
 
@@ -81,8 +81,8 @@ def finetune_inits(base: FinetuneConfig, inits: list[str], out: str | Path, *, r
     named = resolve_names(inits, base.unsafe_pickle)
     for name, spec, loaded in named:  # architecture/key problems surface before anything runs
         arch = base.arch or loaded["meta"].get("arch") or "resnet18"
-        if base.task == "segment":
-            build_segmenter(arch, 1, loaded["sd"], spec)
+        if base.task != "classify":
+            TASKS[base.task][0](arch, 1, loaded["sd"], spec, base)
         else:
             build_classifier(arch, 2, loaded["sd"], spec)
     shared = out / "splits.json"

@@ -19,9 +19,9 @@ SELECTED_ON_TEST = "SELECTED ON TEST FOLD — optimistic, for reproduction only"
 # learning rates of the classification modes that train by gradient descent
 DEFAULT_LR = {"paper": 0.01, "full": 1e-4}
 GRADIENT_MODES = tuple(DEFAULT_LR)  # paper, full: the others (linear, knn) fit on frozen features
-# segmentation and detection: the new decoder / detection heads train at this lr in every mode, the
-# trained encoder layers at ``encoder_lr`` times it (1e-4 for a full fine-tune, the classification default)
-DENSE_LR = 1e-3
+# segmentation (Adam) and detection (SGD with momentum, torchvision's reference): the new decoder /
+# detection heads train at this lr in every mode, the trained encoder layers at ``encoder_lr`` times it
+DENSE_LR = {"segment": 1e-3, "detect": 0.01}
 
 Task = Literal["classify", "segment", "detect"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
@@ -35,7 +35,7 @@ TASK_MODES = {"classify": ("paper", "full", "linear", "knn"), "segment": ("froze
 
 def default_lr(task: str, mode: str) -> float:
     """The lr a run uses when none is set (0 for the modes without gradient steps)."""
-    return DENSE_LR if task != "classify" else DEFAULT_LR.get(mode, 0.0)
+    return DENSE_LR[task] if task in DENSE_LR else DEFAULT_LR.get(mode, 0.0)
 Selection = Literal["last", "val"]
 SELECTIONS: tuple[str, ...] = typing.get_args(Selection)
 
@@ -90,7 +90,7 @@ class FinetuneConfig:
                                                        "(tested in fewer folds)")
     epochs: int = config_field(100, help="epochs (default 100)")
     lr: float | None = config_field(None, help="learning rate (default classify: 0.01 paper, 1e-4 full; "
-                                               "segment, detect: 1e-3)")
+                                               "segment 1e-3, detect 0.01)")
     encoder_lr: float = config_field(0.1, help="segment, detect: the encoder's trained layers learn at this times "
                                                "the lr (default 0.1)")
     weight_decay: float = config_field(1e-4, help="Adam weight decay (default 1e-4)")
@@ -141,6 +141,9 @@ class FinetuneConfig:
                               f"got {self.mode!r}", param="mode")
         if not 0 < self.encoder_lr <= 1:
             raise ConfigError(f"encoder_lr must lie in (0, 1], got {self.encoder_lr}", param="encoder_lr")
+        if self.task == "detect" and self.select == "val":
+            raise ConfigError("task detect keeps the last epoch; select='val' is for classify and segment",
+                              param="select")
         if self.task != "classify" and self.select_on_test:
             raise ConfigError(f"select_on_test reproduces the classification protocol only; task {self.task} "
                               "selects on validation (select='val') or keeps the last epoch", param="select_on_test")

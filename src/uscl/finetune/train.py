@@ -40,7 +40,7 @@ from uscl.finetune.predictions import Predictions, read_predictions, write_predi
 from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.model_card import write_run_card
 from uscl.finetune.run_folder import METRICS_FORMAT, clear_fold, fold_dir, open_run
-from uscl.finetune.segment.run import build_mask_splits, finetune_segment
+from uscl.finetune.dense_run import build_mask_splits, finetune_dense
 from uscl.finetune.splits import (
     Fold,
     Splits,
@@ -115,8 +115,8 @@ def finetune(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print, lo
     ``log_splits=False`` leaves the folds out of the log (a caller printed them already).
     """
     cfg.validate()
-    if cfg.task == "segment":
-        return finetune_segment(cfg, splits=splits, log=log, log_splits=log_splits)
+    if cfg.task != "classify":
+        return finetune_dense(cfg, splits=splits, log=log, log_splits=log_splits)
     t0 = time.time()
     plan = plan_run(cfg, splits, log)
     run, kept = open_run(cfg, plan.splits, plan.store.store_id, log=log)

@@ -15,8 +15,8 @@ from pathlib import Path
 from uscl.finetune.compare import finetune_inits
 from uscl.finetune.config import FinetuneConfig
 from uscl.report.finetune import comparison_data, load_run, markdown_table, paired_table, report
-from uscl.report.segment import markdown_table as segment_table
-from uscl.report.segment import segment_report, write_segment_comparison
+from uscl.report.dense import dense_report, write_dense_comparison
+from uscl.report.dense import tables as dense_tables
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 
 
@@ -36,10 +36,10 @@ def compare(base: FinetuneConfig, inits: list[str], out: str | Path, *, resume: 
     to every init.
     """
     runs = finetune_inits(base, inits, out, resume=resume, log=log)
-    if base.task == "segment":
-        data = write_segment_comparison(runs.out, runs.specs, base.store)
-        table = segment_table(data)
-        rep = segment_report(runs.out)
+    if base.task != "classify":
+        data = write_dense_comparison(runs.out, runs.specs, base.store)
+        table = dense_tables(data)
+        rep = dense_report(runs.out)
         log(table)
         return CompareResult(runs.out, data, table, rep)
     data = write_comparison(runs.out, runs.specs, base.store)

@@ -26,7 +26,7 @@ from uscl.finetune.config import SELECTED_ON_TEST
 from uscl.finetune.predictions import read_predictions
 from uscl.finetune.pretraining_labels import LEAKAGE_NOTE
 from uscl.report import plots
-from uscl.report.segment import segment_report
+from uscl.report.dense import dense_report
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 
 COMPARISON_FORMAT = "uscl-finetune-comparison"
@@ -197,8 +197,8 @@ def _task_of(path: Path) -> str:
 def report(path: str | Path) -> Path:
     """Write report.md, metrics.json and plots for a run or a comparison folder; returns report.md."""
     path = Path(path)
-    if _task_of(path) == "segment":
-        return segment_report(path)
+    if _task_of(path) != "classify":
+        return dense_report(path)
     if (path / "comparison.json").is_file():
         comp = json.loads((path / "comparison.json").read_text())
         runs = {n: load_run(path / r["dir"]) for n, r in comp["runs"].items()}

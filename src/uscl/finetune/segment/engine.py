@@ -110,14 +110,15 @@ def mean_dice(rows: list[dict]) -> float:
 
 
 @dataclass
-class SegmentFit:
-    """What a fold hands back: the model to save and its test predictions."""
+class DenseFit:
+    """What a segmentation or detection fold hands back: the model to save and its test predictions."""
 
     tensors: dict[str, torch.Tensor]
     meta: dict
-    pred: dict[str, np.ndarray]  # predict_masks of the test fold
+    pred: dict[str, np.ndarray]  # the test frames: videos, frames, predicted label maps, truth (predict_masks)
     history: list[dict] = field(default_factory=list)
     selected_epoch: int | None = None
+    extra: dict = field(default_factory=dict)  # task-specific fold metrics (detection: COCO mAP)
 
 
 def param_groups(model: Segmenter, lr: float, encoder_lr: float) -> list[dict]:
@@ -127,12 +128,13 @@ def param_groups(model: Segmenter, lr: float, encoder_lr: float) -> list[dict]:
     return [g for g in ({"params": new, "lr": lr}, {"params": enc, "lr": lr * encoder_lr}) if g["params"]]
 
 
-def segment_fold(cfg: FinetuneConfig, runner: SegmentRunner, model: Segmenter, loaders: dict, fold_seed: int,
-                 video_ids: list[str], *, desc: str = "") -> SegmentFit:
+def segment_fold(cfg: FinetuneConfig, device: torch.device, model: Segmenter, loaders: dict, fold_seed: int,
+                 video_ids: list[str], class_names: list[str], *, desc: str = "") -> DenseFit:
     """Adam + cosine schedule for ``cfg.epochs`` in ``cfg.mode``, then the selected model on the test fold.
 
     ``select='val'`` keeps the epoch with the best mean validation Dice; otherwise the last epoch.
     """
+    runner = SegmentRunner(cfg, device)
     trainable = set_segmenter_trainable(model, cfg.mode)
     model.to(runner.device)
     opt = torch.optim.Adam(param_groups(model, cfg.learning_rate, cfg.encoder_lr), lr=cfg.learning_rate,
@@ -158,4 +160,4 @@ def segment_fold(cfg: FinetuneConfig, runner: SegmentRunner, model: Segmenter, l
     pred = predict_masks(model, loaders["test"], runner, desc=f"{desc} test")
     meta = {"head": "unet", "trainable": summarise_trainable(trainable), "epochs": cfg.epochs,
             "lr": cfg.learning_rate, "encoder_lr": cfg.encoder_lr, "selected_epoch": selected}
-    return SegmentFit(model.state_dict(), meta, pred, history, selected)
+    return DenseFit(model.state_dict(), meta, pred, history, selected)

@@ -1,10 +1,11 @@
-"""Reports of segmentation runs and comparisons: the table, paired per-fold differences, plots, overlays.
+"""Reports of segmentation and detection runs and comparisons: tables, paired per-fold differences, plots, overlays.
 
-A run folder (``metrics.json`` with ``task: segment``) or a comparison folder
-(``comparison.json`` of segmentation runs over the same folds) gets
+A run folder (``metrics.json`` with ``task: segment`` or ``detect``) or a comparison folder
+(``comparison.json`` of such runs over the same folds) gets
 ``report.md`` with: per init, the mean and 95% CI over folds of Dice, IoU and
-HD95 at image and video level; the paired per-fold differences against the
-baseline (random init when present); a per-fold Dice plot; and, per init, the
+HD95 at image and video level (a detector's kept instances painted into label
+maps), for detection also box and mask mAP (pycocotools); the paired per-fold
+differences against the baseline (random init when present); a per-fold Dice plot; and, per init, the
 overlays of its best, median and worst test images (by the image's mean Dice
 over the classes present in its truth): the frame with the truth contour in
 green and the prediction contour in red, one row per class present.
@@ -21,30 +22,33 @@ from PIL import Image
 from uscl.errors import UsclError
 from uscl.finetune import metrics as M
 from uscl.finetune.run_folder import fold_dir
-from uscl.finetune.segment.run import PER_IMAGE, TEST_MASKS, read_per_image
+from uscl.finetune.dense_run import DETECTION_METRICS, PER_IMAGE, TEST_MASKS, read_per_image
 from uscl.report.plots import fold_accuracy
 from uscl.store import FrameStore
 from uscl.utils.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 
-SEGMENT_COMPARISON_FORMAT = "uscl-segment-comparison"
+DENSE_COMPARISON_FORMAT = "uscl-dense-comparison"
 # (key in the fold summary, label, higher is better)
 TABLE_METRICS = (("dice", "Dice", True), ("iou", "IoU", True), ("hd95", "HD95 px", False))
 LEVELS = ("image", "video")
+DETECTION_LABELS = {"bbox_map50": "box mAP@0.5", "bbox_map": "box mAP@[.5:.95]", "segm_map50": "mask mAP@0.5",
+                    "segm_map": "mask mAP@[.5:.95]"}
+TASK_NAMES = {"segment": "segmentation", "detect": "detection"}
 TRUTH_RGB, PRED_RGB = (40, 220, 60), (235, 50, 40)
 
 
-def is_segment_run(metrics: dict) -> bool:
-    return metrics.get("task") == "segment"
+def is_dense_run(metrics: dict) -> bool:
+    return metrics.get("task") in TASK_NAMES
 
 
-def load_segment_run(run_dir: Path) -> dict:
+def load_dense_run(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    if not is_segment_run(metrics):
-        raise UsclError(f"{run_dir} is not a segmentation run (task {metrics.get('task', 'classify')})")
+    if not is_dense_run(metrics):
+        raise UsclError(f"{run_dir} is not a segmentation or detection run (task {metrics.get('task', 'classify')})")
     return {"dir": run_dir, "metrics": metrics}
 
 
-def segment_comparison_data(runs: dict[str, dict], baseline: str | None = None) -> dict:
+def dense_comparison_data(runs: dict[str, dict], baseline: str | None = None) -> dict:
     """Per init the summary over folds; per other init the paired per-fold differences against ``baseline``."""
     if not runs:
         raise UsclError("nothing to compare: no finished runs")
@@ -52,7 +56,11 @@ def segment_comparison_data(runs: dict[str, dict], baseline: str | None = None) 
     baseline = baseline if baseline in runs else ("random" if "random" in runs else names[0])
     tests = {n: [sorted(f.get("test_videos", [])) for f in r["metrics"]["folds"]] for n, r in runs.items()}
     same = all(t == tests[baseline] for t in tests.values())
-    out = {"format": SEGMENT_COMPARISON_FORMAT, "version": 1, "task": "segment", "baseline": baseline,
+    tasks = {r["metrics"]["task"] for r in runs.values()}
+    if len(tasks) > 1:
+        raise UsclError(f"cannot compare runs of different tasks ({', '.join(sorted(tasks))})")
+    task = tasks.pop()
+    out = {"format": DENSE_COMPARISON_FORMAT, "version": 1, "task": task, "baseline": baseline,
            "same_folds": same, "classes": runs[baseline]["metrics"]["classes"], "runs": {}, "paired_vs_baseline": {}}
     for n, r in runs.items():
         m = r["metrics"]
@@ -60,12 +68,28 @@ def segment_comparison_data(runs: dict[str, dict], baseline: str | None = None) 
                           "arch": m.get("arch"), "selection": m.get("selection"), "coverage": m.get("coverage"),
                           "folds_run": m.get("folds_run"), "summary": {lvl: m["summary"][lvl] for lvl in LEVELS},
                           "per_class": m["pooled"]["per_class"]}
+        if task == "detect":
+            out["runs"][n]["summary"]["detection"] = m["summary"]["detection"]
         if n != baseline and same:
             base = runs[baseline]["metrics"]["summary"]
             out["paired_vs_baseline"][n] = {
                 lvl: {k: M.paired_difference(m["summary"][lvl][k]["values"], base[lvl][k]["values"])
                       for k, _, _ in TABLE_METRICS} for lvl in LEVELS}
+            if task == "detect":
+                out["paired_vs_baseline"][n]["detection"] = {
+                    k: M.paired_difference(m["summary"]["detection"][k]["values"], base["detection"][k]["values"])
+                    for k in DETECTION_METRICS}
     return out
+
+
+def detection_table(data: dict) -> str:
+    """Per init: box and mask mAP, mean [95% t-interval] over folds (pycocotools, every detection's score)."""
+    lines = ["| init | mode | " + " | ".join(DETECTION_LABELS[k] for k in DETECTION_METRICS) + " |",
+             "|---|---|" + "---|" * len(DETECTION_METRICS)]
+    for n, r in data["runs"].items():
+        det = r["summary"]["detection"]
+        lines.append(f"| {n} | {r['mode']} | " + " | ".join(_ci(det[k]) for k in DETECTION_METRICS) + " |")
+    return "\n".join(lines)
 
 
 def _ci(d: dict) -> str:
@@ -97,7 +121,8 @@ def paired_table(data: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for n, levels in data["paired_vs_baseline"].items():
         for lvl, per in levels.items():
-            for k, label, higher in TABLE_METRICS:
+            metrics = TABLE_METRICS if lvl in LEVELS else [(k, DETECTION_LABELS[k], True) for k in DETECTION_METRICS]
+            for k, label, higher in metrics:
                 d = per[k]
                 if d["mean"] is None:
                     continue
@@ -128,15 +153,21 @@ def _num(x, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def write_segment_comparison(out: Path, specs: dict[str, str], store: str) -> dict:
-    """``out/comparison.json`` and ``comparison.md`` of the finished segmentation runs ``out/<name>/``."""
-    runs = {name: load_segment_run(out / name) for name in specs}
-    data = segment_comparison_data(runs)
+def tables(data: dict) -> str:
+    """The summary tables of a run or comparison: detection's mAP first (for detection), then the masks'."""
+    parts = [detection_table(data), ""] if data["task"] == "detect" else []
+    return "\n".join(parts + [markdown_table(data)])
+
+
+def write_dense_comparison(out: Path, specs: dict[str, str], store: str) -> dict:
+    """``out/comparison.json`` and ``comparison.md`` of the finished segmentation or detection runs ``out/<name>/``."""
+    runs = {name: load_dense_run(out / name) for name in specs}
+    data = dense_comparison_data(runs)
     data["store"] = store
     data["init_specs"] = dict(specs)
     atomic_write_json(out / "comparison.json", data)
-    atomic_write_text(out / "comparison.md", f"# Segmentation comparison\n\n{markdown_table(data)}\n\n"
-                                             f"{paired_table(data)}\n")
+    atomic_write_text(out / "comparison.md", f"# {TASK_NAMES[data['task']].capitalize()} comparison\n\n"
+                                             f"{tables(data)}\n\n{paired_table(data)}\n")
     return data
 
 
@@ -207,19 +238,24 @@ def _open_store(metrics: dict) -> FrameStore | None:
     return store if store.store_id == metrics.get("store_id") else None
 
 
-def segment_report(path: Path) -> Path:
-    """report.md (+ plots and overlays) of a segmentation run or comparison folder; returns report.md."""
+def dense_report(path: Path) -> Path:
+    """report.md (+ plots and overlays) of a segmentation or detection run or comparison folder; returns report.md."""
     if (path / "comparison.json").is_file():
         comp = json.loads((path / "comparison.json").read_text())
-        runs = {n: load_segment_run(path / r["dir"]) for n, r in comp["runs"].items()}
-        title, baseline = f"Segmentation comparison: {path.name}", comp.get("baseline")
+        runs = {n: load_dense_run(path / r["dir"]) for n, r in comp["runs"].items()}
+        kind, baseline = "comparison", comp.get("baseline")
     else:
-        run = load_segment_run(path)
-        runs, title, baseline = {run["metrics"]["init"]: run}, f"Segmentation run: {path.name}", None
-    data = segment_comparison_data(runs, baseline)
-    lines = [f"# {title}", "", f"Task: segmentation; classes: {', '.join(data['classes'])}; folds split by video "
+        run = load_dense_run(path)
+        runs, kind, baseline = {run["metrics"]["init"]: run}, "run", None
+    data = dense_comparison_data(runs, baseline)
+    task = TASK_NAMES[data["task"]]
+    how = ("a detector's instances scoring at least 0.5 are painted into label maps for Dice, IoU and HD95; "
+           "mAP uses every detection" if data["task"] == "detect" else "")
+    lines = [f"# {task.capitalize()} {kind}: {path.name}", "",
+             f"Task: {task}; classes: {', '.join(data['classes'])}; folds split by video "
              "(and patient) over the videos with masks; each fold's model is its last epoch unless the run "
-             "selected on a validation split carved from the training videos.", "", markdown_table(data), "",
+             "selected on a validation split carved from the training videos" + (f"; {how}." if how else "."), "",
+             tables(data), "",
              paired_table(data), "", "## Per class (all folds' test images pooled)", "", per_class_table(data), ""]
     per_fold = {n: {lvl: r["metrics"]["summary"][lvl]["dice"]["values"] for lvl in LEVELS} for n, r in runs.items()}
     fig = fold_accuracy(path / "fold_dice.png", per_fold, "Dice per fold", metric="Dice")
