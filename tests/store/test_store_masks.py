@@ -14,7 +14,8 @@ from uscl.cli import main
 from uscl.errors import UsclError
 from uscl.store import FrameStore, StoreWriter
 from uscl.store.prepare import PrepareOptions, prepare
-from uscl.video.samples import moving_frames, write_dicom, write_mask_video, write_video
+from uscl.video.mask_video import write_mask_video
+from uscl.video.samples import moving_frames, write_dicom, write_video
 
 NATIVE = PrepareOptions(size=0)
 

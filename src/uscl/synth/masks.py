@@ -54,7 +54,6 @@ the top of an effusion, a B-line crossing a subpleural notch).
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -64,15 +63,13 @@ from uscl.errors import UsclError
 from uscl.synth.anatomy import PLEURA_VISIBLE, Anatomy
 from uscl.synth.fields import crop
 from uscl.synth.geometry import ProbeGeometry
-from uscl.utils.atomic import atomic_path
+from uscl.video.mask_video import write_mask_video
 
 MASK_CLASSES = ("pleura", "bline", "consolidation", "effusion")  # label k = MASK_CLASSES[k - 1]; 0 = background
 BACKGROUND = 0
 PLEURA, BLINE, CONSOLIDATION, EFFUSION = 1, 2, 3, 4
 THRESHOLD = 0.5
 MASK_SUFFIX = "_mask.avi"
-MASK_CODEC = "ffv1"
-MASK_PIX_FMT = "gray"
 
 __all__ = [
     "BACKGROUND", "BLINE", "CONSOLIDATION", "EFFUSION", "MASK_CLASSES", "MASK_SUFFIX", "PLEURA",
@@ -129,33 +126,6 @@ def labels_from_weights(weights: list[np.ndarray | None], geom: ProbeGeometry) -
         if w is not None:
             out[geom.scan_convert(w) > THRESHOLD] = k
     return out
-
-
-def write_mask_video(path: str | os.PathLike, labels: np.ndarray, fps: float = 10.0) -> Path:
-    """Encode uint8 label frames (T, H, W) losslessly (FFV1, gray) to ``path`` atomically.
-
-    Single-threaded with fixed options, so the same labels give byte-identical files.
-    """
-    labels = np.asarray(labels)
-    if labels.dtype != np.uint8 or labels.ndim != 3 or len(labels) < 1:
-        raise UsclError(f"expected uint8 label frames (T, H, W), got {labels.dtype} {labels.shape}")
-    if fps <= 0:
-        raise UsclError(f"fps must be positive, not {fps}")
-    path = Path(path)
-    with atomic_path(path, suffix=".avi") as tmp:
-        with av.open(str(tmp), mode="w", format="avi") as container:
-            stream = container.add_stream(MASK_CODEC, rate=Fraction(str(round(fps, 4))).limit_denominator(100000))
-            stream.height, stream.width = labels.shape[1:]
-            stream.pix_fmt = MASK_PIX_FMT
-            stream.codec_context.thread_count = 1
-            container.metadata.clear()
-            for frame in labels:
-                image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="gray")
-                for packet in stream.encode(image):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    return path
 
 
 def read_mask_video(path: str | os.PathLike) -> np.ndarray:

@@ -72,22 +72,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, *, faststar
     return path
 
 
-def write_mask_video(path: str | Path, masks: np.ndarray, fps: int = 25) -> Path:
-    """A lossless grey video (FFV1, .mkv or .avi) of uint8 (T, H, W) masks: decodes back to the same values."""
-    path = Path(path)
-    masks = np.asarray(masks, np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=fps)
-        stream.height, stream.width = masks.shape[1], masks.shape[2]
-        stream.pix_fmt = "gray"
-        for m in masks:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(m), format="gray")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def write_dicom(
     path: str | Path,
     frames: np.ndarray,
