@@ -80,3 +80,19 @@ def test_study_settings_are_checked():
         StudyConfig(store="s", methods=["a=uscl+mixup=false", "a=simclr"]).validate()
     with pytest.raises(ConfigError, match="label_fractions"):
         StudyConfig(store="s", label_fractions=[0.0]).validate()
+
+
+def test_segmentation_study_scores_mean_dice_on_the_masked_videos(mask_store, tmp_path):
+    out = tmp_path / "seg_study"
+    res = run_study(StudyConfig(store=str(mask_store), out=str(out), task="segment", methods=["uscl"], seeds=[0, 1],
+                                epochs=1, image_size=32, batch_size=4, modes=["frozen"], folds=3, finetune_epochs=1,
+                                max_frames_per_video=2, device="cpu"), log=lambda *a: None)
+    table = res.tables["frozen"]
+    assert sorted(table) == ["random", "uscl-selfsup"] and len(table["uscl-selfsup"]) == 6  # 2 seeds x 3 folds
+    dice = json.loads((out / "eval" / "frozen" / "uscl-selfsup-s0" / "metrics.json").read_text())["folds"]
+    assert table["uscl-selfsup"][(0, 0)] == pytest.approx(dice[0]["summary"]["macro"]["dice"])
+    report = (out / "study.md").read_text()
+    assert "Task segment" in report and "mean Dice" in report
+    with pytest.raises(ConfigError) as exc:
+        StudyConfig(store="s", task="segment", modes=["linear"]).validate()
+    assert exc.value.param == "modes"

@@ -30,7 +30,7 @@ from uscl.checkpoint.run_files import STATE_FILE
 from uscl.checkpoint.weights import load_train_state
 from uscl.errors import ConfigError, UsclError
 from uscl.finetune.compare import finetune_inits
-from uscl.finetune.config import FinetuneConfig
+from uscl.finetune.config import TASK_MODES, TASKS, FinetuneConfig
 from uscl.finetune.label_fraction import subsample_splits
 from uscl.finetune.train import finetune
 from uscl.pipeline import SELF_SUPERVISED
@@ -45,11 +45,19 @@ from uscl.utils.config import config_field, to_dict
 
 STUDY_FILE = "study.json"
 MODES = ("linear", "knn", "paper", "full")
+# the per-fold score a study compares, by task: (where in a fold's metrics.json, its name)
+TASK_METRIC = {
+    "classify": (lambda f: f["video"]["accuracy"], "video accuracy"),
+    "segment": (lambda f: f["summary"]["macro"]["dice"], "mean Dice"),
+    "detect": (lambda f: f["coco"]["bbox_map50"], "box mAP@0.5"),
+}
 
 
 @dataclass
 class StudyConfig:
-    store: str = config_field("", help="labelled frame store to evaluate on")
+    store: str = config_field("", help="labelled frame store to evaluate on (with masks for segment, detect)")
+    task: str = config_field("classify", help="classify (default; video accuracy) | segment (mean Dice) | "
+                                              "detect (box mAP@0.5)")
     out: str = config_field("uscl-study", help="study folder")
     pretrain_store: str | None = config_field(None, help="separate store to pretrain on (default: the evaluated "
                                                          "store, without its labels)")
@@ -59,7 +67,8 @@ class StudyConfig:
                                            "e.g. no-mixup=uscl+mixup=false or near=uscl+dataset.max_gap=4")
     seeds: list[int] = config_field(default_factory=lambda: [0, 1, 2], help="pretraining seeds (default 0,1,2)")
     modes: list[str] = config_field(default_factory=lambda: ["linear"], help="evaluation modes: linear, knn, "
-                                                                             "paper, full (default linear)")
+                                                                             "paper, full (default linear); "
+                                                                             "segment, detect: frozen, paper, full")
     epochs: int = config_field(30, help="pretraining epochs (default 30)")
     image_size: int = config_field(112, help="pretraining and fine-tuning size in px (default 112)")
     batch_size: int = config_field(32, help="pretraining batch in videos (default 32)")
@@ -87,9 +96,15 @@ class StudyConfig:
         names = [r.name for r in rows]
         if len(set(names)) != len(names):
             raise ConfigError(f"methods: each row needs its own name, got {names}", param="methods")
-        bad = [m for m in self.modes if m not in MODES]
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}", param="task")
+        allowed = TASK_MODES[self.task]
+        bad = [m for m in self.modes if m not in allowed]
         if bad or not self.modes:
-            raise ConfigError(f"modes: {bad or 'none'} not among {', '.join(MODES)}", param="modes")
+            raise ConfigError(f"modes: {bad or 'none'} not among {', '.join(allowed)} (task {self.task})",
+                              param="modes")
+        if self.task != "classify" and self.label_fractions:
+            raise ConfigError("label_fractions: the label-rate curve is for task classify", param="label_fractions")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: need distinct seeds, got {self.seeds}", param="seeds")
         if any(not 0 < f <= 1 for f in self.label_fractions):
@@ -172,12 +187,12 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
     members.update({f"{_label(v, same)}-s{s}": (_label(v, same), s) for v, s in backbones})
     tables = {}
     for mode in cfg.modes:
-        base = FinetuneConfig(store=cfg.store, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
+        base = FinetuneConfig(store=cfg.store, task=cfg.task, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
                               epochs=cfg.finetune_epochs, seed=cfg.seed, device=cfg.device,
                               classes=cfg.classes, max_frames_per_video=cfg.max_frames_per_video,
                               layer_decay=cfg.layer_decay)
         runs = finetune_inits(base, inits, out / "eval" / mode, resume=cfg.resume, log=log)
-        tables[mode] = _table(runs.out, runs.specs, members)
+        tables[mode] = _table(runs.out, runs.specs, members, cfg.task)
         for fraction in cfg.label_fractions:
             if fraction < 1:
                 tables[f"{mode}@{fraction:g}"] = _fraction_runs(base, runs, fraction, cfg, members, log)
@@ -252,15 +267,16 @@ def pretrain_one(cfg: StudyConfig, variant: Variant, seed: int, same: bool, out:
     return run_dir
 
 
-def _table(runs_dir: Path, specs: dict[str, str], members: dict[str, tuple[str, int | None]]) -> dict:
-    """``{row: {(seed, fold): video accuracy}}`` from the runs' metrics.json: each row's seeds
-    merged (``members``: init name -> (row, pretraining seed); random and ImageNet have no seed)."""
+def _table(runs_dir: Path, specs: dict[str, str], members: dict[str, tuple[str, int | None]],
+           task: str = "classify") -> dict:
+    """``{row: {(seed, fold): score}}`` from the runs' metrics.json (the task's score, :data:`TASK_METRIC`):
+    each row's seeds merged (``members``: init name -> (row, pretraining seed); random and ImageNet have none)."""
+    score = TASK_METRIC[task][0]
     table: dict[str, dict] = {}
     for name in specs:
         row, seed = members[name]
         metrics = json.loads((runs_dir / name / "metrics.json").read_text())
-        table.setdefault(row, {}).update({(seed, int(f["fold"])): float(f["video"]["accuracy"])
-                                          for f in metrics["folds"]})
+        table.setdefault(row, {}).update({(seed, int(f["fold"])): float(score(f)) for f in metrics["folds"]})
     return table
 
 
@@ -290,9 +306,11 @@ def _baselines(table: dict, ours: list[str] | None = None) -> list[str]:
 
 def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], notes: list[str],
                  ours: list[str] | None = None) -> Path:
-    lines = ["# Study", "", f"Evaluated on `{cfg.store}`; pretrained on `{cfg.pretrain_store or cfg.store}`; "
+    metric = TASK_METRIC[cfg.task][1]
+    lines = ["# Study", "", f"Task {cfg.task}; evaluated on `{cfg.store}`; pretrained on "
+             f"`{cfg.pretrain_store or cfg.store}`; "
              f"{cfg.epochs} pretraining epochs at {cfg.image_size} px; seeds {', '.join(map(str, cfg.seeds))}; "
-             f"{cfg.folds} video-level folds (the same for every init). Metric: video accuracy.", ""]
+             f"{cfg.folds} video-level folds (the same for every init). Metric: {metric}.", ""]
     lines += [f"- {n}" for n in notes] + [""]
     data = {}
     for key, table in tables.items():
@@ -301,18 +319,18 @@ def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], 
         mine = [m for m in methods if m in grouped and m not in base]
         lines += [f"# Mode {key}", "", stats.study_markdown(grouped, mine or [m for m in methods if m in grouped],
                                                             base if mine else _baselines({}) or ["random"],
-                                                            unit="cell", metric="video accuracy"),
+                                                            unit="cell", metric=metric),
                   "", "Over seeds alone (each seed's fold mean is one unit: the stricter interval):", "",
-                  stats.summary_table(grouped, unit="seed", metric="video accuracy"), ""]
+                  stats.summary_table(grouped, unit="seed", metric=metric), ""]
         data[key] = {name: [[s, f, v] for (s, f), v in cells.items()] for name, cells in grouped.items()}
-    lines += _plots(out, tables, methods)
+    lines += _plots(out, tables, methods, metric)
     atomic_write_json(out / STUDY_FILE, {"config": dataclasses.asdict(cfg), "notes": notes, "scores": data})
     report = out / "study.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
 
 
-def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
+def _plots(out: Path, tables: dict, methods: list[str], metric: str = "video accuracy") -> list[str]:
     """One point per seed and fold per init; the label-fraction curve when fractions were run."""
     plt = pyplot()
     lines = []
@@ -326,7 +344,7 @@ def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
             ax.scatter([x + 0.08 * ((i % 5) - 2) for i in range(len(vals))], vals, s=14, alpha=0.7)
             ax.hlines(sum(vals) / len(vals), x - 0.3, x + 0.3, color="k")
         ax.set_xticks(range(len(grouped)), list(grouped), rotation=30, ha="right")
-        ax.set_ylabel("video accuracy (one point per seed and fold)")
+        ax.set_ylabel(f"{metric} (one point per seed and fold)")
         ax.set_title(f"mode {key}")
         save_figure(fig, out / f"study_{key}.png")
         lines += [f"![mode {key}](study_{key}.png)", ""]
@@ -343,7 +361,7 @@ def _plots(out: Path, tables: dict, methods: list[str]) -> list[str]:
                 ax.plot(xs, ys, marker="o", label=name)
             ax.set_xscale("log")
             ax.set_xlabel("fraction of each training fold's videos")
-            ax.set_ylabel("mean video accuracy")
+            ax.set_ylabel(f"mean {metric}")
             ax.legend(fontsize=7)
             save_figure(fig, out / f"study_{key}_label_fraction.png")
             lines += [f"![label fraction, mode {key}](study_{key}_label_fraction.png)", ""]
@@ -358,6 +376,8 @@ def check_study(cfg: StudyConfig) -> None:
         old = json.loads(saved.read_text())["config"]
         diffs = [k for k in ("store", "pretrain_store", "epochs", "image_size", "folds", "seed", "finetune_epochs")
                  if old.get(k) != getattr(cfg, k)]
+        if old.get("task", "classify") != cfg.task:
+            diffs.append("task")
         if diffs:
             raise UsclError(f"{cfg.out} holds a study with other settings ({', '.join(diffs)}); use another out",
                             param="resume")
