@@ -27,7 +27,8 @@ memory (no loader): the figures are the step itself, augmentation included.
 Frames are grey (1 channel, the `uscl prepare` default), stored at ``--frame-size`` (default
 8/7 of the segmentation size, as a 256 px store is trained at 224 px) with masks of two
 classes (ellipses); detection images are at the detector's size (min_size = max_size, as the
-fold sets them). Random init (BatchNorm trains, as in a from-scratch detector). Rates on a
+fold sets them). Random init (BatchNorm trains, as in a from-scratch detector). cuDNN and TF32
+settings are torch's defaults, as in `uscl finetune` (which sets neither). Rates on a
 CPU are per CPU-second of this single-threaded process (steady on a shared box) and per
 wall-second; on CUDA per wall-second (synchronised).
 
@@ -387,8 +388,6 @@ def run(args) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     report = {
@@ -400,7 +399,8 @@ def run(args) -> dict:
         "torch_threads": torch.get_num_threads(),
         "arch": ARCH,
         "quick": bool(args.quick),
-        "rates_from": "CPU time of this process (single-threaded)" if device.type == "cpu" else "wall clock, synchronised",
+        "rates_from": ("CPU time of this process (single-threaded)" if device.type == "cpu"
+                       else "wall clock, synchronised"),
     }
     if "segment" in args.tasks:
         report["segmentation"] = [bench_segmentation(args, device, m) for m in args.modes if m != "frozen"]
