@@ -12,8 +12,8 @@ memory (no loader): the figures are the step itself, augmentation included.
   Adam), against the classification one, ``uscl.finetune.engine.train_one_epoch`` on the same
   frames (BatchAugment, the classifier, cross-entropy, Adam), same size, batch, mode and
   device. ``segment_over_classify_time`` = how much longer a segmentation step takes (the
-  decoder's cost); on CUDA a third variant runs the segmenter channels-last (the segmentation
-  fold does not; the classification fold does);
+  decoder's cost); on CUDA (or with --channels-last-variant) a third variant runs the segmenter
+  channels-last (the segmentation fold does not; the classification fold does);
 * **the joint augmentation alone**: MaskedAugment (image + mask) vs BatchAugment.augment
   (image only, what the classification path calls) on the same batch, and the mask part
   alone (resize + nearest crop/flip of the masks): the mask's overhead;
@@ -177,7 +177,7 @@ def bench_segmentation(args, device: torch.device, mode: str) -> dict:
 
     scfg = FinetuneConfig(task="segment", mode=mode, image_size=size, batch_size=b)
     variants = {"segment": False}
-    if device.type == "cuda":
+    if device.type == "cuda" or args.channels_last_variant:
         variants["segment_channels_last"] = True
     seg_steps = {}
     for name, cl in variants.items():
@@ -365,6 +365,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--augment-rounds", type=int, default=9)
     p.add_argument("--augment-calls", type=int, default=5, help="augmentation calls timed together per round")
+    p.add_argument("--channels-last-variant", action="store_true",
+                   help="also time the segmenter channels-last on a CPU (always on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 step: seconds; checks the script only")
     p.add_argument("--out", help="also write the JSON here")

@@ -95,7 +95,8 @@ def test_gpu_script_runs_on_cpu(tmp_path):
 
 def test_dense_step_quick(tmp_path):
     """bench_dense_step.py --quick: segmentation vs classification, the augmentation alone, detection (seconds)."""
-    data = run_bench("bench_dense_step.py", "--quick", tmp_path=tmp_path)
+    # (no GPU in CI: the CUDA-only variant is forced on, so its code runs here too)
+    data = run_bench("bench_dense_step.py", "--quick", "--channels-last-variant", tmp_path=tmp_path)
     assert data["benchmark"] == "dense_step" and data["quick"] is True and data["torch_threads"] == 1
     (seg,) = data["segmentation"]  # --quick keeps the first mode
     assert seg["mode"] == "full" and seg["image_size"] == 32 and seg["batch"] == 2
@@ -103,6 +104,9 @@ def test_dense_step_quick(tmp_path):
         r = seg[name]
         assert r["images_per_step"] == 2 and positive(r["images_per_s_cpu"]) and positive(r["images_per_s_wall"])
     assert positive(seg["segment_over_classify_time"])
+    # the variant CUDA runs by default (channels-last segmenter), exercised here on the CPU
+    assert positive(seg["segment_channels_last"]["images_per_s_cpu"])
+    assert positive(seg["segment_channels_last_over_classify"]["time_ratio_cpu"])
     assert seg["parameters"]["segmenter"] > seg["parameters"]["classifier"]  # the decoder's parameters
     aug = data["augment"]
     for name in ("batch_augment_image_only", "masked_augment_image_and_mask", "mask_part_only"):
