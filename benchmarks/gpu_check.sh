@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# One-command GPU check: throughput benchmark + bf16 smoke run + a 1-GPU torchrun pretraining.
+# One-command GPU check: throughput benchmark + bf16 smoke run + a 1-GPU torchrun pretraining
+# + the dense-task step benchmark (segmentation 224 px, detection 512 px).
 #
 #   benchmarks/gpu_check.sh                # on the GPU machine; all output under $OUT (or a temp folder)
 #   benchmarks/gpu_check.sh --cpu-tiny     # the same steps on a CPU, tiny: checks the script itself
 #
 # Installs nothing but uscl itself (`pip install -e . --no-deps`, only when neither an
 # installed uscl nor PYTHONPATH=src makes it importable). Each step has a time limit
-# (BENCH_TIMEOUT, TORCHRUN_TIMEOUT seconds) so the whole check stays under 3.5 minutes;
-# a failing step does not stop the next one; the exit status says whether all passed.
+# (BENCH_TIMEOUT, TORCHRUN_TIMEOUT, DENSE_TIMEOUT seconds) so the whole check stays under
+# 7.5 minutes (150 + 60 + 210 s, plus imports); a failing step does not stop the next one; the
+# exit status says whether all passed. The dense benchmark's JSON goes to
+# benchmarks/results/dense_step_gpu.json (and a copy under $OUT).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,6 +29,7 @@ OUT="${OUT:-$(mktemp -d -t uscl_gpu_check.XXXXXX)}"
 mkdir -p "$OUT"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-150}"
 TORCHRUN_TIMEOUT="${TORCHRUN_TIMEOUT:-60}"
+DENSE_TIMEOUT="${DENSE_TIMEOUT:-210}"
 export USCL_NO_PROGRESS=1
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -120,6 +124,35 @@ else
   tail -n 30 "$OUT/torchrun.log" | tee -a "$SUMMARY"
 fi
 rm -rf "$STORE" "$OUT/torchrun_run"/*.safetensors "$OUT/torchrun_run"/train_state.pt  # keep $OUT small
+
+# -- 3. dense tasks: segmentation (224 px, batch 64) and detection (512 px, 8 images) training steps --
+if [ "$MODE" = "gpu" ]; then
+  DENSE_JSON="$REPO/benchmarks/results/dense_step_gpu.json"
+  DENSE_ARGS=(--device cuda --steps 10 --det-steps 5 --warmup 3)
+else
+  DENSE_JSON="$OUT/dense_step.json"
+  DENSE_ARGS=(--device cpu --quick)
+fi
+t0=$SECONDS
+timeout "$DENSE_TIMEOUT" "$PY" benchmarks/bench_dense_step.py "${DENSE_ARGS[@]}" --out "$DENSE_JSON" \
+  >"$OUT/dense_step.stdout" 2>"$OUT/dense_step.log"
+rc=$?
+note "bench_dense_step.py: exit $rc in $((SECONDS - t0)) s$([ $rc = 124 ] && echo ' (timed out)')"
+if [ $rc = 0 ] && [ -f "$DENSE_JSON" ]; then
+  [ "$DENSE_JSON" = "$OUT/dense_step.json" ] || cp "$DENSE_JSON" "$OUT/dense_step.json"
+  "$PY" - "$DENSE_JSON" <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import json, sys
+sys.path.insert(0, "benchmarks")
+import run_all
+r = json.load(open(sys.argv[1]))
+print("dense steps on", r["device"], f"({r['seconds']} s) ->", sys.argv[1])
+for line in run_all.summarise_dense(r):
+    print("  " + line)
+EOF
+else
+  status=1
+  tail -n 30 "$OUT/dense_step.log" | tee -a "$SUMMARY"
+fi
 
 note "gpu_check: $([ $status = 0 ] && echo PASSED || echo FAILED)"
 exit $status

@@ -2,10 +2,11 @@
 
     python benchmarks/run_all.py                      # full run (about 10 minutes on 2 busy cores)
     python benchmarks/run_all.py --only datapath memory
+    python benchmarks/run_all.py --only dense_step    # segmentation / detection training steps
     python benchmarks/run_all.py --tiny               # seconds; writes to a temp folder unless --results
 
 Each benchmark runs in its own process (the data-path one pins itself to one
-core). bench_pretrain_step.py is run when present. The GPU check is separate:
+core). bench_pretrain_step.py and bench_dense_step.py are run when present. The GPU check is separate:
 benchmarks/gpu_check.sh on a CUDA machine.
 """
 
@@ -41,6 +42,9 @@ def commands(tiny: bool, results: Path) -> dict[str, list[str]]:
         cmds["pretrain_step"] = [py, str(HERE / "bench_pretrain_step.py"), "--out", str(results / "pretrain_step.json")] + (
             ["--sizes", "32", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--workers", "0"] if tiny
             else ["--sizes", "224", "112", "--steps", "5", "--warmup", "2", "--workers", "2"])
+    if (HERE / "bench_dense_step.py").is_file():
+        cmds["dense_step"] = [py, str(HERE / "bench_dense_step.py"), "--out", str(results / "dense_step.json")] + (
+            ["--quick"] if tiny else [])
     return cmds
 
 
@@ -77,12 +81,37 @@ def summarise(name: str, data: dict) -> list[str]:
                          f"{r['end_to_end_images_per_s']:.1f} img/s vs model only {r['model_only_images_per_s']:.1f} "
                          f"= {ratio:.2f} ({verdict} target {TARGETS['cpu_end_to_end_ratio']:.0%}); "
                          f"data wait {r.get('data_wait_share', 0):.0%}")
+    elif name == "dense_step":
+        lines += summarise_dense(data)
+    return lines
+
+
+def summarise_dense(data: dict) -> list[str]:
+    """bench_dense_step.py: each dense step against its same-run reference (ratios of median step times)."""
+    clock = "cpu" if data.get("rates_from", "").startswith("CPU") else "wall"
+    key = f"images_per_s_{clock}"
+    lines = []
+    for s in data.get("segmentation", []):
+        lines.append(f"segmentation step, {s['image_size']} px, batch {s['batch']}, mode {s['mode']}: "
+                     f"{s['segment'][key]:.1f} img/s vs classification {s['classify'][key]:.1f} img/s: "
+                     f"a segmentation step takes x{s['segment_over_classify_time']:.2f} the time")
+    if "augment" in data:
+        a = data["augment"]
+        lines.append(f"augmentation, {a['image_size']} px, batch {a['batch']}: image + mask "
+                     f"{a['masked_augment_image_and_mask']['ms_per_batch']:.2f} ms vs image only (BatchAugment) "
+                     f"{a['batch_augment_image_only']['ms_per_batch']:.2f} ms = x{a['mask_overhead_time_ratio']:.2f}")
+    if "detection" in data:
+        d = data["detection"]
+        lines.append(f"detection step, {d['image_size']} px, {d['images_per_step']} images: CPU_DETECTOR "
+                     f"{d['cpu_detector'][key]:.2f} img/s, torchvision defaults {d['torchvision_default'][key]:.2f} "
+                     f"(x{d['speedup_cpu_detector_over_default']:.2f} faster), trunk+FPN floor "
+                     f"{d['trunk_fpn_floor'][key]:.2f} img/s")
     return lines
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "pretrain_step"])
+    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "pretrain_step", "dense_step"])
     p.add_argument("--tiny", action="store_true", help="every benchmark in its smallest mode (figures meaningless)")
     p.add_argument("--results", help=f"folder for the JSON files (default {common.RESULTS_DIR}; a temp folder with --tiny)")
     args = p.parse_args(argv)

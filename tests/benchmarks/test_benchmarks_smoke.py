@@ -91,3 +91,37 @@ def test_gpu_script_runs_on_cpu(tmp_path):
     assert r["image_size"] == 32 and r["images_per_step"] == 8
     assert positive(r["model_only_images_per_s"]) and positive(r["end_to_end_images_per_s"])
     assert positive(r["ratio_end_to_end_over_model"]) and math.isfinite(r["last_loss"])
+
+
+def test_dense_step_quick(tmp_path):
+    """bench_dense_step.py --quick: segmentation vs classification, the augmentation alone, detection (seconds)."""
+    # (no GPU in CI: the CUDA-only variant is forced on, so its code runs here too)
+    data = run_bench("bench_dense_step.py", "--quick", "--channels-last-variant", tmp_path=tmp_path)
+    assert data["benchmark"] == "dense_step" and data["quick"] is True and data["torch_threads"] == 1
+    (seg,) = data["segmentation"]  # --quick keeps the first mode
+    assert seg["mode"] == "full" and seg["image_size"] == 32 and seg["batch"] == 2
+    for name in ("classify", "segment"):
+        r = seg[name]
+        assert r["images_per_step"] == 2 and positive(r["images_per_s_cpu"]) and positive(r["images_per_s_wall"])
+    assert positive(seg["segment_over_classify_time"])
+    # the variant CUDA runs by default (channels-last segmenter), exercised here on the CPU
+    assert positive(seg["segment_channels_last"]["images_per_s_cpu"])
+    assert positive(seg["segment_channels_last_over_classify"]["time_ratio_cpu"])
+    assert seg["parameters"]["segmenter"] > seg["parameters"]["classifier"]  # the decoder's parameters
+    aug = data["augment"]
+    for name in ("batch_augment_image_only", "masked_augment_image_and_mask", "mask_part_only"):
+        assert positive(aug[name]["ms_per_batch"]) and positive(aug[name]["images_per_s_cpu"])
+    assert positive(aug["mask_overhead_time_ratio"])
+    det = data["detection"]
+    assert det["image_size"] == 64 and det["images_per_step"] == 1 and det["instances_per_image"][0] >= 1
+    for name in ("cpu_detector", "torchvision_default", "trunk_fpn_floor"):
+        assert positive(det[name]["images_per_s_cpu"])
+    # the two settings really differ where CPU_DETECTOR cuts torchvision's budget
+    ours, theirs = det["cpu_detector_settings"], det["torchvision_default_settings"]
+    assert ours["box_batch_size_per_image"] < theirs["box_batch_size_per_image"]
+    assert positive(det["speedup_cpu_detector_over_default"])
+
+    run_all = load_run_all()
+    lines = run_all.summarise("dense_step", data)
+    assert len(lines) == 3 and lines[0].startswith("segmentation step") and lines[-1].startswith("detection step")
+    assert "--quick" in run_all.commands(True, tmp_path)["dense_step"]
