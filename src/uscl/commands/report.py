@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     path = report(args.path)
-    metrics = json.loads((path.parent / "metrics.json").read_text())
-    partial = sorted({m["coverage"] for m in [metrics, *metrics.get("per_init", {}).values()] if m.get("coverage")})
-    print(f"wrote {path} (and metrics.json, *.png beside it)"
+    dense = (path.parent / "report.json").is_file()  # segmentation / detection: report.json, metrics.json untouched
+    metrics = json.loads((path.parent / ("report.json" if dense else "metrics.json")).read_text())
+    runs = metrics.get("runs", {}).values() if dense else [metrics, *metrics.get("per_init", {}).values()]
+    partial = sorted({m["coverage"] for m in runs if m.get("coverage")})
+    print(f"wrote {path} (and {'report.json' if dense else 'metrics.json'}, *.png beside it)"
           + (f"; note: partial cross-validation ({'; '.join(partial)}), not a full k-fold estimate" if partial else ""))
     return 0
