@@ -44,11 +44,17 @@ def seg_run(mask_store, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def det_run(mask_store, tmp_path_factory):
-    """Fold 0 of a 1-epoch frozen Mask R-CNN run at 64 px (the detect tests' cheap settings)."""
-    cfg = FinetuneConfig(store=str(mask_store), out=str(tmp_path_factory.mktemp("det") / "run"), task="detect",
-                         mode="frozen", epochs=1, folds=3, image_size=64, batch_size=8, device="cpu",
-                         max_frames_per_video=2, only_folds=[0])
+def det_run(tmp_path_factory):
+    """Fold 0 of a 1-epoch frozen Mask R-CNN run at 64 px on a 3-video synth store (4 frames each): the
+    detect tests' cheap settings on fewer test frames, since a detector's prediction dominates the time."""
+    from uscl.store.prepare import PrepareOptions, prepare
+    from uscl.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("det")
+    generate(root / "src", videos_per_class=1, frames=4, size=64, fps=4.0, seed=0, masks=True)
+    prepare(root / "src", root / "store", PrepareOptions(size=64), mask_classes=MASK_CLASSES, show_progress=False)
+    cfg = FinetuneConfig(store=str(root / "store"), out=str(root / "run"), task="detect", mode="frozen", epochs=1,
+                         folds=3, image_size=64, batch_size=8, device="cpu", max_frames_per_video=2, only_folds=[0])
     return finetune(cfg, **QUIET)
 
 
@@ -140,7 +146,7 @@ def test_a_detection_run_writes_its_card_and_the_torchvision_rebuild_matches(det
     ref.eval()
     net = scope["net"]
     for model in (ref, net):
-        model.roi_heads.score_thresh = 0.0  # an untrained head's scores are low: compare every detection
+        model.roi_heads.score_thresh, model.roi_heads.detections_per_img = 0.0, 5  # untrained: low scores
     image = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = ref([image])[0], net([image.expand(3, -1, -1)])[0]
