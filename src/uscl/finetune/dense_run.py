@@ -39,6 +39,7 @@ from uscl.data.loader import BatchReader
 from uscl.data.mask_frames import MaskFrameDataset
 from uscl.errors import UsclError
 from uscl.finetune.config import FinetuneConfig
+from uscl.finetune.model_card import write_run_card
 from uscl.finetune.outputs import model_meta, save_model, write_history
 from uscl.finetune.run_folder import METRICS_FORMAT, clear_fold, fold_dir, open_run
 from uscl.finetune.detect.fold import detect_fold, make_detector
@@ -149,6 +150,7 @@ def finetune_dense(cfg: FinetuneConfig, *, splits: Splits | None = None, log=pri
         trained.append(fold.index)
     metrics = run_metrics(plan, run, done, trained, sorted(k for k in kept if k in done), t0)
     atomic_write_json(run / "metrics.json", metrics)
+    write_run_card(run, plan.store)  # MODEL_CARD.md + model_card.json, from the files just written
     s = metrics["summary"]["image"]["dice"]
     log(f"{plan.init_name}: mean Dice {_num(s['mean'])} [{_num(s['lo'])}, {_num(s['hi'])}] over "
         f"{len(metrics['folds_run'])} folds" + (f" ({metrics['coverage']})" if metrics["coverage"] else ""))

@@ -14,6 +14,13 @@ the pretraining run's ``config.yaml``; what none of them records is written
 both atomically. This module sits in ``finetune`` (not ``report``) because
 :func:`uscl.finetune.train.finetune` writes the card of every run it makes,
 and fine-tuning is below the report stage; `uscl export` calls it too.
+
+The card follows the run's task (``metrics.json`` / ``model.json`` ``"task"``):
+classification (the video's class), or a dense task, segmentation (U-Net) or
+detection (Mask R-CNN), whose card names the mask classes and what an output
+value means, counts the masked frames per video label and per mask class,
+reports Dice, IoU and HD95 (and for detection COCO mAP) with their intervals
+over folds, and shows how to run the model without uscl where that is possible.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from uscl.checkpoint.inits import parse_init
 from uscl.checkpoint.run_files import CONFIG_FILE as PRETRAIN_CONFIG
 from uscl.checkpoint.run_files import LABELLED_FILE
 from uscl.errors import UsclError
-from uscl.finetune.config import DEFAULT_LR, GRADIENT_MODES, SELECTED_ON_TEST
+from uscl.finetune.config import DEFAULT_LR, GRADIENT_MODES, SELECTED_ON_TEST, default_lr
 from uscl.finetune.pretraining_labels import LEAKAGE_NOTE
 from uscl.finetune.run_folder import CONFIG_FILE, METRICS_FORMAT, SPLITS_FILE, fold_dir
 from uscl.store import FrameStore
@@ -39,6 +46,17 @@ CARD_JSON = "model_card.json"
 CARD_FORMAT = "uscl-model-card"
 UNKNOWN = "unknown"
 CONFIDENCE = 0.95
+CLASSIFY, SEGMENT, DETECT = "classify", "segment", "detect"
+TASK_WORDS = {CLASSIFY: "classification", SEGMENT: "segmentation", DETECT: "detection"}
+DENSE_TASKS = (SEGMENT, DETECT)
+
+
+def card_task(*metas: dict) -> str:
+    """The task the first of ``metas`` that records one names ("classify" when none does)."""
+    for m in metas:
+        if (m or {}).get("task"):
+            return str(m["task"])
+    return CLASSIFY
 
 
 def _known(value):
@@ -75,7 +93,8 @@ def read_run(run: str | Path, store=None) -> dict:
     model_meta = _read_json(fold_dir(run, folds_run[0]) / "model.json") if folds_run else {}
     if store is None:
         store = _open_store(config.get("store"), metrics.get("store_id"))
-    data = data_summary(_read_json(run / SPLITS_FILE), store, config.get("store"), metrics.get("store_id"))
+    summary = dense_data_summary if card_task(metrics, model_meta) in DENSE_TASKS else data_summary
+    data = summary(_read_json(run / SPLITS_FILE), store, config.get("store"), metrics.get("store_id"))
     pretraining = read_pretraining(metrics.get("init_spec") or config.get("init"), metrics.get("init_meta") or {})
     return {"metrics": metrics, "config": config, "model_meta": model_meta, "data": data,
             "pretraining": pretraining}
@@ -154,13 +173,15 @@ def read_pretraining(spec: str | None, init_meta: dict) -> dict | None:
 # -- the card (pure) --------------------------------------------------------------------------------
 def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretraining: dict | None) -> dict:
     """The card of a run as a dict (what model_card.json holds and MODEL_CARD.md shows)."""
+    task = card_task(metrics, model_meta)
+    if task in DENSE_TASKS:
+        return build_dense_card(task, metrics, config, model_meta, data, pretraining)
     classes = metrics.get("classes") or model_meta.get("classes") or []
-    segment = _is_segment(metrics, model_meta)
     card = {
         "format": CARD_FORMAT, "version": 1, "written_by": f"uscl {__version__}",
-        "task": {"kind": SEGMENT_KIND if segment else
-                 "image classification of ultrasound frames; a video's call is the arg-max of its "
-                 "frames' mean probabilities",
+        "task": {"task": TASK_WORDS[CLASSIFY],
+                 "kind": "image classification of ultrasound frames; a video's call is the arg-max of its "
+                         "frames' mean probabilities",
                  "classes": classes or UNKNOWN, "num_classes": len(classes) if classes else UNKNOWN,
                  "arch": _known(metrics.get("arch") or model_meta.get("arch"))},
         "data": data,
@@ -171,20 +192,11 @@ def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretra
     }
     card["intended_use"] = use_section(card)
     card["loading"] = run_loading(metrics, model_meta)
-    if segment:  # the accuracy summary above is classification's; a segmentation summary is still to come
-        card["metrics"]["note"] = SEGMENT_METRICS_NOTE
     return card
 
 
-# the segmentation card is not written yet: the classification card states the task and points at metrics.json
-SEGMENT_KIND = ("semantic segmentation of ultrasound frames (task 'segment'): per pixel, probabilities of the "
-                "background and of each mask class; the mask is their arg-max (0 background, k = class k)")
-SEGMENT_METRICS_NOTE = ("a segmentation model: its Dice, IoU and HD95 per fold are in the run's metrics.json; "
-                        "the accuracies on this card do not apply to it")
-
-
 def _is_segment(*metas: dict) -> bool:
-    return any((m or {}).get("task") == "segment" for m in metas)
+    return card_task(*metas) == SEGMENT
 
 
 def preprocessing_section(meta: dict) -> dict:
@@ -333,10 +345,6 @@ def run_loading(metrics: dict, meta: dict) -> dict:
     folds = metrics.get("folds_run") or ([meta["fold"]] if meta.get("fold") is not None else [])
     if not folds or not meta:
         return {"how": UNKNOWN, "snippet": None}
-    if _is_segment(meta):
-        return {"how": "a segmentation model (ResNet encoder + U-Net decoder, uscl.models.segmenter): export it "
-                       "with `uscl export --format onnx` or `--format torchscript` to run it without uscl",
-                "snippet": None}
     if meta.get("head") == "knn":
         return {"how": "a kNN model (feature bank, no linear head): export it with `uscl export --format onnx` "
                        "or `--format torchscript` to run it without uscl", "snippet": None}
@@ -387,11 +395,7 @@ def _segment_export_loading(fmt: str, file: str, meta: dict, head: list[str]) ->
     labels = ["background", *(meta.get("mask_classes") or meta.get("classes") or [])]
     tail = "masks = probs.argmax(1)  # N x H x W: 0 background, k = LABELS[k]"
     if fmt == "onnx":
-        lines = ["import numpy as np", "import onnxruntime as ort", "", f"LABELS = {labels!r}",
-                 f'sess = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])', *head,
-                 f"x = np.zeros((1, 3, {size}, {size}), np.float32)",
-                 'probs = sess.run(["probabilities"], {"input": x})[0]  # N x len(LABELS) x H x W', tail]
-        return {"how": "onnxruntime", "snippet": "\n".join(lines)}
+        return {"how": "onnxruntime", "snippet": "\n".join(segment_onnx_lines(file, meta))}
     if fmt == "torchscript":
         lines = ["import torch", "", f"LABELS = {labels!r}",
                  f'net = torch.jit.load("{file}", map_location="cpu").eval()', *head,
@@ -407,6 +411,27 @@ def _segment_export_loading(fmt: str, file: str, meta: dict, head: list[str]) ->
     return {"how": f"uscl's {arch} segmenter + safetensors", "snippet": "\n".join(lines)}
 
 
+def segment_onnx_lines(file: str, meta: dict) -> list[str]:
+    """onnxruntime + numpy + PIL: an exported segmenter's label maps at the stored frame size."""
+    size, mean, std = meta.get("image_size"), meta.get("mean"), meta.get("std")
+    labels = ["background", *(meta.get("mask_classes") or meta.get("classes") or [])]
+    frame = (meta.get("store_options") or {}).get("size")
+    frame_line = (f"H, W = {frame}, {frame}  # the stored frames' size (the store's prepare size)" if frame else
+                  f"H, W = {size}, {size}  # put the stored frame's own height and width here (not recorded)")
+    return ["import numpy as np", "import onnxruntime as ort", "from PIL import Image", "",
+            f"LABELS = {labels!r}  # a label map value k means LABELS[k]; 0 is background",
+            f'sess = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])',
+            *_input_lines(size, mean, std, f"np.zeros((1, 3, {size}, {size}), np.float32)"),
+            f'probs = sess.run(["probabilities"], {{"input": x}})[0]  # N x len(LABELS) x {size} x {size}, '
+            "per-pixel softmax",
+            frame_line,
+            "# back to the frame size: each channel bilinear, then the arg-max (uscl resizes the logits with",
+            "# torch's bilinear, align_corners=False, before the softmax: a few boundary pixels may differ)",
+            "full = np.stack([np.stack([np.asarray(Image.fromarray(c).resize((W, H), Image.BILINEAR)) for c in p])",
+            "                 for p in probs])",
+            "label_map = full.argmax(1).astype(np.uint8)  # N x H x W: 0 background, k = LABELS[k]"]
+
+
 def export_card(base: dict, export: dict, meta: dict, folds: list) -> dict:
     """The run's card with the exported file: its format, which folds it holds, and how to load it.
 
@@ -415,17 +440,432 @@ def export_card(base: dict, export: dict, meta: dict, folds: list) -> dict:
     """
     card = dict(base)
     per_fold = {f.get("fold"): f for f in (base.get("metrics") or {}).get("per_fold", [])}
+    dense = base.get("task", {}).get("task") in (TASK_WORDS[SEGMENT], TASK_WORDS[DETECT])
     if len(folds) == 1:
         own = per_fold.get(folds[0])
-        scope = (f"fold {folds[0]}'s own test videos: video accuracy {own['video_accuracy']}, frame accuracy "
-                 f"{own['frame_accuracy']} ({own['test_videos']} videos)" if own else
-                 f"fold {folds[0] if folds[0] is not None else UNKNOWN}: its test scores are unknown")
+        if own and dense:
+            scope = (f"fold {folds[0]}'s own test videos: mean Dice {_fmt(own['dice'])}, IoU {_fmt(own['iou'])}, "
+                     f"HD95 {_fmt(own['hd95'])} px ({_fmt(own['test_videos'])} videos, "
+                     f"{_fmt(own['test_images'])} images)")
+        elif own:
+            scope = (f"fold {folds[0]}'s own test videos: video accuracy {own['video_accuracy']}, frame accuracy "
+                     f"{own['frame_accuracy']} ({own['test_videos']} videos)")
+        else:
+            scope = f"fold {folds[0] if folds[0] is not None else UNKNOWN}: its test scores are unknown"
     else:
         scope = ("an ensemble averaging folds " + ", ".join(map(str, folds)) + ": it was trained on every video, "
                  "so no held-out estimate exists for it; the cross-validation scores describe single fold models")
     card["export"] = {**export, "folds": folds, "metrics_scope": scope}
     card["loading"] = export_loading(export["format"], export["file"], meta)
     return card
+
+
+# -- dense tasks: segmentation and detection ----------------------------------------------------------
+DETECTION_KEYS = {"bbox_map50": "box mAP@0.5", "bbox_map": "box mAP@[.5:.95]",
+                  "segm_map50": "mask mAP@0.5", "segm_map": "mask mAP@[.5:.95]"}
+DENSE_METRICS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (px)"}
+# the label maps a detector's Dice is computed on: instances scoring at least this
+# (uscl.finetune.detect.fold.SCORE_THRESHOLD, not recorded per run; kept equal by a test)
+DETECT_SCORE_THRESHOLD = 0.5
+DENSE_USE = {SEGMENT: "research only: comparing pretraining methods and initialisations on ultrasound "
+                      "segmentation of the mask classes below",
+             DETECT: "research only: comparing pretraining methods and initialisations on ultrasound detection "
+                     "and instance segmentation of the mask classes below"}
+NOT_A_DEVICE = "not a medical device; not validated for diagnosis, triage or any clinical decision"
+
+
+def _is_patient(group) -> bool:
+    return str(group or "").startswith("patient:")
+
+
+def dense_data_summary(splits: dict, store, store_path, store_id) -> dict:
+    """The masked videos of a segmentation/detection run: per video label and per mask class.
+
+    The videos are those of the folds (splits.json ``labels``: video -> its
+    video label, None when unlabelled); frames, and the images holding each
+    mask class, come from the store (each record's ``extra["mask_counts"]``),
+    "unknown" when it is not available or a record lacks the counts. Every
+    frame of a masked video has a mask (one label map per stored frame).
+    """
+    labels, groups = splits.get("labels") or {}, splits.get("groups") or {}
+    classes = splits.get("classes") or []
+    excluded = splits.get("excluded") or {}
+    recs = {v: store[v] for v in labels} if store is not None else {}
+    per_label = {}
+    for lab in sorted({str(x) if x not in (None, "") else "unlabelled" for x in labels.values()}):
+        vids = [v for v, x in labels.items() if (str(x) if x not in (None, "") else "unlabelled") == lab]
+        pats = {groups[v] for v in vids if _is_patient(groups.get(v))}
+        per_label[lab] = {"videos": len(vids),
+                          "frames": sum(recs[v].num_frames for v in vids) if recs else UNKNOWN,
+                          "patients": len(pats) if pats else UNKNOWN,
+                          "videos_without_patient": sum(1 for v in vids if not _is_patient(groups.get(v)))}
+    per_class = {}
+    for c in classes:
+        counts = [((recs[v].extra or {}).get("mask_counts") or {}).get(c) for v in labels] if recs else [None]
+        if not labels or any(n is None for n in counts):
+            per_class[c] = {"images": UNKNOWN, "videos": UNKNOWN, "pixels": UNKNOWN}
+        else:
+            per_class[c] = {"images": sum(int(n.get("frames", 0)) for n in counts),
+                            "videos": sum(1 for n in counts if int(n.get("frames", 0)) > 0),
+                            "pixels": sum(int(n.get("pixels", 0)) for n in counts)}
+    manifest = getattr(store, "manifest", None) or {}
+    reasons: dict = {}
+    for r in excluded.values():
+        reasons[r] = reasons.get(r, 0) + 1
+    return {
+        "store": _known(store_path), "store_id": _known(store_id),
+        "store_created_by": _known(manifest.get("created_by")),
+        "prepare_options": manifest.get("options") if manifest.get("options") else UNKNOWN,
+        "mask_classes": classes or UNKNOWN,
+        "store_videos": len(store.videos) if store is not None else UNKNOWN,
+        "store_videos_with_masks": len(store.videos_with_masks) if store is not None else UNKNOWN,
+        "videos": len(labels) if labels else UNKNOWN,
+        "frames": sum(p["frames"] for p in per_label.values()) if recs and per_label else UNKNOWN,
+        "per_label": per_label or UNKNOWN,
+        "per_class": per_class or UNKNOWN,
+        "left_out": len(excluded) if splits else UNKNOWN,
+        "left_out_no_mask": sum(1 for r in excluded.values() if r == "no mask") if splits else UNKNOWN,
+        "left_out_reasons": reasons if splits else UNKNOWN,
+    }
+
+
+def build_dense_card(task: str, metrics: dict, config: dict, model_meta: dict, data: dict,
+                     pretraining: dict | None) -> dict:
+    """The card of a segmentation or detection run (what :func:`build_card` returns for those tasks)."""
+    classes = metrics.get("classes") or model_meta.get("mask_classes") or model_meta.get("classes") or []
+    card = {
+        "format": CARD_FORMAT, "version": 1, "written_by": f"uscl {__version__}",
+        "task": dense_task_section(task, classes, metrics, model_meta),
+        "data": data,
+        "preprocessing": dense_preprocessing_section(task, model_meta),
+        "init": init_section(metrics, model_meta, pretraining),
+        "evaluation": dense_evaluation_section(task, metrics, config, model_meta, data),
+        "metrics": dense_metrics_section(task, metrics, classes),
+    }
+    card["intended_use"] = dense_use_section(task, card)
+    card["loading"] = dense_run_loading(task, metrics, model_meta)
+    return card
+
+
+def dense_task_section(task: str, classes: list, metrics: dict, meta: dict) -> dict:
+    labels = ["background", *classes] if classes else UNKNOWN
+    values = ("0 = background, " + ", ".join(f"{k} = {c}" for k, c in enumerate(classes, 1))) if classes else UNKNOWN
+    if task == SEGMENT:
+        kind = "semantic segmentation of ultrasound frames: a class for every pixel"
+        output = ("per pixel, probabilities of the background (channel 0) and of each mask class (channel k = "
+                  "mask class k), at the input size; the label map is their arg-max, resized to the frame size")
+    else:
+        kind = "instance detection and segmentation of ultrasound frames (Mask R-CNN): boxes and masks of objects"
+        output = ("per image: boxes (x1, y1, x2, y2 in the input's pixels), labels 1..K (k = mask class k; 0, the "
+                  "background, is never output), scores, and a mask probability per instance (binarised at 0.5); "
+                  f"for Dice the instances scoring >= {DETECT_SCORE_THRESHOLD} are painted into a label map "
+                  "(most confident last), 0 = background")
+    return {"task": TASK_WORDS[task], "kind": kind, "classes": classes or UNKNOWN,
+            "num_classes": len(classes) if classes else UNKNOWN, "labels": labels, "label_values": values,
+            "output": output, "arch": _known(metrics.get("arch") or meta.get("arch")),
+            "head": _known(meta.get("head"))}
+
+
+def dense_preprocessing_section(task: str, meta: dict) -> dict:
+    """As classification's for a segmenter (plus the resize back); a detector resizes and normalises itself."""
+    out = preprocessing_section(meta)
+    size, mean, std = meta.get("image_size"), meta.get("mean"), meta.get("std")
+    if task == SEGMENT:
+        out["output_resize"] = ("the logits are resized (bilinear) to the stored frame size before the arg-max, "
+                                "so scores are against the stored masks at that size")
+        return out
+    lo, hi = meta.get("min_size"), meta.get("max_size")
+    out["model_input"] = ("a list of float32 C x H x W images in [0, 1]: the stored frames, not normalised "
+                          "(C = 1 grey in uscl; a plain torchvision rebuild needs the grey repeated to 3)")
+    out["transform"] = (f"the detector's own GeneralizedRCNNTransform: resize so the short side is {lo} "
+                        f"(the long side at most {hi}), normalise (x - {mean}) / {std}; boxes and masks come "
+                        "back at the input image's size"
+                        if None not in (lo, hi, mean, std) else UNKNOWN)
+    return out
+
+
+def _dense_grouping(per_label) -> str:
+    if not isinstance(per_label, dict) or not per_label:
+        return UNKNOWN
+    no_patient = sum(c["videos_without_patient"] for c in per_label.values())
+    videos = sum(c["videos"] for c in per_label.values())
+    if no_patient == 0:
+        return "patient (every video's patient is recorded)"
+    if no_patient == videos:
+        return "video (no patient recorded)"
+    return f"patient where recorded, else video ({no_patient} of {videos} videos have no patient)"
+
+
+def dense_evaluation_section(task: str, metrics: dict, config: dict, meta: dict, data: dict) -> dict:
+    mode = metrics.get("mode") or config.get("mode")
+    lr = config.get("lr") if config.get("lr") is not None else (
+        meta.get("lr") if meta.get("lr") is not None else (default_lr(task, mode) if config else None))
+    selection = metrics.get("selection")
+    rule = (UNKNOWN if selection is None else
+            "the last epoch's weights (no selection)" if str(selection).startswith("last") else
+            "the epoch with the best validation mean Dice; validation videos carved from the training fold, "
+            "never the test fold" if str(selection).startswith("val") else str(selection))
+    marks = [SELECTED_ON_TEST] if metrics.get("selected_on_test") else []
+    if metrics.get("pretraining_label_leakage"):
+        marks.append(f"{LEAKAGE_NOTE}: {metrics['pretraining_label_leakage'].get('note', '')}".rstrip(": "))
+    k = metrics.get("n_folds")
+    scoring = ("per test frame and mask class against the stored mask, at the stored frame size: Dice, IoU, HD95 "
+               "(medpy's, in pixels); a class's mean is over the frames whose truth holds it; frames without it "
+               "count as false positives when anything is predicted, reported apart")
+    if task == DETECT:
+        scoring += (f"; Dice/IoU/HD95 on label maps of the instances scoring >= {DETECT_SCORE_THRESHOLD}; box and "
+                    "mask mAP@0.5 and mAP@[.5:.95] by pycocotools over all instances of the fold's test frames")
+    return {
+        "protocol": (f"{_known(k)}-fold cross-validation over the videos with masks, grouped by patient where the "
+                     "store records one (else by video), stratified by video label when every label has enough "
+                     "videos; every video is tested in exactly one fold, never trained on there"),
+        "folds": _known(k), "folds_run": _known(metrics.get("folds_run")),
+        "complete": _known(metrics.get("complete")),
+        "coverage": metrics.get("coverage") or ("every fold" if metrics.get("complete") else UNKNOWN),
+        "split_method": _known(metrics.get("split_method")), "split_seed": _known(config.get("seed")),
+        "grouping": _dense_grouping(data.get("per_label")),
+        "mode": _known(mode), "trainable": _known(meta.get("trainable")),
+        "epochs": _known(config.get("epochs") if config.get("epochs") is not None else meta.get("epochs")),
+        "learning_rate": _known(lr),
+        "encoder_lr": _known(config.get("encoder_lr") if config.get("encoder_lr") is not None
+                             else meta.get("encoder_lr")),
+        "batch_size": _known(config.get("batch_size")), "weight_decay": _known(config.get("weight_decay")),
+        "train_frames_per_video": (_known(config.get("max_frames_per_video")) if config.get("max_frames_per_video")
+                                   else ("all" if config else UNKNOWN)),
+        "selection": _known(selection), "selection_rule": rule,
+        "selected_on_test": _known(metrics.get("selected_on_test")),
+        "scoring": scoring,
+        "pretraining_label_leakage": metrics.get("pretraining_label_leakage"),
+        "marks": marks,
+    }
+
+
+NO_IMAGE = "n/a: no test image holds the class"
+ALL_MISSED = "undefined: nothing of the class was predicted on any image holding it"
+NO_EMPTY = "n/a: every test image holds the class"
+NO_FOLD_VALUE = "undefined in every fold"
+
+
+def _stats(s) -> dict | str:
+    """metrics.json's ``{mean, std, lo, hi, n, values}`` in the card's interval form (the same numbers).
+
+    Not recorded: "unknown"; recorded with no fold having a value (e.g. HD95 where every structure was
+    missed, mAP with nothing to detect): "undefined in every fold"."""
+    if not isinstance(s, dict) or "mean" not in s:
+        return UNKNOWN
+    if s["mean"] is None:
+        return NO_FOLD_VALUE
+    return {"mean": s["mean"], "ci_low": s.get("lo"), "ci_high": s.get("hi"), "n_folds": s.get("n"),
+            "std": s.get("std"), "values": s.get("values")}
+
+
+def _pooled_class(c: dict | None) -> dict:
+    keys = ("images", "dice", "iou", "hd95", "missed", "video_dice", "videos", "empty_truth_images",
+            "false_positive_share", "mean_false_positive_area")
+    if not isinstance(c, dict):
+        return dict.fromkeys(keys, UNKNOWN)
+    empty = c.get("empty_truth") or {}
+    n, n_empty = c.get("n_images"), empty.get("n")
+
+    def value(v, why_none):
+        return v if v is not None else (why_none if why_none else UNKNOWN)
+
+    none_held = NO_IMAGE if n == 0 else None
+    return {"images": _known(n), "dice": value(c.get("dice"), none_held), "iou": value(c.get("iou"), none_held),
+            "hd95": value(c.get("hd95"), none_held or (ALL_MISSED if n and c.get("n_hd95") == 0 else None)),
+            "missed": _known(c.get("n_missing")), "video_dice": value(c.get("video_dice"), none_held),
+            "videos": _known(c.get("n_videos")), "empty_truth_images": _known(n_empty),
+            "false_positive_share": value(empty.get("fp_share"), NO_EMPTY if n_empty == 0 else None),
+            "mean_false_positive_area": value(empty.get("mean_fp_area"), NO_EMPTY if n_empty == 0 else None)}
+
+
+def dense_metrics_section(task: str, metrics: dict, classes: list) -> dict:
+    """Dice, IoU, HD95 over folds at image and video level (and detection's mAPs), the pooled per-class view."""
+    summary = metrics.get("summary") or {}
+    pooled = (metrics.get("pooled") or {}).get("per_class") or {}
+    per_fold = []
+    for f in metrics.get("folds") or []:
+        macro = (f.get("summary") or {}).get("macro") or {}
+        def macro_value(key):  # None in a recorded summary: no class had a value (e.g. every HD95 missed)
+            return macro[key] if macro.get(key) is not None else ("undefined" if key in macro else UNKNOWN)
+
+        row = {"fold": f.get("fold"), "test_videos": _known(f.get("n_test_videos")),
+               "test_images": _known(f.get("n_test_images")),
+               **{m: macro_value(m) for m in DENSE_METRICS},
+               **{f"video_{m}": macro_value(f"video_{m}") for m in DENSE_METRICS}}
+        if task == DETECT:
+            coco = f.get("coco") or {}
+            row.update({k: (UNKNOWN if coco.get(k) is None else "undefined" if coco[k] != coco[k] else coco[k])
+                        for k in DETECTION_KEYS})
+        per_fold.append(row)
+    out = {
+        "interval": (f"{CONFIDENCE:.0%} Student-t over folds of each fold's mean over the classes "
+                     "(uscl.utils.intervals.t_interval); the folds share training videos, so it is optimistic; "
+                     "none with fewer than 2 folds"),
+        "hd95_unit": "pixels of the stored frame (no pixel spacing is recorded, so not millimetres)",
+        "image": {m: _stats((summary.get("image") or {}).get(m)) for m in DENSE_METRICS},
+        "video": {m: _stats((summary.get("video") or {}).get(m)) for m in DENSE_METRICS},
+        "per_class": {c: _pooled_class(pooled.get(str(i)) or pooled.get(i))
+                      for i, c in enumerate(classes, 1)} or UNKNOWN,
+        "per_class_note": ("pooled over every fold's test images: a class's Dice/IoU/HD95 average the images whose "
+                           "truth holds it; missed = such images with nothing of the class predicted (HD95 "
+                           "undefined there, left out of its mean); false-positive share = share of the images "
+                           "without the class where some of it was predicted"),
+        "per_fold": per_fold,
+        "warning": metrics.get("warning"),
+    }
+    if task == DETECT:
+        out["detection"] = {k: _stats((summary.get("detection") or {}).get(k)) for k in DETECTION_KEYS}
+    return out
+
+
+def dense_use_section(task: str, card: dict) -> dict:
+    data, ev, classes = card["data"], card["evaluation"], card["task"]["classes"]
+    names = ", ".join(classes) if isinstance(classes, list) else UNKNOWN
+    limits = [
+        "evaluated only by cross-validation on the same frame store it was trained on; no external test set",
+        f"finds only these mask classes: {names}; any other structure is background to it or is taken for "
+        "one of them",
+        "HD95 is in pixels of the stored frames, not millimetres",
+    ]
+    if task == DETECT:
+        limits.append("trained and tested on frames at the run's image size; torchvision's detector resizes "
+                      "other sizes to it")
+    limits += [f"results marked: {m}" for m in ev["marks"]]
+    if ev["complete"] is False:
+        limits.append(f"a partial evaluation ({ev['coverage']}), not a full k-fold estimate")
+    return {
+        "intended_use": DENSE_USE[task],
+        "not_a_medical_device": NOT_A_DEVICE,
+        "trained_on": (f"{data['videos']} videos with masks of frame store {data['store']} "
+                       f"(id {data['store_id']}), mask classes {names}"),
+        "limits": limits,
+    }
+
+
+def dense_run_loading(task: str, metrics: dict, meta: dict) -> dict:
+    """Segmentation: export to ONNX and run it with onnxruntime. Detection: torchvision's MaskRCNN rebuilt."""
+    folds = metrics.get("folds_run") or ([meta["fold"]] if meta.get("fold") is not None else [])
+    if not folds or not meta:
+        return {"how": UNKNOWN, "snippet": None}
+    if task == SEGMENT:
+        return {"how": ("the U-Net decoder is uscl's own code (uscl.models.segmenter), so export first, with uscl: "
+                        f"`uscl export RUN model.onnx --format onnx --fold {folds[0]}` (one fold; without --fold, "
+                        "the mean of every fold's per-pixel probabilities); then onnxruntime alone runs it"),
+                "snippet": "\n".join(segment_onnx_lines("model.onnx", meta))}
+    return detect_loading(meta, folds)
+
+
+def detect_loading(meta: dict, folds: list) -> dict:
+    """torchvision MaskRCNN over BackboneWithFPN(resnet), as uscl.models.detector builds it, + the fold's weights."""
+    needed = {"arch": meta.get("arch"), "min_size": meta.get("min_size"), "max_size": meta.get("max_size"),
+              "mean": meta.get("mean"), "std": meta.get("std"), "frozen_bn": meta.get("frozen_bn"),
+              "detector": meta.get("detector"), "mask_classes": meta.get("mask_classes") or meta.get("classes")}
+    missing = [k for k, v in needed.items() if v is None]
+    if missing or meta.get("head") not in (None, "mask-rcnn"):
+        return {"how": ("unknown: the fold's model.json does not record " + ", ".join(missing) if missing else
+                        f"unknown: head {meta.get('head')} is not a Mask R-CNN"), "snippet": None}
+    arch, frozen = needed["arch"], bool(needed["frozen_bn"])
+    kwargs = dict(needed["detector"])
+    lines = ["import torch", "import torchvision", "from safetensors.torch import load_file",
+             "from torchvision.models.detection import MaskRCNN",
+             "from torchvision.models.detection.backbone_utils import BackboneWithFPN",
+             *(["from torchvision.ops.misc import FrozenBatchNorm2d"] if frozen else []), "",
+             f"CLASSES = {list(needed['mask_classes'])!r}  # label k = CLASSES[k - 1]; 0 is background",
+             f"trunk = torchvision.models.{arch}(weights=None"
+             + (", norm_layer=FrozenBatchNorm2d)  # the run froze BatchNorm (model.json frozen_bn)" if frozen
+                else ")  # ordinary BatchNorm (model.json frozen_bn: false)"),
+             "backbone = BackboneWithFPN(trunk, {f\"layer{k}\": str(k - 1) for k in range(1, 5)},",
+             "                           [trunk.inplanes // 8 * 2 ** i for i in range(4)], 256)",
+             f"net = MaskRCNN(backbone, num_classes=len(CLASSES) + 1, min_size={needed['min_size']}, "
+             f"max_size={needed['max_size']},",
+             f"               image_mean=[{needed['mean']}], image_std=[{needed['std']}], **{kwargs!r})",
+             f'net.load_state_dict(load_file("fold{folds[0]}/model.safetensors"))  # any fold{{k}}/ of {list(folds)}',
+             "net.eval()",
+             "# images: float32 3 x H x W in [0, 1], the stored frames with grey repeated to 3 channels; not",
+             "# normalised: the detector resizes and normalises them itself",
+             f"images = [torch.zeros(3, {needed['min_size']}, {needed['min_size']})]",
+             "with torch.no_grad():",
+             "    det = net(images)[0]  # boxes (x1, y1, x2, y2), labels 1..K, scores, masks N x 1 x H x W",
+             "masks = det[\"masks\"][:, 0] >= 0.5  # uscl's binarisation; "
+             f"its label maps keep scores >= {DETECT_SCORE_THRESHOLD}"]
+    return {"how": (f"torchvision MaskRCNN on BackboneWithFPN over torchvision {arch} + safetensors (one fold; the "
+                    "folds are separate models). uscl feeds 1-channel grey frames to a first convolution that sums "
+                    "its RGB filters; repeating the grey to 3 channels gives the same output up to float rounding. "
+                    "The torchvision version is not recorded; the state-dict layout is that of the torchvision "
+                    "the run used"),
+            "snippet": "\n".join(lines)}
+
+
+def _cell(v) -> str:
+    """A table cell: the long reasons of :func:`_pooled_class` shortened (the legend under the table says them)."""
+    return {NO_IMAGE: "n/a", NO_EMPTY: "n/a", ALL_MISSED: "undefined"}.get(v, _fmt(v)) if isinstance(v, str) \
+        else _fmt(v)
+
+
+def render_dense_card(card: dict) -> str:
+    """MODEL_CARD.md of a segmentation or detection card."""
+    t, d, ev, m = card["task"], card["data"], card["evaluation"], card["metrics"]
+    title = ", ".join(t["classes"]) if isinstance(t["classes"], list) else UNKNOWN
+    out = [f"# Model card: {t['arch']} {t['task']} ({title})", ""]
+    for mark in ev["marks"]:
+        out += [f"> **{mark}**", ""]
+    out += ["## Task", "", *_rows(t), "", "## Data", "", *_rows(d, skip=("per_label", "per_class"))]
+    if isinstance(d["per_label"], dict):
+        out += ["", "Videos with masks, by video label (every frame of such a video has a mask):", "",
+                "| video label | videos | frames with masks | patients |", "|---|---|---|---|"]
+        out += [f"| {lab} | {x['videos']} | {x['frames']} | {x['patients']}"
+                + (f" (+{x['videos_without_patient']} videos without a patient)"
+                   if x["videos_without_patient"] and x["patients"] != UNKNOWN else "") + " |"
+                for lab, x in d["per_label"].items()]
+    if isinstance(d["per_class"], dict):
+        out += ["", "Images (frames) containing each mask class:", "",
+                "| mask class | images | videos | pixels |", "|---|---|---|---|"]
+        out += [f"| {c} | {x['images']} | {x['videos']} | {x['pixels']} |" for c, x in d["per_class"].items()]
+    out += ["", "## Preprocessing", "", *_rows(card["preprocessing"], skip=("prepare",)), "- **prepare**:"]
+    prep = card["preprocessing"]["prepare"]
+    out += [f"  - {s}" for s in prep] if isinstance(prep, list) else [f"  - {prep}"]
+    init = card["init"]
+    out += ["", "## Init", "", *_rows(init, skip=("pretraining",))]
+    if isinstance(init.get("pretraining"), dict):
+        out += ["- **pretraining run**:", *[f"  - {k.replace('_', ' ')}: {_fmt(v)}"
+                                            for k, v in init["pretraining"].items()]]
+    elif "pretraining" in init:
+        out += ["- **pretraining run**: unknown"]
+    out += ["", "## Evaluation", "", *_rows(ev, skip=("marks", "pretraining_label_leakage"))]
+    out += ["", "## Metrics", "", f"- interval: {m['interval']}", f"- HD95 unit: {m['hd95_unit']}", "",
+            "| metric | image level | video level |", "|---|---|---|"]
+    out += [f"| {name} | {_ci_text(m['image'][k])} | {_ci_text(m['video'][k])} |" for k, name in DENSE_METRICS.items()]
+    if "detection" in m:
+        out += ["", "| detection metric | over folds |", "|---|---|"]
+        out += [f"| {name} | {_ci_text(m['detection'][k])} |" for k, name in DETECTION_KEYS.items()]
+    if isinstance(m["per_class"], dict):
+        out += ["", f"Per mask class, {m['per_class_note']}:", "",
+                "| mask class | images | Dice | IoU | HD95 (px) | missed | empty-truth images | false-positive share |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += [f"| {c} | {_cell(x['images'])} | {_cell(x['dice'])} | {_cell(x['iou'])} | {_cell(x['hd95'])} | "
+                f"{_cell(x['missed'])} | {_cell(x['empty_truth_images'])} | {_cell(x['false_positive_share'])} |"
+                for c, x in m["per_class"].items()]
+        out += ["", f"(n/a: {NO_IMAGE[5:]} or, for the false-positive share, {NO_EMPTY[5:]}; undefined: "
+                f"{ALL_MISSED[11:]})"]
+    out += [""]
+    for f in m["per_fold"]:
+        extra = (", " + ", ".join(f"{DETECTION_KEYS[k]} {_fmt(f[k])}" for k in DETECTION_KEYS)
+                 if "bbox_map50" in f else "")
+        out.append(f"- fold {f['fold']}: Dice {_fmt(f['dice'])}, IoU {_fmt(f['iou'])}, HD95 {_fmt(f['hd95'])} px, "
+                   f"video Dice {_fmt(f['video_dice'])}{extra} ({_fmt(f['test_videos'])} test videos, "
+                   f"{_fmt(f['test_images'])} images)")
+    if m.get("warning"):
+        out += [f"- **warning**: {m['warning']}"]
+    if "export" in card:
+        out += ["", "## Export", "", *_rows(card["export"])]
+    u = card["intended_use"]
+    out += ["", "## Intended use and limits", "", *_rows(u, skip=("limits",)), "- **limits**:",
+            *[f"  - {x}" for x in u["limits"]]]
+    load = card["loading"]
+    out += ["", "## Loading without uscl", "", f"{load['how']}", ""]
+    out += ["```python", load["snippet"], "```", ""] if load.get("snippet") else []
+    return "\n".join(out).rstrip() + "\n"
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -468,7 +908,7 @@ def _fmt(v) -> str:
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt(x) for x in v) if v else "none"
     if isinstance(v, dict):
-        return "; ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+        return "; ".join(f"{k}={_fmt(x)}" for k, x in v.items()) if v else "none"
     return "unknown" if v is None else str(v)
 
 
@@ -478,7 +918,7 @@ def _rows(section: dict, skip=()) -> list[str]:
 
 def _ci_text(m) -> str:
     if not isinstance(m, dict):
-        return UNKNOWN
+        return m if isinstance(m, str) else UNKNOWN
     if m["ci_low"] is None:
         return f"{m['mean']:.3f} (no CI: {m['n_folds']} fold)"
     return f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] over {m['n_folds']} folds"
@@ -486,6 +926,8 @@ def _ci_text(m) -> str:
 
 def render_card(card: dict) -> str:
     """MODEL_CARD.md: the dict's content as headed sections; marks and the snippet set apart."""
+    if card["task"].get("task") in (TASK_WORDS[SEGMENT], TASK_WORDS[DETECT]):
+        return render_dense_card(card)
     t, ev, m = card["task"], card["evaluation"], card["metrics"]
     title = ", ".join(t["classes"]) if isinstance(t["classes"], list) else UNKNOWN
     out = [f"# Model card: {t['arch']} ({title})", ""]

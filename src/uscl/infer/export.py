@@ -44,7 +44,8 @@ from torchvision import models as tvm
 from uscl import __version__
 from uscl.errors import UsclError
 from uscl.finetune.model_card import (
-    build_card, card_paths, data_summary, export_card, find_run, read_pretraining, read_run, write_card,
+    DENSE_TASKS, build_card, card_task, card_paths, data_summary, dense_data_summary, export_card, find_run,
+    read_pretraining, read_run, write_card,
 )
 from uscl.infer.model import SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
 from uscl.models.segmenter import build_segmenter
@@ -246,11 +247,15 @@ def _card_stem(path: Path) -> str | None:
 
 
 def write_export_card(model: LoadedModel, path: Path, sidecar: Path, meta: dict) -> Path:
-    """The card of the run the model came from (unknowns where there is none), with this export's section."""
+    """The card of the run the model came from (unknowns where there is none), with this export's section.
+
+    The card follows the model's task: a segmentation export gets the full segmentation card (mask classes,
+    Dice/IoU/HD95 over folds, per class) of its run, and the loading code of the exported format."""
     first = model.folds[0].meta
     run = find_run(model.source)
+    summary = dense_data_summary if card_task(first) in DENSE_TASKS else data_summary
     inputs = read_run(run) if run is not None else {
-        "metrics": {}, "config": {}, "data": data_summary({}, None, None, first.get("store_id")),
+        "metrics": {}, "config": {}, "data": summary({}, None, None, first.get("store_id")),
         "pretraining": read_pretraining(first.get("init"), {})}
     inputs["model_meta"] = first  # the exported network's own metadata
     export = {"format": meta["model_format"], "file": path.name, "sidecar": sidecar.name,
