@@ -78,7 +78,7 @@ def test_boxes_run_trains_faster_rcnn_scores_box_map_and_reports(mask_store, box
     splits = json.loads((run / "splits.json").read_text())
     assert list(splits["excluded"].values()) == ["no box"] and splits["method"].endswith("(videos with boxes)")
     text = dense_report(run).read_text()
-    assert "box mAP@0.5" in text and "Dice" not in text and (run / "fold_map50.png").is_file()
+    assert "box mAP@0.5" in text and "image Dice" not in text and "Dice per fold" not in text and (run / "fold_map50.png").is_file()
     assert (run / "overlay_best.png").is_file() and "box match" in text
     # resume knows a boxes fold's files: the complete fold is kept, not retrained
     logs = []
