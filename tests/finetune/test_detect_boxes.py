@@ -143,3 +143,15 @@ def test_image_box_match():
     assert image_box_match(t, extra) == pytest.approx(0.5)
     low = {**same, "scores": torch.tensor([0.1])}
     assert image_box_match(t, low) == 0.0
+
+
+def test_a_store_without_masks_splits_over_its_boxed_videos(make_store, tmp_path):
+    from uscl.finetune.dense_run import build_mask_splits
+
+    root = make_store(n_videos=8, frames=4, size=32)
+    store = FrameStore(root)
+    rows = [[f"v{i:03d}", t, 4, 4, 20, 20, "lesion"] for i in range(7) for t in (1, 2)]
+    cfg = _cfg(root, tmp_path / "o", _write(tmp_path / "b.csv", rows), folds=3)
+    splits = build_mask_splits(cfg, store)
+    assert splits.classes == ["lesion"] and splits.excluded == {"v007": "no box"}
+    assert sorted(v for f in splits.folds for v in f.test) == [f"v{i:03d}" for i in range(7)]
