@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from uscl.errors import ConfigError
@@ -73,7 +74,15 @@ class FinetuneConfig:
     init: str = config_field("random", help="random | imagenet:PATH | checkpoint:RUN_OR_FILE | uscl-official:PATH "
                                             "(default random)")
     task: Task = config_field("classify", help="classify (default): one class per video; segment: a label mask "
-                                               "per frame; detect: boxes (from the masks) per frame")
+                                               "per frame; detect: boxes (from the masks, or --boxes) per frame")
+    # detect only: boxes per stored frame from a CSV (uscl.finetune.detect.boxes) -> Faster R-CNN
+    boxes: str | None = config_field(
+        None, metavar="CSV", help="detect only: boxes per frame from this CSV instead of the masks' connected "
+                                  "components; Faster R-CNN. Columns video_id (or path: the source path as "
+                                  "ingested), frame, x1, y1, x2, y2, label. frame counts the STORED frames "
+                                  "(after prepare's fps sampling, 0-based), not the source video's; boxes in "
+                                  "stored-frame pixels, x2/y2 exclusive; integer labels are classes 1..K, else "
+                                  "the sorted distinct names; only frames with a row are used")
     mode: FinetuneMode = config_field("paper", help="what trains (default paper). classify: paper | full | linear | "
                                                     "knn; segment, detect: frozen | paper | full")
     arch: str | None = config_field(None, choices=_architectures,
@@ -141,6 +150,12 @@ class FinetuneConfig:
                               f"got {self.mode!r}", param="mode")
         if not 0 < self.encoder_lr <= 1:
             raise ConfigError(f"encoder_lr must lie in (0, 1], got {self.encoder_lr}", param="encoder_lr")
+        if self.boxes is not None:
+            if self.task != "detect":
+                raise ConfigError(f"boxes (a boxes CSV) is for task detect only, not task {self.task}",
+                                  param="boxes")
+            if not Path(self.boxes).is_file():
+                raise ConfigError(f"boxes file not found: {self.boxes}", param="boxes")
         if self.task == "detect" and self.select == "val":
             raise ConfigError("task detect keeps the last epoch; select='val' is for classify and segment",
                               param="select")

@@ -569,7 +569,7 @@ def dense_task_section(task: str, classes: list, metrics: dict, meta: dict) -> d
 def dense_preprocessing_section(task: str, meta: dict) -> dict:
     """As classification's for a segmenter (plus the resize back); a detector resizes and normalises itself."""
     out = preprocessing_section(meta)
-    size, mean, std = meta.get("image_size"), meta.get("mean"), meta.get("std")
+    mean, std = meta.get("mean"), meta.get("std")
     if task == SEGMENT:
         out["output_resize"] = ("the logits are resized (bilinear) to the stored frame size before the arg-max, "
                                 "so scores are against the stored masks at that size")

@@ -51,17 +51,24 @@ def fold_dir(run: Path, index: int) -> Path:
 
 # what a complete segmentation / detection fold holds besides metrics.json
 DENSE_FOLD_FILES = ("per_image.csv", "test_masks.npz", "model.safetensors", "model.json", "history.csv")
+# ... and a detection fold trained on a boxes CSV (no masks: no label maps, no per-image Dice)
+BOX_FOLD_FILES = ("detections.json", "model.safetensors", "model.json", "history.csv")
 
 
-def fold_files(mode: str, task: str = "classify") -> list[str]:
-    """What a complete fold holds besides metrics.json."""
+def fold_files(mode: str, task: str = "classify", boxes: bool = False) -> list[str]:
+    """What a complete fold holds besides metrics.json (``boxes``: a detection run on a boxes CSV)."""
+    if task == "detect" and boxes:
+        return list(BOX_FOLD_FILES)
     if task != "classify":
         return list(DENSE_FOLD_FILES)
     return ["predictions.csv", "model.safetensors", "model.json"] + (["history.csv"] if mode in GRADIENT_MODES else [])
 
 
-def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print) -> tuple[Path, dict[int, KeptFold]]:
+def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print,
+             boxes_sha256: str | None = None) -> tuple[Path, dict[int, KeptFold]]:
     """Create, replace or continue ``cfg.out``; returns the folder and the complete folds to keep.
+
+    ``boxes_sha256``: the hash of the boxes CSV of a ``boxes`` run; a kept fold trained on other boxes is refused.
 
     Called after every input was checked, so a refusal here leaves the folder as it was.
     """
@@ -72,7 +79,8 @@ def open_run(cfg: FinetuneConfig, splits: Splits, store_id: str, log=print) -> t
     kept: dict[int, KeptFold] = {}
     if occupied and cfg.resume:
         check_resumable(run, cfg, splits)
-        kept = complete_folds(run, splits, cfg.mode, store_id, classes=splits.classes, task=cfg.task)
+        kept = complete_folds(run, splits, cfg.mode, store_id, classes=splits.classes, task=cfg.task,
+                              boxes_sha256=boxes_sha256)
         log(f"resuming {run}: " + (f"fold(s) {', '.join(map(str, sorted(kept)))} complete, kept" if kept
                                    else "no complete fold yet"))
     elif occupied and not cfg.overwrite:
@@ -140,19 +148,20 @@ def splits_difference(saved: dict, splits: Splits) -> str | None:
 
 
 def complete_folds(run: Path, splits: Splits, mode: str, store_id: str, classes,
-                   task: str = "classify") -> dict[int, KeptFold]:
+                   task: str = "classify", boxes_sha256: str | None = None) -> dict[int, KeptFold]:
     """The folds of ``run`` whose outputs are complete and fit ``splits``; partial ones are left for redoing."""
     kept = {}
     for fold in splits.folds:
-        k = load_complete_fold(fold_dir(run, fold.index), fold, mode, store_id, classes, task)
+        k = load_complete_fold(fold_dir(run, fold.index), fold, mode, store_id, classes, task, boxes_sha256)
         if k is not None:
             kept[fold.index] = k
     return kept
 
 
 def load_complete_fold(d: Path, fold: Fold, mode: str, store_id: str, classes,
-                       task: str = "classify") -> KeptFold | None:
-    if not (d / FOLD_METRICS).is_file() or not all((d / name).is_file() for name in fold_files(mode, task)):
+                       task: str = "classify", boxes_sha256: str | None = None) -> KeptFold | None:
+    files = fold_files(mode, task, boxes=boxes_sha256 is not None)
+    if not (d / FOLD_METRICS).is_file() or not all((d / name).is_file() for name in files):
         return None
     try:
         metrics = json.loads((d / FOLD_METRICS).read_text())
@@ -171,6 +180,11 @@ def load_complete_fold(d: Path, fold: Fold, mode: str, store_id: str, classes,
             f"cannot resume: {d} was trained on a frame store with id {meta.get('store_id')}, but the store "
             f"given has id {store_id} (its content changed); start a new run with another out folder", param="store"
         )
+    if boxes_sha256 is not None and meta.get("boxes_sha256") != boxes_sha256:
+        raise UsclError(
+            f"cannot resume: {d} was trained on a boxes CSV with sha256 {meta.get('boxes_sha256')}, but the boxes "
+            f"given have sha256 {boxes_sha256} (the file changed); start a new run with another out folder",
+            param="boxes")
     return KeptFold(metrics, preds)
 
 

@@ -36,6 +36,8 @@ SPLITS_FORMAT = "uscl-splits"
 
 
 MASK_SPLIT_METHOD = "stratified-group-kfold (videos with masks)"  # classes are mask classes, labels video labels
+BOX_SPLIT_METHOD = "stratified-group-kfold (videos with boxes)"  # classes are box classes, labels video labels
+VIDEO_LABEL_STRATA = (MASK_SPLIT_METHOD, BOX_SPLIT_METHOD)  # splits whose labels are strata, not the classes
 
 
 @dataclass
@@ -107,7 +109,7 @@ class Splits:
         lines = [f"{self.n_folds} folds ({self.method}, seed {self.seed}), classes: {', '.join(self.classes)}"]
         for f in self.folds:
             counts = Counter(self.labels[v] for v in f.test)
-            per = ", ".join(f"{c} {counts.get(c, 0)}" for c in self.classes) if self.method != MASK_SPLIT_METHOD \
+            per = ", ".join(f"{c} {counts.get(c, 0)}" for c in self.classes) if self.method not in VIDEO_LABEL_STRATA \
                 else "by video label: " + ", ".join(f"{c or 'unlabelled'} {n}" for c, n in
                                                     sorted(counts.items(), key=lambda x: str(x[0])))
             val = f", val {len(f.val)}" if f.val else ""
@@ -274,20 +276,42 @@ def make_mask_splits(store, n_folds: int = 5, seed: int = 0, where: dict[str, st
     if not store.mask_classes:
         raise UsclError(f"the store {store.root} has no masks; segmentation and detection need them (prepare "
                         "it with a mask column in the labels CSV or with mask_suffix)", param="store")
+    return _annotated_splits(store, lambda i, rec: store.has_mask(i), "mask", list(store.mask_classes), n_folds,
+                             seed, where, MASK_SPLIT_METHOD)
+
+
+def make_box_splits(store, boxed: Iterable[str], classes: Sequence[str], n_folds: int = 5, seed: int = 0,
+                    where: dict[str, str] | None = None) -> Splits:
+    """k folds of the videos ``boxed`` (the video ids with at least one box in a boxes CSV), exactly as
+    :func:`make_mask_splits` makes them over the masked videos: grouped by patient, stratified by the
+    video label. ``classes`` are the box classes; the other videos are left out with the reason."""
+    if n_folds < 2:
+        raise UsclError(f"folds must be at least 2, got {n_folds}", param="folds")
+    boxed = set(boxed)
+    return _annotated_splits(store, lambda i, rec: rec.video_id in boxed, "box", list(classes), n_folds, seed,
+                             where, BOX_SPLIT_METHOD)
+
+
+PLURAL = {"mask": "masks", "box": "boxes"}
+
+
+def _annotated_splits(store, annotated, what: str, classes: list[str], n_folds: int, seed: int,
+                      where: dict[str, str] | None, method: str) -> Splits:
+    """The folds of the videos for which ``annotated(index, record)`` holds (``what``: mask, box)."""
     where = where or {}
     ids, excluded = [], {}
     for i, rec in enumerate(store.videos):
         miss = [k for k, v in where.items() if str(_record_value(rec, k)) != v]
         if miss:
             excluded[rec.video_id] = "filtered out by where " + ",".join(f"{k}={where[k]}" for k in miss)
-        elif not store.has_mask(i):
-            excluded[rec.video_id] = "no mask"
+        elif not annotated(i, rec):
+            excluded[rec.video_id] = f"no {what}"
         elif rec.num_frames < 1:
             excluded[rec.video_id] = "no frames"
         else:
             ids.append(rec.video_id)
     if where and not ids:
-        raise UsclError(f"no video with a mask matches where {', '.join(f'{k}={v}' for k, v in where.items())}",
+        raise UsclError(f"no video with a {what} matches where {', '.join(f'{k}={v}' for k, v in where.items())}",
                         param="where")
     ids = sorted(ids)
     labels = {v: store[v].label for v in ids}  # the video's label (None: unlabelled), the stratum
@@ -295,7 +319,7 @@ def make_mask_splits(store, n_folds: int = 5, seed: int = 0, where: dict[str, st
     groups = {v: group_of(store[v]) for v in ids}
     n_groups = len(set(groups.values()))
     if n_groups < n_folds:
-        raise UsclError(f"only {n_groups} videos/patients with masks to split, fewer than folds={n_folds}",
+        raise UsclError(f"only {n_groups} videos/patients with {PLURAL[what]} to split, fewer than folds={n_folds}",
                         param="folds")
     strata = sorted(set(stratum.values()))
     per = {c: len({groups[v] for v in ids if stratum[v] == c}) for c in strata}
@@ -309,8 +333,7 @@ def make_mask_splits(store, n_folds: int = 5, seed: int = 0, where: dict[str, st
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=derive_seed(seed, "folds") % 2**32)
     folds = [Fold(k, [ids[i] for i in tr], [ids[i] for i in te])
              for k, (tr, te) in enumerate(splitter.split(np.zeros(len(ids)), y, g))]
-    splits = Splits(folds, list(store.mask_classes), labels, groups, seed=seed,
-                    method=MASK_SPLIT_METHOD, excluded=excluded, notes=notes)
+    splits = Splits(folds, list(classes), labels, groups, seed=seed, method=method, excluded=excluded, notes=notes)
     check_leakage(splits, store)
     return splits
 

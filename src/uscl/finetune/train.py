@@ -89,7 +89,8 @@ class _Plan:
 def build_splits(cfg: FinetuneConfig, store) -> Splits:
     """The folds of a run: imported/reused (``cfg.splits``) or generated; always leakage-checked.
 
-    Segmentation and detection split the videos that have masks (:func:`build_mask_splits`)."""
+    Segmentation and detection split the videos that have masks, or boxes with ``cfg.boxes``
+    (:func:`build_mask_splits`)."""
     if cfg.task != "classify":
         return build_mask_splits(cfg, store)
     if cfg.splits:

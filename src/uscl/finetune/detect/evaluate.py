@@ -198,3 +198,31 @@ def mask_dice(prediction: dict, truth_mask, *, score_threshold: float = 0.5, mas
             pred = m[keep].any(axis=0)
     denom = int(truth.sum()) + int(pred.sum())
     return 1.0 if denom == 0 else 2.0 * int((truth & pred).sum()) / denom
+
+
+def image_box_match(target: dict, prediction: dict, *, score_threshold: float = 0.5) -> float:
+    """One image's box agreement in [0, 1]: the detections scoring >= ``score_threshold``, in decreasing score,
+    each take the unmatched truth box of their class they overlap most (IoU > 0); the score is the sum of the
+    matched IoUs over (truth boxes + unmatched confident detections), so a miss and a false positive both
+    cost. 1.0 when neither side has a box. Used to pick the report's best / median / worst test frames."""
+    from torchvision.ops import box_iou
+
+    tb, tl = torch.as_tensor(target["boxes"]).float().reshape(-1, 4), torch.as_tensor(target["labels"]).reshape(-1)
+    keep = torch.as_tensor(prediction["scores"]).reshape(-1) >= score_threshold
+    order = torch.argsort(torch.as_tensor(prediction["scores"]).reshape(-1)[keep], descending=True)
+    pb = torch.as_tensor(prediction["boxes"]).float().reshape(-1, 4)[keep][order]
+    pl = torch.as_tensor(prediction["labels"]).reshape(-1)[keep][order]
+    if len(tb) == 0 and len(pb) == 0:
+        return 1.0
+    iou = box_iou(pb, tb) if len(pb) and len(tb) else torch.zeros((len(pb), len(tb)))
+    used = torch.zeros(len(tb), dtype=torch.bool)
+    total, matched = 0.0, 0
+    for i in range(len(pb)):
+        cand = iou[i].clone()
+        cand[used | (tl != pl[i])] = 0.0
+        if len(cand) and float(cand.max()) > 0:
+            j = int(cand.argmax())
+            used[j] = True
+            total += float(cand[j])
+            matched += 1
+    return total / (len(tb) + len(pb) - matched)

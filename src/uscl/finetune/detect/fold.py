@@ -1,4 +1,7 @@
-"""One detection fold: the masked frames of the fold as torchvision targets, training, test predictions.
+"""One detection fold: the masked (or boxed) frames of the fold as torchvision targets, training, test predictions.
+
+With a boxes CSV (``cfg.boxes``, :func:`detect_boxes_fold`) the detector is a Faster R-CNN trained on the
+CSV's boxes (:mod:`uscl.finetune.detect.boxes`), scored by box mAP only: no masks, no label maps, no Dice.
 
 Instances come from the stored label masks (one per connected component and
 class, :func:`uscl.finetune.detect.targets.targets_from_mask`). Training is
@@ -37,8 +40,9 @@ CPU_DETECTOR = dict(rpn_pre_nms_top_n_train=500, rpn_post_nms_top_n_train=200, r
 
 
 def make_detector(arch: str, num_classes: int, init_sd, source: str, cfg: FinetuneConfig):
-    """Mask R-CNN on the ``arch`` ResNet-FPN, sized to the run's frames, with ``cfg.mode``'s trainable layers."""
-    return build_detector(arch, num_classes, init_sd, source, with_masks=True, trainable_layers=cfg.mode,
+    """Mask R-CNN (Faster R-CNN with ``cfg.boxes``: no masks to learn) on the ``arch`` ResNet-FPN, sized to the
+    run's frames, with ``cfg.mode``'s trainable layers."""
+    return build_detector(arch, num_classes, init_sd, source, with_masks=not cfg.boxes, trainable_layers=cfg.mode,
                           min_size=cfg.image_size, max_size=cfg.image_size, **CPU_DETECTOR)
 
 
@@ -62,10 +66,9 @@ def label_map(det: dict, shape: tuple[int, int], threshold: float = SCORE_THRESH
     return out
 
 
-def detect_fold(cfg: FinetuneConfig, device: torch.device, model, loaders: dict, fold_seed: int,
-                video_ids: list[str], class_names: list[str], *, desc: str = "") -> DenseFit:
-    """Train ``model`` on the fold's training frames for ``cfg.epochs``; detections and scores of the test frames."""
-    k = len(class_names)
+def _train(cfg: FinetuneConfig, device: torch.device, model, train_loader, fold_seed: int, targets_of,
+           desc: str) -> list[dict]:
+    """SGD with momentum over ``cfg.epochs`` (cosine schedule, clipping, random flips); the history rows."""
     model.to(device)
     trunk = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.body.")]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.body.")]
@@ -77,8 +80,8 @@ def detect_fold(cfg: FinetuneConfig, device: torch.device, model, loaders: dict,
     history = []
     for epoch in progress(range(1, cfg.epochs + 1), desc=f"{desc} epochs", leave=False):
         def batches():
-            for batch in loaders["train"]:
-                pairs = [random_hflip(im, t, generator=gen) for im, t in zip(_images(batch), _targets(batch, k))]
+            for batch in train_loader:
+                pairs = [random_hflip(im, t, generator=gen) for im, t in zip(_images(batch), targets_of(batch))]
                 yield collate(pairs)
 
         lr = opt.param_groups[0]["lr"]
@@ -87,6 +90,22 @@ def detect_fold(cfg: FinetuneConfig, device: torch.device, model, loaders: dict,
         sched.step()
         history.append({"epoch": epoch, "lr": lr, "train_loss": losses.get("loss", float("nan")),
                         **{k_: v for k_, v in losses.items() if k_.startswith("loss_")}})
+    return history
+
+
+def _meta(cfg: FinetuneConfig, model, head: str) -> dict:
+    return {"head": head, "epochs": cfg.epochs, "lr": cfg.learning_rate, "encoder_lr": cfg.encoder_lr,
+            "frozen_bn": bool(getattr(model, "uscl_frozen_bn", False)), "detector": dict(CPU_DETECTOR),
+            "min_size": cfg.image_size, "max_size": cfg.image_size, "selected_epoch": cfg.epochs,
+            "trainable": sorted({n.split(".")[2] if n.startswith("backbone.body.") else n.split(".")[0]
+                                 for n, p in model.named_parameters() if p.requires_grad})}
+
+
+def detect_fold(cfg: FinetuneConfig, device: torch.device, model, loaders: dict, fold_seed: int,
+                video_ids: list[str], class_names: list[str], *, desc: str = "") -> DenseFit:
+    """Train ``model`` on the fold's training frames for ``cfg.epochs``; detections and scores of the test frames."""
+    k = len(class_names)
+    history = _train(cfg, device, model, loaders["train"], fold_seed, lambda b: _targets(b, k), desc)
     videos, frames, truth, preds, targets, dets = [], [], [], [], [], []
     for batch in progress(loaders["test"], desc=f"{desc} test"):
         out = predict(model, _images(batch), device, batch_size=cfg.batch_size)
@@ -100,9 +119,22 @@ def detect_fold(cfg: FinetuneConfig, device: torch.device, model, loaders: dict,
     pred = {"videos": np.concatenate(videos), "frames": np.concatenate(frames), "pred": np.stack(preds),
             "truth": np.concatenate(truth)}
     coco = coco_metrics(targets, dets, class_names)
-    meta = {"head": "mask-rcnn", "epochs": cfg.epochs, "lr": cfg.learning_rate, "encoder_lr": cfg.encoder_lr,
-            "frozen_bn": bool(getattr(model, "uscl_frozen_bn", False)), "detector": dict(CPU_DETECTOR),
-            "min_size": cfg.image_size, "max_size": cfg.image_size, "selected_epoch": cfg.epochs,
-            "trainable": sorted({n.split(".")[2] if n.startswith("backbone.body.") else n.split(".")[0]
-                                 for n, p in model.named_parameters() if p.requires_grad})}
-    return DenseFit(model.state_dict(), meta, pred, history, cfg.epochs, {"coco": coco})
+    return DenseFit(model.state_dict(), _meta(cfg, model, "mask-rcnn"), pred, history, cfg.epochs, {"coco": coco})
+
+
+def detect_boxes_fold(cfg: FinetuneConfig, device: torch.device, model, loaders: dict, fold_seed: int,
+                      video_ids: list[str], class_names: list[str], *, desc: str = "") -> DenseFit:
+    """:func:`detect_fold` for a Faster R-CNN on the boxes of a CSV (batches of
+    :class:`uscl.data.box_frames.BoxFrameDataset`): box mAP only; ``pred`` holds the test frames'
+    ``videos``, ``frames``, ``targets`` and ``detections`` (no label maps: there are no masks)."""
+    history = _train(cfg, device, model, loaders["train"], fold_seed, lambda b: b["targets"], desc)
+    videos, frames, targets, dets = [], [], [], []
+    for batch in progress(loaders["test"], desc=f"{desc} test"):
+        dets += predict(model, _images(batch), device, batch_size=cfg.batch_size)
+        targets += batch["targets"]
+        videos.append(batch["video"].numpy())
+        frames.append(batch["frame"].numpy())
+    pred = {"videos": np.concatenate(videos), "frames": np.concatenate(frames), "targets": targets,
+            "detections": dets}
+    coco = coco_metrics(targets, dets, class_names)
+    return DenseFit(model.state_dict(), _meta(cfg, model, "faster-rcnn"), pred, history, cfg.epochs, {"coco": coco})

@@ -79,14 +79,16 @@ def targets_from_mask(mask, num_classes: int, *, min_area: int = 4) -> dict[str,
 BOX_COLUMNS = ("frame", "x1", "y1", "x2", "y2", "label")
 
 
-def read_boxes_csv(path: str | Path, class_names: list[str] | None = None
+def read_boxes_csv(path: str | Path, class_names: list[str] | None = None, *,
+                   lines: dict[tuple[str, int], list[int]] | None = None
                    ) -> dict[tuple[str, int], dict[str, torch.Tensor]]:
     """Boxes per frame from a CSV: columns ``video_id`` (or ``path``), ``frame``, ``x1, y1, x2, y2``, ``label``.
 
     Returns ``{(video_id or path, frame): {"boxes": float32 (N, 4), "labels": int64 (N,)}}``.
     Coordinates are pixels of the stored frame, ``x2``/``y2`` exclusive (see the module docs).
     ``label`` is a class name of ``class_names`` (-> its index + 1) or an integer 1..K.
-    Every problem is an error naming the file's line.
+    Every problem is an error naming the file's line. ``lines``, when given, is filled with the file line
+    of each box (``{key: [line of box 0, line of box 1, ...]}``), for errors found later.
     """
     path = Path(path)
     if not path.is_file():
@@ -132,8 +134,32 @@ def read_boxes_csv(path: str | Path, class_names: list[str] | None = None
             entry = out.setdefault((ident, frame), {"boxes": [], "labels": []})
             entry["boxes"].append(coords)
             entry["labels"].append(label)
+            if lines is not None:
+                lines.setdefault((ident, frame), []).append(line)
     return {k: {"boxes": torch.tensor(v["boxes"], dtype=torch.float32),
                 "labels": torch.tensor(v["labels"], dtype=torch.int64)} for k, v in out.items()}
+
+
+def boxes_csv_classes(path: str | Path) -> list[str]:
+    """The classes of a boxes CSV, from its ``label`` column: when every label is an integer, they are class
+    numbers 1..K and the classes are ``"1" .. "K"`` (K the largest); otherwise every distinct label is a class
+    name and the classes are the names, sorted. ``read_boxes_csv(path, boxes_csv_classes(path))`` then maps
+    each label to its class (1-based)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsclError(f"boxes file not found: {path}")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        reader.fieldnames = [c.strip() for c in (reader.fieldnames or [])]
+        if "label" not in reader.fieldnames:
+            return []  # read_boxes_csv names what the header lacks
+        names = {str(row.get("label") or "").strip() for row in reader}
+    names.discard("")  # read_boxes_csv refuses an empty label, naming its line
+    try:
+        numbers = [int(n) for n in names]
+    except ValueError:
+        return sorted(names)
+    return [str(k) for k in range(1, max(numbers, default=0) + 1)]
 
 
 def _label(text, class_names, where) -> int:
