@@ -156,9 +156,10 @@ def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretra
     """The card of a run as a dict (what model_card.json holds and MODEL_CARD.md shows)."""
     classes = metrics.get("classes") or model_meta.get("classes") or []
     segment = _is_segment(metrics, model_meta)
+    detect = _is_detect(metrics, model_meta)
     card = {
         "format": CARD_FORMAT, "version": 1, "written_by": f"uscl {__version__}",
-        "task": {"kind": SEGMENT_KIND if segment else
+        "task": {"kind": DETECT_KIND if detect else SEGMENT_KIND if segment else
                  "image classification of ultrasound frames; a video's call is the arg-max of its "
                  "frames' mean probabilities",
                  "classes": classes or UNKNOWN, "num_classes": len(classes) if classes else UNKNOWN,
@@ -173,6 +174,8 @@ def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretra
     card["loading"] = run_loading(metrics, model_meta)
     if segment:  # the accuracy summary above is classification's; a segmentation summary is still to come
         card["metrics"]["note"] = SEGMENT_METRICS_NOTE
+    if detect:
+        card["metrics"]["note"] = DETECT_METRICS_NOTE
     return card
 
 
@@ -185,6 +188,20 @@ SEGMENT_METRICS_NOTE = ("a segmentation model: its Dice, IoU and HD95 per fold a
 
 def _is_segment(*metas: dict) -> bool:
     return any((m or {}).get("task") == "segment" for m in metas)
+
+
+# nor the detection card: it states the task, points at metrics.json and at the export's sidecar
+DETECT_KIND = ("instance detection of ultrasound frames (task 'detect'): Mask R-CNN boxes, instance masks and "
+               "scores per mask class; one fold's detector (folds are not averaged)")
+DETECT_METRICS_NOTE = ("a detection model: its COCO box and mask mAP and its Dice, IoU and HD95 per fold are in the "
+                       "run's metrics.json; the accuracies on this card do not apply to it")
+DETECT_LOADING = ("a detection model (torchvision Mask R-CNN on uscl's ResNet-FPN, uscl.models.detector): export it "
+                  "with `uscl export --format torchscript` (or onnx) to run it without uscl; the export's JSON "
+                  "sidecar describes its input and outputs")
+
+
+def _is_detect(*metas: dict) -> bool:
+    return any((m or {}).get("task") == "detect" for m in metas)
 
 
 def preprocessing_section(meta: dict) -> dict:
@@ -333,6 +350,8 @@ def run_loading(metrics: dict, meta: dict) -> dict:
     folds = metrics.get("folds_run") or ([meta["fold"]] if meta.get("fold") is not None else [])
     if not folds or not meta:
         return {"how": UNKNOWN, "snippet": None}
+    if _is_detect(meta):
+        return {"how": DETECT_LOADING, "snippet": None}
     if _is_segment(meta):
         return {"how": "a segmentation model (ResNet encoder + U-Net decoder, uscl.models.segmenter): export it "
                        "with `uscl export --format onnx` or `--format torchscript` to run it without uscl",
@@ -358,6 +377,12 @@ def export_loading(fmt: str, file: str, meta: dict) -> dict:
     """How to run an exported file: onnxruntime, torch.jit.load, or torchvision + safetensors."""
     size, classes = meta.get("image_size"), meta.get("classes") or []
     head = _input_lines(size, meta.get("mean"), meta.get("std"), "")[:2]
+    if _is_detect(meta):
+        how = {"torchscript": f'losses, detections = torch.jit.load("{file}")(images)',
+               "onnx": f'onnxruntime.InferenceSession("{file}"), one image (C, H, W) per run',
+               "safetensors": "uscl.models.detector.build_detector(**sidecar['build_detector']) + load_state_dict"}
+        return {"how": f"{how.get(fmt, fmt)}; images: the preprocessed frames / 255 as float (C, H, W); "
+                       "see the JSON sidecar for the outputs", "snippet": None}
     if _is_segment(meta):
         return _segment_export_loading(fmt, file, meta, head)
     if fmt == "onnx":

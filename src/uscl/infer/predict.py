@@ -15,7 +15,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -133,6 +133,24 @@ def read_item(item: InputItem, options: PrepareOptions) -> np.ndarray:
     return load_frames(item.source, options)
 
 
+def read_inputs(items: Iterable[InputItem], options: PrepareOptions, skipped: list[tuple[str, str]],
+                on_skip: Callable[[str, str], None] | None = None, *, desc: str = "predict",
+                show_progress: bool = True) -> Iterator[tuple[InputItem, np.ndarray]]:
+    """``(item, frames)`` of every readable item, in order, under a progress bar; an item that cannot be read
+    is appended to ``skipped`` as ``(name, reason)`` (and passed to ``on_skip``) and the rest goes on."""
+    bar = progress(list(items), desc=desc, unit="input", **({} if show_progress else {"disable": True}))
+    for item in bar:
+        try:
+            frames = read_item(item, options)
+        except READ_ERRORS as exc:
+            reason = str(exc) or type(exc).__name__
+            skipped.append((item.name, reason))
+            if on_skip:
+                on_skip(item.name, reason)
+            continue
+        yield item, frames
+
+
 def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size: int = 64,
                   device: torch.device | str = "cpu", amp: bool = True, keep_frames: bool = False,
                   on_skip: Callable[[str, str], None] | None = None,
@@ -173,16 +191,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
             start += n
         pending, buffered = [], 0
 
-    bar = progress(items, desc="predict", unit="input", **({} if show_progress else {"disable": True}))
-    for item in bar:
-        try:
-            frames = read_item(item, options)
-        except READ_ERRORS as exc:
-            reason = str(exc) or type(exc).__name__
-            run.skipped.append((item.name, reason))
-            if on_skip:
-                on_skip(item.name, reason)
-            continue
+    for item, frames in read_inputs(items, options, run.skipped, on_skip, show_progress=show_progress):
         pending.append((item, frames))
         buffered += len(frames)
         if buffered >= batch_size:
@@ -271,6 +280,12 @@ def write_outputs(run: PredictionRun, out: str | os.PathLike, extra: dict | None
         "skipped": [{"input": n, "reason": why} for n, why in run.skipped],
     })
     if run.skipped:
-        paths["skipped"] = out / "skipped.csv"
-        atomic_write_text(paths["skipped"], _csv([["input", "reason"], *map(list, run.skipped)]))
+        paths["skipped"] = write_skipped(out, run.skipped)
     return paths
+
+
+def write_skipped(out: str | os.PathLike, skipped: list[tuple[str, str]]) -> Path:
+    """``out/skipped.csv``: the inputs that could not be read, and why (atomically)."""
+    path = Path(out) / "skipped.csv"
+    atomic_write_text(path, _csv([["input", "reason"], *map(list, skipped)]))
+    return path
