@@ -115,7 +115,7 @@ def _within(d: dict) -> bool:
 
 
 def _merge(a: dict, b: dict) -> dict:
-    return {k: a[k] + b[k] if k in ("detections", "images") else max(a[k], b[k]) for k in a}
+    return {k: a[k] + b[k] if k == "detections" else max(a[k], b[k]) for k in a}
 
 
 class _ScoreThreshold:
