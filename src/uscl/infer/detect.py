@@ -53,7 +53,6 @@ from uscl.utils.device import resolve_device
 DETECTIONS_CSV = "detections.csv"
 PREDICTIONS_JSON = "predictions.json"
 SKIPPED_CSV = "skipped.csv"
-DETECT_HINT = "`uscl predict` picks the task by itself"
 FOLD_RULE = ("one fold's detector (instance sets of different folds do not average; combining them would be a new "
              "method such as weighted box fusion)")
 
@@ -141,7 +140,7 @@ def detector_images(frames: np.ndarray) -> list[torch.Tensor]:
 def detect_frames(model: LoadedModel, frames: np.ndarray, *, score_threshold: float = SCORE_THRESHOLD,
                   batch_size: int = 4, device: torch.device | str = "cpu") -> list[FrameDetections]:
     """The detections (score >= ``score_threshold``) of uint8 preprocessed frames (T, H, W, C) of one input."""
-    check_task(model.task, DETECT, str(model.source), DETECT_HINT)
+    check_task(model.task, DETECT, str(model.source))
     if len(model.folds) != 1:
         raise UsclError(f"{model.source}: a detection model predicts with one fold, not {len(model.folds)}; "
                         "load it with fold=K")
@@ -172,7 +171,7 @@ def predict_detect_items(model: LoadedModel, items: Iterable[InputItem], *,
     preprocessed frames and instance masks attached (a :class:`DetectWriter`
     draws them then); both are dropped afterwards unless ``keep_frames``.
     """
-    check_task(model.task, DETECT, str(model.source), DETECT_HINT)
+    check_task(model.task, DETECT, str(model.source))
     if not 0.0 <= score_threshold <= 1.0:
         raise UsclError(f"score_threshold must be in [0, 1], got {score_threshold}", param="score_threshold")
     device = torch.device(device)

@@ -39,6 +39,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ from uscl.finetune.model_card import (
 from uscl.infer.model import DETECT, SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
 from uscl.models.segmenter import build_segmenter
 from uscl.utils.atomic import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:
+    from uscl.infer.export_detect import DetectExportResult
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}
 TOLERANCE = 1e-4  # probabilities (or logits) may differ by float rounding only
@@ -185,7 +189,7 @@ def example_input(model: LoadedModel, n: int = 2, seed: int = 0) -> torch.Tensor
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str, *, fold: int | None = None,
-                 overwrite: bool = False, verify_batch: int = 3) -> ExportResult:
+                 overwrite: bool = False, verify_batch: int = 3) -> ExportResult | DetectExportResult:
     """Export a run folder (``fold`` or the ensemble of all folds; a detection run: ``fold`` or its first fold)
     or one model file; see the module docstring."""
     if fmt not in FORMATS:

@@ -54,8 +54,18 @@ def model_task(meta: dict) -> str:
     return str(meta.get("task") or CLASSIFY)
 
 
-def check_task(have: str, want: str | None, where: str, hint: str = "") -> None:
-    """A clear error when a model of task ``have`` is given where one of task ``want`` is needed."""
+# the predict function of each task (the default hint of a task mix-up)
+PREDICT_APIS = {CLASSIFY: "uscl.infer.predict", SEGMENT: "uscl.infer.predict_segments",
+                DETECT: "uscl.infer.predict_detections"}
+
+
+def check_task(have: str, want: str | None, where: str, hint: str | None = None) -> None:
+    """A clear error when a model of task ``have`` is given where one of task ``want`` is needed.
+
+    ``hint`` (default: the predict function of task ``have``) ends the message."""
+    if hint is None:
+        hint = (f"predict with {PREDICT_APIS[have]} (`uscl predict` picks the task by itself)"
+                if have in PREDICT_APIS else "")
     if want is not None and have != want:
         raise UsclError(f"{where} is a {TASK_NAMES.get(have, have)} model (task {have!r}), but a "
                         f"{TASK_NAMES.get(want, want)} model (task {want!r}) is needed here"

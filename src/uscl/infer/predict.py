@@ -120,8 +120,6 @@ def predict_frames(model: LoadedModel, frames: np.ndarray, *, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, len(pp.classes)))
 
 
-SEGMENT_HINT = "predict masks with uscl.infer.predict_segments (`uscl predict` picks the task by itself)"
-
 # what reading a bad input raises: it is skipped (and reported), the others go on
 READ_ERRORS = (DecodeError, UsclError, OSError, ValueError, RuntimeError)
 
@@ -163,7 +161,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
     then dropped unless ``keep_frames``: explaining works input by input
     without holding every clip in memory.
     """
-    check_task(model.task, CLASSIFY, str(model.source), SEGMENT_HINT)
+    check_task(model.task, CLASSIFY, str(model.source))
     device = torch.device(device)
     model.to(device)
     items = list(items)
@@ -214,7 +212,7 @@ def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, f
     if not inputs:
         raise UsclError("no inputs given", param="inputs")
     model = load_model(model_path, fold)
-    check_task(model.task, CLASSIFY, str(model_path), SEGMENT_HINT)
+    check_task(model.task, CLASSIFY, str(model_path))
     dev = resolve_device(device)
     return predict_items(model, gather_inputs(inputs), batch_size=batch_size, device=dev, amp=amp,
                          keep_frames=keep_frames, on_skip=on_skip, on_result=on_result, show_progress=show_progress)

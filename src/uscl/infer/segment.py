@@ -45,7 +45,6 @@ from uscl.utils.device import autocast_for, resolve_device
 SEGMENTS_CSV = "segments.csv"
 PREDICTIONS_JSON = "predictions.json"
 SKIPPED_CSV = "skipped.csv"
-CLASSIFY_HINT = "predict classes with uscl.infer.predict (`uscl predict` picks the task by itself)"
 MASK_RULE = ("each fold's logits resized (bilinear) to the stored frame size, softmax over background and mask "
              "classes; mask = per-pixel arg-max (0 background, k = mask class k)")
 
@@ -165,7 +164,7 @@ def predict_segment_items(model: LoadedModel, items: Iterable[InputItem], *, bat
     preprocessed frames attached (a :class:`SegmentWriter` writes its files
     then); the frames are dropped afterwards unless ``keep_frames``.
     """
-    check_task(model.task, SEGMENT, str(model.source), CLASSIFY_HINT)
+    check_task(model.task, SEGMENT, str(model.source))
     device = torch.device(device)
     model.to(device)
     options = PrepareOptions.from_dict(model.preprocessing.store_options)
@@ -198,7 +197,7 @@ def predict_segments(model_path: str | os.PathLike, inputs: list[str | os.PathLi
     if not inputs:
         raise UsclError("no inputs given", param="inputs")
     model = load_model(model_path, fold)
-    check_task(model.task, SEGMENT, str(model_path), CLASSIFY_HINT)
+    check_task(model.task, SEGMENT, str(model_path))
     writer = SegmentWriter(model, out) if out is not None else None
     run = predict_segment_items(model, gather_inputs(inputs), batch_size=batch_size, device=resolve_device(device),
                                 amp=amp, keep_frames=keep_frames, on_skip=on_skip, on_result=writer,
