@@ -176,6 +176,7 @@ def build_card(metrics: dict, config: dict, model_meta: dict, data: dict, pretra
         card["metrics"]["note"] = SEGMENT_METRICS_NOTE
     if detect:
         card["metrics"]["note"] = DETECT_METRICS_NOTE
+        card["preprocessing"]["note"] = DETECT_INPUT_NOTE
     return card
 
 
@@ -195,6 +196,8 @@ DETECT_KIND = ("instance detection of ultrasound frames (task 'detect'): Mask R-
                "scores per mask class; one fold's detector (folds are not averaged)")
 DETECT_METRICS_NOTE = ("a detection model: its COCO box and mask mAP and its Dice, IoU and HD95 per fold are in the "
                        "run's metrics.json; the accuracies on this card do not apply to it")
+DETECT_INPUT_NOTE = ("a detection model takes the stored frame / 255 as float C x H x W (no other transform): its "
+                     "own transform resizes it to min_size and normalises it; the model input above does not apply")
 DETECT_LOADING = ("a detection model (torchvision Mask R-CNN on uscl's ResNet-FPN, uscl.models.detector): export it "
                   "with `uscl export --format torchscript` (or onnx) to run it without uscl; the export's JSON "
                   "sidecar describes its input and outputs")

@@ -225,6 +225,7 @@ class DetectWriter:
     def __init__(self, model: LoadedModel, out: str | os.PathLike, *, display_size: int = 224,
                  fps: float | None = None):
         self.model = model
+        self.out = Path(out)
         self.display_size = display_size
         self.fps = fps or model.preprocessing.store_options.get("fps") or 10.0
         self.folders = InputFolders(out, (DETECTIONS_CSV, PREDICTIONS_JSON, SKIPPED_CSV))
