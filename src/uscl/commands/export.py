@@ -6,7 +6,7 @@ import argparse
 
 NAME = "export"
 ORDER = 55
-HELP = "export a fine-tuned model (TorchScript, ONNX or torchvision safetensors) that runs without uscl"
+HELP = "export a fine-tuned model (TorchScript, ONNX or safetensors) that runs without uscl"
 DESCRIPTION = """\
 Write a backbone-plus-head model that runs without uscl, with a JSON beside it
 (same stem) describing its preprocessing: store options, input size,
@@ -26,6 +26,18 @@ safetensors holds one fold's segmenter (backbone.*, decoder.*, head.*; logits)
 for uscl.models.segmenter.build_segmenter(arch, K). The JSON adds task,
 mask_classes and labels.
 
+A detection model (`uscl finetune --task detect`) exports one fold's
+torchvision Mask R-CNN (--fold K; default the run's first fold: detectors
+are not averaged). Its input is the preprocessed frame as float C x H x W in
+[0, 1] (it resizes and normalises itself); it returns boxes (input pixels),
+labels 1..K, scores and instance mask probabilities.
+  torchscript: torch.jit.script of the torchvision model;
+      losses, detections = torch.jit.load(path)(list_of_images)
+  onnx: torchvision's ONNX path (opset 17), one image per run: input
+      'images', outputs boxes, labels, scores, masks
+  safetensors: the detector's weights; the JSON's build_detector options
+      rebuild it with uscl.models.detector.build_detector
+
 The exported file is loaded back (torch.jit.load / onnxruntime / plain
 torchvision) and compared with the original on the same input; the max abs
 difference is printed and a mismatch is an error.
@@ -40,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", help="output file (extension added if missing) or existing folder")
     p.add_argument("--format", dest="fmt", required=True, choices=["torchscript", "onnx", "safetensors"],
                    help="file format")
-    p.add_argument("--fold", type=int, metavar="K", help="export fold K of a run folder (default: all folds, averaged)")
+    p.add_argument("--fold", type=int, metavar="K",
+                   help="export fold K of a run folder (default: all folds, averaged; a detection run: its first)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
 

@@ -7,7 +7,8 @@ import sys
 
 NAME = "predict"
 ORDER = 50
-HELP = "predict classes (optionally with Grad-CAM maps) or masks of videos/images with a fine-tuned model"
+HELP = ("predict classes (optionally with Grad-CAM maps), masks or detections of videos/images with a "
+        "fine-tuned model")
 DESCRIPTION = """\
 Predict with a model from `uscl finetune`: per-frame class probabilities and a
 video-level prediction (mean probability over frames, and the share of frames
@@ -34,6 +35,17 @@ yellow, blue, ... in the order of the mask classes), DIR/<input>/overlay.mp4
 for clips, segments.csv (pixel area of each class per frame) and
 predictions.json (per input: mean area and share of frames with each class).
 
+A detection model (`uscl finetune --task detect`) gives instances: boxes,
+instance masks and scores of one fold's Mask R-CNN (--fold K; default the
+run's first fold, as the output says: the instance sets of different folds do
+not average, so there is no ensemble). Detections scoring below
+--score-threshold (default 0.5) are dropped. With --out DIR: DIR/<input>/
+overlays/frame_00000.png (each instance's mask outline, box and "class score"
+label in its class's colour), DIR/<input>/overlay.mp4 for clips,
+detections.csv (input, frame, class, score, x1, y1, x2, y2 in stored-frame
+pixels, x2/y2 exclusive) and predictions.json (per input: per class the number
+of detections and the share of frames with one).
+
 example:
   uscl predict runs/ft_pocus clips/patient7.mp4 more_clips/ --fold 0 --explain --out preds
 """
@@ -49,7 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explain", action="store_true", help="Grad-CAM overlays per input (needs --out)")
     p.add_argument("--class", dest="class_name", metavar="NAME", help="class to explain (default: the predicted one)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="frames per forward pass (default 64; 16 for a segmentation model)")
+                   help="frames per forward pass (default 64; 16 for a segmentation, 4 for a detection model)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="S",
+                   help="detection models: keep detections scoring at least S (default 0.5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
     p.add_argument("--quiet", action="store_true", help="no table on the terminal")
@@ -60,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from uscl.errors import UsclError
     from uscl.infer.explain import ExplainOptions, Explainer
     from uscl.infer.inputs import gather_inputs
-    from uscl.infer.model import SEGMENT, load_model
+    from uscl.infer.model import DETECT, SEGMENT, TASK_NAMES, load_model
     from uscl.infer.predict import format_table, predict_items, resolve_device, write_outputs
     from uscl.utils.atomic import prepare_output_dir
 
@@ -72,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsclError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = load_model(args.model, args.fold)
     device = resolve_device(args.device)
+    if model.task == DETECT:
+        return _run_detect(args, model, device)
+    if args.score_threshold is not None:
+        raise UsclError(f"--score-threshold applies to detection models; {args.model} is a "
+                        f"{TASK_NAMES[model.task]} model")
     if model.task == SEGMENT:
         return _run_segment(args, model, device)
     args.batch_size = 64 if args.batch_size is None else args.batch_size
@@ -124,6 +143,45 @@ def _run_segment(args: argparse.Namespace, model, device) -> int:
         paths = write_segment_outputs(run_, out)
         print(f"wrote {', '.join(str(p) for p in paths.values())}; masks and overlays under {out}/<input>/",
               file=sys.stderr)
+    if not run_.results:
+        print(f"nothing could be predicted: all {len(run_.skipped)} input(s) were skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_detect(args: argparse.Namespace, model, device) -> int:
+    """`uscl predict` on a detection model: one fold's instances, overlays, detections.csv, predictions.json."""
+    from uscl.errors import UsclError
+    from uscl.finetune.detect.fold import SCORE_THRESHOLD
+    from uscl.infer.detect import DetectWriter, format_detect_table, predict_detect_items, write_detect_outputs
+    from uscl.infer.inputs import gather_inputs
+    from uscl.infer.model import CLASSIFY, DETECT, check_task
+    from uscl.utils.atomic import prepare_output_dir
+
+    if args.explain or args.class_name:
+        check_task(DETECT, CLASSIFY, args.model, "--explain and --class (Grad-CAM of a class score) need a "
+                   "classification model; a detection model's overlays (--out) show what it found")
+    if args.ensemble:
+        raise UsclError("--ensemble: a detection run's folds are not averaged (their instance sets do not "
+                        "average; combining them would be a new method such as weighted box fusion); "
+                        "pick one with --fold K (default: the first fold)")
+    threshold = SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise UsclError(f"--score-threshold must be in [0, 1], got {threshold}")
+    out = prepare_output_dir(args.out, overwrite=args.overwrite, marker="predictions.json") if args.out else None
+    print(f"model: {model.describe()} (detection); device {device}", file=sys.stderr)
+
+    def on_skip(name: str, reason: str) -> None:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+
+    run_ = predict_detect_items(model, gather_inputs(args.inputs), score_threshold=threshold,
+                                batch_size=args.batch_size or 4, device=device, on_skip=on_skip,
+                                on_result=DetectWriter(model, out) if out is not None else None)
+    if not args.quiet:
+        print(format_detect_table(run_))
+    if out is not None and run_.results:
+        paths = write_detect_outputs(run_, out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}; overlays under {out}/<input>/", file=sys.stderr)
     if not run_.results:
         print(f"nothing could be predicted: all {len(run_.skipped)} input(s) were skipped", file=sys.stderr)
         return 1

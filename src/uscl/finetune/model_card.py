@@ -199,6 +199,10 @@ def _is_segment(*metas: dict) -> bool:
     return card_task(*metas) == SEGMENT
 
 
+def _is_detect(*metas: dict) -> bool:
+    return card_task(*metas) == DETECT
+
+
 def preprocessing_section(meta: dict) -> dict:
     """What turns a source video into the model's input: the store's prepare, then the evaluation transform."""
     size, mean, std = meta.get("image_size"), meta.get("mean"), meta.get("std")
@@ -366,6 +370,12 @@ def export_loading(fmt: str, file: str, meta: dict) -> dict:
     """How to run an exported file: onnxruntime, torch.jit.load, or torchvision + safetensors."""
     size, classes = meta.get("image_size"), meta.get("classes") or []
     head = _input_lines(size, meta.get("mean"), meta.get("std"), "")[:2]
+    if _is_detect(meta):
+        how = {"torchscript": f'losses, detections = torch.jit.load("{file}")(images)',
+               "onnx": f'onnxruntime.InferenceSession("{file}"), one image (C, H, W) per run',
+               "safetensors": "uscl.models.detector.build_detector(**sidecar['build_detector']) + load_state_dict"}
+        return {"how": f"{how.get(fmt, fmt)}; images: the preprocessed frames / 255 as float (C, H, W); "
+                       "see the JSON sidecar for the outputs", "snippet": None}
     if _is_segment(meta):
         return _segment_export_loading(fmt, file, meta, head)
     if fmt == "onnx":

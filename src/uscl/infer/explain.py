@@ -60,7 +60,7 @@ class Explainer:
         self.model = model
         self.options = options or ExplainOptions()
         check_task(model.task, CLASSIFY, str(model.source), "Grad-CAM explains class scores; a segmentation "
-                   "model's masks and overlays are its explanation (`uscl predict` without --explain)")
+                   "or detection model's overlays are its explanation (`uscl predict` without --explain)")
         if model.is_knn:
             raise UsclError("explaining needs class scores with gradients; this is a kNN model, which has none "
                             "(fine-tune with mode paper, full or linear to explain it)")

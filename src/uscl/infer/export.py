@@ -18,6 +18,11 @@ input size; an ensemble: the mean over its folds); ``safetensors`` holds one
 fold's segmenter (keys ``backbone.*``, ``decoder.*``, ``head.*``, logits),
 which :func:`uscl.models.segmenter.build_segmenter` rebuilds.
 
+A detection fold (``uscl finetune --task detect``) exports its torchvision
+Mask R-CNN instead (:mod:`uscl.infer.export_detect`): one fold (``fold``,
+default the run's first; detectors are not averaged), input the preprocessed
+frame in [0, 1], output boxes, labels, scores and instance masks.
+
 A JSON beside the file (same stem) holds the preprocessing (store options,
 input size, mean/std, class names, input layout, output kind), and a model card
 beside it (``MODEL_CARD.md`` + ``model_card.json``, or ``STEM.MODEL_CARD.md``
@@ -34,6 +39,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,9 +53,12 @@ from uscl.finetune.model_card import (
     DENSE_TASKS, build_card, card_task, card_paths, data_summary, dense_data_summary, export_card, find_run,
     read_pretraining, read_run, write_card,
 )
-from uscl.infer.model import SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
+from uscl.infer.model import DETECT, SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
 from uscl.models.segmenter import build_segmenter
 from uscl.utils.atomic import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:
+    from uscl.infer.export_detect import DetectExportResult
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}
 TOLERANCE = 1e-4  # probabilities (or logits) may differ by float rounding only
@@ -80,11 +89,9 @@ def output_path(out: str | os.PathLike, fmt: str) -> Path:
     return p if p.suffix == ext else Path(f"{p}{ext}") if p.suffix == "" else p
 
 
-def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list) -> dict:
-    pp = model.preprocessing
-    s = pp.image_size
-    opts = pp.store_options
-    steps = [
+def store_steps(opts: dict) -> list[str]:
+    """The `uscl prepare` steps of store options ``opts``, in words: a file → the stored (preprocessed) frames."""
+    return [
         "decode the video/DICOM/image; keep frames nearest to multiples of 1/fps "
         f"(fps={opts.get('fps')}), then at most max_frames={opts.get('max_frames')} evenly spaced",
         f"convert to {opts.get('channels', 'grey')} (grey = ITU-R 601 luma)",
@@ -92,6 +99,15 @@ def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list
          "needs uscl, or pass frames already cropped)") if opts.get("crop") else "no crop",
         f"resize to {opts.get('size')}x{opts.get('size')} (PIL bilinear; aspect not kept)" if opts.get("size")
         else "keep the native size",
+    ]
+
+
+def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list) -> dict:
+    pp = model.preprocessing
+    s = pp.image_size
+    opts = pp.store_options
+    steps = [
+        *store_steps(opts),
         f"resize to {s}x{s} (bilinear, antialiased), scale to [0, 1]",
         f"normalise (x - {pp.mean}) / {pp.std}; repeat grey to 3 channels",
         f"stack to float32 N x 3 x {s} x {s}",
@@ -174,8 +190,9 @@ def example_input(model: LoadedModel, n: int = 2, seed: int = 0) -> torch.Tensor
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str, *, fold: int | None = None,
-                 overwrite: bool = False, verify_batch: int = 3) -> ExportResult:
-    """Export a run folder (``fold`` or the ensemble of all folds) or one model file; see the module docstring."""
+                 overwrite: bool = False, verify_batch: int = 3) -> ExportResult | DetectExportResult:
+    """Export a run folder (``fold`` or the ensemble of all folds; a detection run: ``fold`` or its first fold)
+    or one model file; see the module docstring."""
     if fmt not in FORMATS:
         raise UsclError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}", param="fmt")
     model = load_model(model_path, fold).to(torch.device("cpu"))
@@ -190,6 +207,12 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
     for p in (path, sidecar, *card_paths(path.parent, _card_stem(path))):
         if p.exists() and not overwrite:
             raise UsclError(f"{p} exists; choose another out or set overwrite", param="overwrite")
+    if model.task == DETECT:  # one fold's Mask R-CNN (load_model gave one): its own module
+        from uscl.infer.export_detect import export_detector
+
+        result, meta = export_detector(model, path, fmt)
+        write_export_card(model, path, sidecar, meta)
+        return result
     module = model.module().eval()
     example = example_input(model, 2, seed=0)  # what the exporter traces
     x = example_input(model, verify_batch, seed=1)  # what the check runs: another batch size and content

@@ -12,6 +12,15 @@ A segmentation run (``uscl finetune --task segment``; metadata ``task:
 per-pixel probabilities (N, K+1, H, W) of the background (channel 0) and the
 mask classes; an ensemble averages them. ``load_model(..., task=...)`` refuses
 a model of the other task with a message naming both.
+
+A detection run (``uscl finetune --task detect``; metadata ``task: "detect"``)
+loads into a :class:`DetectionModel`: the fold's torchvision Mask R-CNN rebuilt
+exactly as trained (:func:`build_detect_net`). Its folds are **not** an
+ensemble: each fold's detector returns its own set of instances (boxes, masks,
+scores), and two such sets do not average the way probabilities do - combining
+them would take a new method (e.g. weighted box fusion), which uscl does not
+claim. So a detection run folder loads *one* fold: ``fold=k``, or by default
+the first finished fold (``LoadedModel.fold_note`` says so).
 """
 
 from __future__ import annotations
@@ -29,22 +38,34 @@ from uscl.errors import UsclError
 from uscl.finetune.outputs import MODEL_KIND
 from uscl.finetune.run_folder import FOLD_METRICS
 from uscl.models import FinetunedClassifier, build_backbone
+from uscl.models.detector import build_detector
 from uscl.models.segmenter import Segmenter
 
 MODEL_FILE = "model.safetensors"
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
-CLASSIFY, SEGMENT = "classify", "segment"
-TASK_NAMES = {CLASSIFY: "classification", SEGMENT: "segmentation"}
+CLASSIFY, SEGMENT, DETECT = "classify", "segment", "detect"
+TASK_NAMES = {CLASSIFY: "classification", SEGMENT: "segmentation", DETECT: "detection"}
 BACKGROUND = "background"
 
 
 def model_task(meta: dict) -> str:
-    """The task a fine-tuned model's metadata records: "classify" (also when it records none) or "segment"."""
+    """The task a fine-tuned model's metadata records: "classify" (also when it records none), "segment" or
+    "detect"."""
     return str(meta.get("task") or CLASSIFY)
 
 
-def check_task(have: str, want: str | None, where: str, hint: str = "") -> None:
-    """A clear error when a model of task ``have`` is given where one of task ``want`` is needed."""
+# the predict function of each task (the default hint of a task mix-up)
+PREDICT_APIS = {CLASSIFY: "uscl.infer.predict", SEGMENT: "uscl.infer.predict_segments",
+                DETECT: "uscl.infer.predict_detections"}
+
+
+def check_task(have: str, want: str | None, where: str, hint: str | None = None) -> None:
+    """A clear error when a model of task ``have`` is given where one of task ``want`` is needed.
+
+    ``hint`` (default: the predict function of task ``have``) ends the message."""
+    if hint is None:
+        hint = (f"predict with {PREDICT_APIS[have]} (`uscl predict` picks the task by itself)"
+                if have in PREDICT_APIS else "")
     if want is not None and have != want:
         raise UsclError(f"{where} is a {TASK_NAMES.get(have, have)} model (task {have!r}), but a "
                         f"{TASK_NAMES.get(want, want)} model (task {want!r}) is needed here"
@@ -168,6 +189,28 @@ class SegmentProbabilityModel(nn.Module):
         return torch.softmax(self.segmenter(x).float(), dim=1)
 
 
+class DetectionModel(nn.Module):
+    """One fold's torchvision Mask R-CNN (:func:`uscl.models.detector.build_detector`), as trained.
+
+    ``forward(images)``: a list of float (C, H, W) images in [0, 1] at the stored frame size (C = 1 for
+    grey; the detector resizes and normalises them itself) -> per image a dict of ``boxes`` (N, 4) xyxy
+    in the image's pixels, ``labels`` (1..K), ``scores`` and ``masks`` (N, 1, H, W) probabilities.
+    """
+
+    is_knn = False
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.detector.backbone.body
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return self.detector(images)
+
+
 class EnsembleModel(nn.Module):
     """Average of the fold models' probabilities."""
 
@@ -186,7 +229,7 @@ class EnsembleModel(nn.Module):
 class FoldModel:
     """One fold's network with where it came from and its metadata."""
 
-    net: ProbabilityModel | SegmentProbabilityModel
+    net: ProbabilityModel | SegmentProbabilityModel | DetectionModel
     path: Path
     meta: dict
     fold: int | None
@@ -211,8 +254,13 @@ class LoadedModel:
 
     @property
     def task(self) -> str:
-        """"classify" or "segment" (see :func:`model_task`)."""
+        """"classify", "segment" or "detect" (see :func:`model_task`)."""
         return model_task(self.folds[0].meta)
+
+    @property
+    def fold_note(self) -> str | None:
+        """For a detection run loaded without a fold: which fold was taken and why (None otherwise)."""
+        return self.extra.get("fold_note")
 
     @property
     def labels(self) -> list[str]:
@@ -227,12 +275,15 @@ class LoadedModel:
         which = (f"ensemble of {len(self.folds)} folds ({', '.join(str(f.fold) for f in self.folds)})"
                  if self.is_ensemble else f"fold {self.folds[0].fold}" if self.folds[0].fold is not None
                  else self.folds[0].path.name)
+        if self.fold_note:
+            which += f" ({self.fold_note})"
         meta = self.folds[0].meta
         return (f"{self.source}: {which}, {self.preprocessing.arch}, {meta.get('mode', '?')} mode, "
                 f"init {meta.get('init_name', meta.get('init', '?'))}, classes {', '.join(self.classes)}")
 
     def module(self) -> nn.Module:
-        """One nn.Module returning probabilities (the fold's net, or the averaging ensemble)."""
+        """One nn.Module returning probabilities (the fold's net, or the averaging ensemble; a detection model
+        has one fold, its :class:`DetectionModel`)."""
         return self.folds[0].net if len(self.folds) == 1 else EnsembleModel([f.net for f in self.folds])
 
     def to(self, device: torch.device) -> "LoadedModel":
@@ -291,6 +342,45 @@ def build_segment_net(state: dict[str, torch.Tensor], meta: dict, where: str) ->
                 f"mask classes ({', '.join(classes)})")
     segmenter.load_state_dict(state, strict=True, assign=True)
     return SegmentProbabilityModel(segmenter).eval()
+
+
+def build_detect_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> DetectionModel:
+    """Rebuild a fold's Mask R-CNN exactly as `uscl finetune --task detect` built it, and load it strictly.
+
+    The recorded ``arch``, K = ``len(mask_classes)``, ``frozen_bn`` (which BatchNorm the trunk had: the
+    state dicts differ), ``min_size`` / ``max_size`` (the detector's own resize) and ``detector`` (the
+    torchvision keywords, e.g. the RoI budget of ``uscl.finetune.detect.fold.CPU_DETECTOR``). Built on
+    the CPU, not the meta device: torchvision's anchor generator keeps tensors outside the state dict.
+    """
+    state = strip_wrappers(state)
+    arch = meta.get("arch") or "resnet18"
+    classes = meta.get("mask_classes") or meta.get("classes") or []
+    if not classes:
+        raise UsclError(f"{where}: a detection model whose metadata names no mask classes")
+    head = meta.get("head") or "mask-rcnn"
+    if head not in ("mask-rcnn", "faster-rcnn"):
+        raise UsclError(f"{where}: unknown detection head {head!r} (known: mask-rcnn, faster-rcnn)")
+    missing = [k for k in ("min_size", "max_size", "frozen_bn") if meta.get(k) is None]
+    if missing:
+        raise UsclError(f"{where}: the detection model's metadata lacks {', '.join(missing)}, needed to rebuild "
+                        "the detector as it was trained")
+    kwargs = dict(meta.get("detector") or {})
+    try:
+        detector = build_detector(arch, len(classes), None, "random", with_masks=head == "mask-rcnn",
+                                  frozen_bn=bool(meta["frozen_bn"]), min_size=int(meta["min_size"]),
+                                  max_size=int(meta["max_size"]), **kwargs)
+    except TypeError as exc:  # a keyword this torchvision does not know
+        raise UsclError(f"{where}: cannot rebuild the detector with its recorded options {kwargs}: {exc}") from exc
+    if not any(k.startswith("roi_heads.") for k in state):
+        raise UsclError(f"{where} holds no roi_heads.* weights: its metadata says task 'detect' but it is not a "
+                        "detector saved by `uscl finetune --task detect`")
+    _check_keys(state, detector.state_dict(), f"{where} does not match a {arch} {head} detector with "
+                f"{len(classes)} mask classes ({', '.join(classes)}), frozen_bn={bool(meta['frozen_bn'])}")
+    detector.load_state_dict(state, strict=True)
+    return DetectionModel(detector).eval()
+
+
+BUILDERS = {CLASSIFY: build_fold_net, SEGMENT: build_segment_net, DETECT: build_detect_net}
 
 
 def _check_keys(state: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], what: str) -> None:
@@ -354,18 +444,31 @@ def load_model(path: str | Path, fold: int | None = None, task: str | None = Non
 
     Classification models get :class:`ProbabilityModel` folds, segmentation
     models (metadata ``task: "segment"``) :class:`SegmentProbabilityModel`
-    folds. ``task`` ("classify" | "segment"): the task the caller needs; a
-    model of the other one is an error naming both.
+    folds, detection models (``task: "detect"``) one :class:`DetectionModel`:
+    ``fold``, or the first finished fold of a run folder (detectors are not
+    averaged; see the module docs). ``task`` ("classify" | "segment" |
+    "detect"): the task the caller needs; a model of another one is an error
+    naming both. A task uscl does not know is an error naming the known ones.
     """
     if task is not None and task not in TASK_NAMES:
         raise UsclError(f"task must be one of {', '.join(TASK_NAMES)}, not {task!r}", param="task")
     folds: list[FoldModel] = []
     first_meta: dict | None = None
-    for file, k in fold_paths(path, fold):
+    extra: dict = {}
+    paths = fold_paths(path, fold)
+    for file, k in list(paths):
         state, meta = load_weights(file)
         if meta.get("kind") not in (None, MODEL_KIND):
             raise UsclError(f"{file} is a {meta.get('kind')!r} file, not a fine-tuned model")
+        if model_task(meta) not in BUILDERS:
+            raise UsclError(f"{file} records task {model_task(meta)!r}, which this uscl cannot load (known tasks: "
+                            + ", ".join(f"{t!r} ({n})" for t, n in TASK_NAMES.items()) + ")")
         check_task(model_task(meta), task, str(path))
+        if model_task(meta) == DETECT and len(paths) > 1:
+            # instance sets of different detectors do not average: one fold, the first (see the module docs)
+            extra["fold_note"] = (f"the first of folds {', '.join(str(j) for _, j in paths)}: a detection run's "
+                                  "folds are not averaged; --fold K picks another")
+            paths = paths[:1]
         Preprocessing.from_meta(meta, str(file))  # every fold must be complete
         if first_meta is not None:
             diff = [key for key in _SHARED_KEYS if meta.get(key) != first_meta.get(key)]
@@ -374,8 +477,9 @@ def load_model(path: str | Path, fold: int | None = None, task: str | None = Non
                                 "its folds cannot be averaged; pick one with fold", param="fold")
         else:
             first_meta = meta
-        build = build_segment_net if model_task(meta) == SEGMENT else build_fold_net
-        folds.append(FoldModel(build(state, meta, str(file)), file, meta,
+        folds.append(FoldModel(BUILDERS[model_task(meta)](state, meta, str(file)), file, meta,
                                meta.get("fold", k) if k is None else k))
+        if len(folds) == len(paths):
+            break
     assert first_meta is not None
-    return LoadedModel(folds, Preprocessing.from_meta(first_meta, str(folds[0].path)), Path(path))
+    return LoadedModel(folds, Preprocessing.from_meta(first_meta, str(folds[0].path)), Path(path), extra)

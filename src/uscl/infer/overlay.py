@@ -1,4 +1,9 @@
-"""Heat-map overlays, their PNGs, an H.264 clip and a contact sheet; every file written atomically."""
+"""Heat-map overlays, their PNGs, an H.264 clip and a contact sheet; every file written atomically.
+
+Also the per-input output folders of the dense predicts (segmentation, detection): :class:`InputFolders`
+names them, :func:`write_frame_pngs` and :func:`write_clip` fill them and delete what an earlier
+(--overwrite'd) run left for frames this input does not have.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from uscl.infer.inputs import unique_stem
 from uscl.utils.atomic import atomic_path
 from uscl.video.mp4 import write_mp4
 
@@ -78,3 +84,41 @@ def write_contact_sheet(path: str | os.PathLike, images: list[np.ndarray], capti
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+class InputFolders:
+    """One folder per input under ``out``, named after its stem, unique, never one of the run-level ``reserved``
+    file names (``segments.csv``, ``predictions.json``, ...)."""
+
+    def __init__(self, out: str | os.PathLike, reserved: tuple[str, ...] = ()):
+        self.out = Path(out)
+        self._used = {n.lower() for n in reserved}
+
+    def new(self, name: str) -> tuple[str, Path]:
+        """``(stem, out / stem)`` for input ``name``."""
+        stem = unique_stem(name, self._used)
+        return stem, self.out / stem
+
+
+def write_frame_pngs(folder: str | os.PathLike, images) -> Path:
+    """``folder/frame_00000.png`` ... one PNG per image; older ``frame_*.png`` beyond them are deleted."""
+    folder = Path(folder)
+    n = 0
+    for t, im in enumerate(images):
+        write_png(folder / f"frame_{t:05d}.png", im)
+        n = t + 1
+    keep = {f"frame_{t:05d}.png" for t in range(n)}
+    for f in folder.glob("frame_*.png"):
+        if f.name not in keep:
+            f.unlink()
+    return folder
+
+
+def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path | None:
+    """The frames as an MP4 when there are 2 or more (returns its path); else None, and an older file is deleted."""
+    path = Path(path)
+    if len(frames) > 1:
+        return write_rgb_mp4(path, frames, fps)
+    if path.exists():
+        path.unlink()
+    return None

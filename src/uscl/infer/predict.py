@@ -15,7 +15,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -120,8 +120,6 @@ def predict_frames(model: LoadedModel, frames: np.ndarray, *, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, len(pp.classes)))
 
 
-SEGMENT_HINT = "predict masks with uscl.infer.predict_segments (`uscl predict` picks the task by itself)"
-
 # what reading a bad input raises: it is skipped (and reported), the others go on
 READ_ERRORS = (DecodeError, UsclError, OSError, ValueError, RuntimeError)
 
@@ -131,6 +129,24 @@ def read_item(item: InputItem, options: PrepareOptions) -> np.ndarray:
     if item.source is None:
         raise UsclError(item.problem or "unreadable")
     return load_frames(item.source, options)
+
+
+def read_inputs(items: Iterable[InputItem], options: PrepareOptions, skipped: list[tuple[str, str]],
+                on_skip: Callable[[str, str], None] | None = None, *, desc: str = "predict",
+                show_progress: bool = True) -> Iterator[tuple[InputItem, np.ndarray]]:
+    """``(item, frames)`` of every readable item, in order, under a progress bar; an item that cannot be read
+    is appended to ``skipped`` as ``(name, reason)`` (and passed to ``on_skip``) and the rest goes on."""
+    bar = progress(list(items), desc=desc, unit="input", **({} if show_progress else {"disable": True}))
+    for item in bar:
+        try:
+            frames = read_item(item, options)
+        except READ_ERRORS as exc:
+            reason = str(exc) or type(exc).__name__
+            skipped.append((item.name, reason))
+            if on_skip:
+                on_skip(item.name, reason)
+            continue
+        yield item, frames
 
 
 def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size: int = 64,
@@ -145,7 +161,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
     then dropped unless ``keep_frames``: explaining works input by input
     without holding every clip in memory.
     """
-    check_task(model.task, CLASSIFY, str(model.source), SEGMENT_HINT)
+    check_task(model.task, CLASSIFY, str(model.source))
     device = torch.device(device)
     model.to(device)
     items = list(items)
@@ -173,16 +189,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
             start += n
         pending, buffered = [], 0
 
-    bar = progress(items, desc="predict", unit="input", **({} if show_progress else {"disable": True}))
-    for item in bar:
-        try:
-            frames = read_item(item, options)
-        except READ_ERRORS as exc:
-            reason = str(exc) or type(exc).__name__
-            run.skipped.append((item.name, reason))
-            if on_skip:
-                on_skip(item.name, reason)
-            continue
+    for item, frames in read_inputs(items, options, run.skipped, on_skip, show_progress=show_progress):
         pending.append((item, frames))
         buffered += len(frames)
         if buffered >= batch_size:
@@ -205,7 +212,7 @@ def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, f
     if not inputs:
         raise UsclError("no inputs given", param="inputs")
     model = load_model(model_path, fold)
-    check_task(model.task, CLASSIFY, str(model_path), SEGMENT_HINT)
+    check_task(model.task, CLASSIFY, str(model_path))
     dev = resolve_device(device)
     return predict_items(model, gather_inputs(inputs), batch_size=batch_size, device=dev, amp=amp,
                          keep_frames=keep_frames, on_skip=on_skip, on_result=on_result, show_progress=show_progress)
@@ -271,6 +278,12 @@ def write_outputs(run: PredictionRun, out: str | os.PathLike, extra: dict | None
         "skipped": [{"input": n, "reason": why} for n, why in run.skipped],
     })
     if run.skipped:
-        paths["skipped"] = out / "skipped.csv"
-        atomic_write_text(paths["skipped"], _csv([["input", "reason"], *map(list, run.skipped)]))
+        paths["skipped"] = write_skipped(out, run.skipped)
     return paths
+
+
+def write_skipped(out: str | os.PathLike, skipped: list[tuple[str, str]]) -> Path:
+    """``out/skipped.csv``: the inputs that could not be read, and why (atomically)."""
+    path = Path(out) / "skipped.csv"
+    atomic_write_text(path, _csv([["input", "reason"], *map(list, skipped)]))
+    return path

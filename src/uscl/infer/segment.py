@@ -33,20 +33,18 @@ import torch
 import torch.nn.functional as F
 
 from uscl.errors import UsclError
-from uscl.infer.inputs import InputItem, gather_inputs, to_model_input, unique_stem
+from uscl.infer.inputs import InputItem, gather_inputs, to_model_input
 from uscl.infer.mask_overlay import display_scale, draw_masks, legend
 from uscl.infer.model import SEGMENT, LoadedModel, check_task, load_model
-from uscl.infer.overlay import write_png, write_rgb_mp4
-from uscl.infer.predict import READ_ERRORS, _clip, _csv, read_item
+from uscl.infer.overlay import InputFolders, write_clip, write_frame_pngs
+from uscl.infer.predict import _clip, _csv, read_inputs, write_skipped
 from uscl.store.preprocess import PrepareOptions
 from uscl.utils.atomic import atomic_write_json, atomic_write_text
 from uscl.utils.device import autocast_for, resolve_device
-from uscl.utils.progress import progress
 
 SEGMENTS_CSV = "segments.csv"
 PREDICTIONS_JSON = "predictions.json"
 SKIPPED_CSV = "skipped.csv"
-CLASSIFY_HINT = "predict classes with uscl.infer.predict (`uscl predict` picks the task by itself)"
 MASK_RULE = ("each fold's logits resized (bilinear) to the stored frame size, softmax over background and mask "
              "classes; mask = per-pixel arg-max (0 background, k = mask class k)")
 
@@ -166,21 +164,12 @@ def predict_segment_items(model: LoadedModel, items: Iterable[InputItem], *, bat
     preprocessed frames attached (a :class:`SegmentWriter` writes its files
     then); the frames are dropped afterwards unless ``keep_frames``.
     """
-    check_task(model.task, SEGMENT, str(model.source), CLASSIFY_HINT)
+    check_task(model.task, SEGMENT, str(model.source))
     device = torch.device(device)
     model.to(device)
     options = PrepareOptions.from_dict(model.preprocessing.store_options)
     run = SegmentRun(model=model, device=str(device))
-    bar = progress(list(items), desc="segment", unit="input", **({} if show_progress else {"disable": True}))
-    for item in bar:
-        try:
-            frames = read_item(item, options)
-        except READ_ERRORS as exc:
-            reason = str(exc) or type(exc).__name__
-            run.skipped.append((item.name, reason))
-            if on_skip:
-                on_skip(item.name, reason)
-            continue
+    for item, frames in read_inputs(items, options, run.skipped, on_skip, desc="segment", show_progress=show_progress):
         masks = predict_segment_frames(model, frames, batch_size=batch_size, device=device, amp=amp)
         result = SegmentPrediction(item.name, item.source.kind, masks, model.labels, frames=frames)
         if on_result:
@@ -208,7 +197,7 @@ def predict_segments(model_path: str | os.PathLike, inputs: list[str | os.PathLi
     if not inputs:
         raise UsclError("no inputs given", param="inputs")
     model = load_model(model_path, fold)
-    check_task(model.task, SEGMENT, str(model_path), CLASSIFY_HINT)
+    check_task(model.task, SEGMENT, str(model_path))
     writer = SegmentWriter(model, out) if out is not None else None
     run = predict_segment_items(model, gather_inputs(inputs), batch_size=batch_size, device=resolve_device(device),
                                 amp=amp, keep_frames=keep_frames, on_skip=on_skip, on_result=writer,
@@ -230,36 +219,20 @@ class SegmentWriter:
         self.alpha = alpha
         self.fps = fps or model.preprocessing.store_options.get("fps") or 10.0
         # the run-level files are never shadowed by an input's folder
-        self._used = {n.lower() for n in (SEGMENTS_CSV, PREDICTIONS_JSON, SKIPPED_CSV)}
+        self.folders = InputFolders(out, (SEGMENTS_CSV, PREDICTIONS_JSON, SKIPPED_CSV))
 
     def __call__(self, pred: SegmentPrediction) -> None:
         if pred.frames is None:
             raise ValueError("the prediction carries no frames to draw on")
-        stem = unique_stem(pred.name, self._used)
-        folder = self.out / stem
-        for t, m in enumerate(pred.masks):
-            write_png(folder / "masks" / f"frame_{t:05d}.png", m)
+        stem, folder = self.folders.new(pred.name)
+        write_frame_pngs(folder / "masks", pred.masks)
         scale = display_scale(max(pred.masks.shape[1:]), self.display_size)
         drawn = draw_masks(pred.frames, pred.masks, len(pred.classes), alpha=self.alpha, scale=scale)
-        for t, im in enumerate(drawn):
-            write_png(folder / "overlays" / f"frame_{t:05d}.png", im)
+        write_frame_pngs(folder / "overlays", drawn)
+        mp4 = write_clip(folder / "overlay.mp4", drawn, float(self.fps))
         pred.folder = stem
-        pred.files = {"masks": f"{stem}/masks", "overlays": f"{stem}/overlays", "mp4": None}
-        if len(drawn) > 1:
-            write_rgb_mp4(folder / "overlay.mp4", drawn, float(self.fps))
-            pred.files["mp4"] = f"{stem}/overlay.mp4"
-        _remove_stale(folder, pred.num_frames)
-
-
-def _remove_stale(folder: Path, frames: int) -> None:
-    """An earlier run's files for frames this input does not have (an --overwrite'd folder): deleted."""
-    keep = {f"frame_{t:05d}.png" for t in range(frames)}
-    for sub in ("masks", "overlays"):
-        for f in (folder / sub).glob("frame_*.png"):
-            if f.name not in keep:
-                f.unlink()
-    if frames < 2 and (folder / "overlay.mp4").exists():
-        (folder / "overlay.mp4").unlink()
+        pred.files = {"masks": f"{stem}/masks", "overlays": f"{stem}/overlays",
+                      "mp4": f"{stem}/overlay.mp4" if mp4 else None}
 
 
 def write_segment_outputs(run: SegmentRun, out: str | os.PathLike, extra: dict | None = None) -> dict[str, Path]:
@@ -294,8 +267,7 @@ def write_segment_outputs(run: SegmentRun, out: str | os.PathLike, extra: dict |
         "skipped": [{"input": n, "reason": why} for n, why in run.skipped],
     })
     if run.skipped:
-        paths["skipped"] = out / SKIPPED_CSV
-        atomic_write_text(paths["skipped"], _csv([["input", "reason"], *map(list, run.skipped)]))
+        paths["skipped"] = write_skipped(out, run.skipped)
     return paths
 
 
