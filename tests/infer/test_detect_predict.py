@@ -209,8 +209,8 @@ def test_export_reproduces_the_detector(det, tmp_path, capsys, fmt):
         torch.testing.assert_close(g["boxes"], w["boxes"], rtol=0, atol=1e-3)
         torch.testing.assert_close(g["scores"], w["scores"], rtol=0, atol=1e-4)
     card = json.loads((tmp_path / "det.model_card.json").read_text())
-    assert "detection" in card["task"]["kind"] and "detection" in card["metrics"]["note"]
-    assert "detection" in card["preprocessing"]["note"]
+    assert card["task"]["task"] == "detection" and set(card["metrics"]["detection"]) >= {"bbox_map50", "segm_map50"}
+    assert "detector's own GeneralizedRCNNTransform" in card["preprocessing"]["transform"]
     assert "detect" in (tmp_path / "det.MODEL_CARD.md").read_text()
 
 
