@@ -55,6 +55,7 @@ from uscl.finetune.model_card import (
 )
 from uscl.infer.model import DETECT, SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
 from uscl.models.segmenter import build_segmenter
+from uscl.store.preprocess import store_steps
 from uscl.utils.atomic import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:
@@ -87,19 +88,6 @@ def output_path(out: str | os.PathLike, fmt: str) -> Path:
     if p.is_dir() or str(out).endswith(("/", os.sep)):
         return p / f"model{ext}"
     return p if p.suffix == ext else Path(f"{p}{ext}") if p.suffix == "" else p
-
-
-def store_steps(opts: dict) -> list[str]:
-    """The `uscl prepare` steps of store options ``opts``, in words: a file → the stored (preprocessed) frames."""
-    return [
-        "decode the video/DICOM/image; keep frames nearest to multiples of 1/fps "
-        f"(fps={opts.get('fps')}), then at most max_frames={opts.get('max_frames')} evenly spaced",
-        f"convert to {opts.get('channels', 'grey')} (grey = ITU-R 601 luma)",
-        ("crop to the live ultrasound image and mask static overlays (uscl.store.crop; "
-         "needs uscl, or pass frames already cropped)") if opts.get("crop") else "no crop",
-        f"resize to {opts.get('size')}x{opts.get('size')} (PIL bilinear; aspect not kept)" if opts.get("size")
-        else "keep the native size",
-    ]
 
 
 def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list) -> dict:

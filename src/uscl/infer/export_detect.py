@@ -40,6 +40,7 @@ from uscl import __version__
 from uscl.errors import UsclError
 from uscl.infer.model import DETECT, LoadedModel
 from uscl.models.detector import GREY_MEAN, GREY_STD, build_detector
+from uscl.store.preprocess import store_steps
 from uscl.utils.atomic import atomic_path, atomic_write_json
 
 ONNX_OPSET = 17  # torchvision's detection models export from opset 11 on
@@ -244,8 +245,6 @@ OUTPUTS = {
 
 def detect_meta(model: LoadedModel, fmt: str) -> dict:
     """The sidecar of an exported detector: input, output, preprocessing up to the stored frame, options."""
-    from uscl.infer.export import store_steps  # export imports this module lazily: no cycle at import time
-
     pp, fold = model.preprocessing, model.folds[0]
     meta = fold.meta
     c, h, w = frame_shape(model)

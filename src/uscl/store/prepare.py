@@ -194,17 +194,25 @@ def _clear_store(out: Path) -> None:
     IngestLog(out).clear()
 
 
-def _check_out(out: Path, options: dict, overwrite: bool) -> None:
+def _check_out_folder(out: Path, overwrite: bool) -> bool:
+    """Refuse an out that is a file, or a non-empty folder holding no store (unless ``overwrite``);
+    True when it holds a store whose options are still to be compared. Runs before the source is read."""
     if out.exists() and not out.is_dir():
         raise UsclError(f"{out} exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
-        return
-    existing = _existing_options(out)
-    if existing is None:
+        return False
+    if _existing_options(out) is None:
         if not overwrite:
             raise UsclError(f"output folder {out} is not empty and holds no frame store; "
                             "choose another out folder or set overwrite", param="overwrite")
+        return False
+    return True
+
+
+def _check_out(out: Path, options: dict, overwrite: bool) -> None:
+    if not _check_out_folder(out, overwrite):
         return
+    existing = _existing_options(out)
     if existing != options or overwrite:
         if not overwrite:
             raise UsclError(
@@ -303,6 +311,7 @@ def prepare(
         raise UsclError(f"mask_suffix must be a non-empty file-name ending such as '_mask', got {mask_suffix!r}",
                         param="mask_suffix")
     mask_classes = check_mask_classes(mask_classes)
+    _check_out_folder(out, overwrite)  # the options (mask classes from discovery) are compared below
 
     labels_found = False
     if labels_csv is None and label_from is None:  # no labels option: SRC/labels.csv, if there is one

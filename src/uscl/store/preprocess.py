@@ -175,3 +175,16 @@ def read_and_preprocess(path: str | Path, options: PrepareOptions | dict) -> np.
     if isinstance(options, dict):
         options = PrepareOptions.from_dict(options)
     return preprocess_frames(decode_for(path, options).frames, options)
+
+
+def store_steps(opts: dict) -> list[str]:
+    """The `uscl prepare` steps of store options ``opts``, in words: a file → the stored (preprocessed) frames."""
+    return [
+        "decode the video/DICOM/image; keep frames nearest to multiples of 1/fps "
+        f"(fps={opts.get('fps')}), then at most max_frames={opts.get('max_frames')} evenly spaced",
+        f"convert to {opts.get('channels', 'grey')} (grey = ITU-R 601 luma)",
+        ("crop to the live ultrasound image and mask static overlays (uscl.store.crop; "
+         "needs uscl, or pass frames already cropped)") if opts.get("crop") else "no crop",
+        f"resize to {opts.get('size')}x{opts.get('size')} (PIL bilinear; aspect not kept)" if opts.get("size")
+        else "keep the native size",
+    ]
