@@ -51,7 +51,7 @@ from uscl.errors import UsclError
 from uscl.finetune.config import FinetuneConfig
 from uscl.finetune.model_card import write_run_card
 from uscl.finetune.outputs import model_meta, save_model, write_history
-from uscl.finetune.run_folder import METRICS_FORMAT, clear_fold, fold_dir, open_run
+from uscl.finetune.run_folder import METRICS_FORMAT, FinetuneResult, clear_fold, fold_dir, open_run
 from uscl.finetune.detect.boxes import BoxTable, load_boxes
 from uscl.finetune.detect.evaluate import image_box_match
 from uscl.finetune.detect.fold import detect_boxes_fold, detect_fold, make_detector
@@ -88,14 +88,6 @@ BOX_METRICS = ("bbox_map50", "bbox_map")  # a boxes run has no masks
 def detection_keys(metrics: dict) -> tuple[str, ...]:
     """The COCO metrics a detection run's metrics.json summarises."""
     return BOX_METRICS if metrics.get("annotations") == "boxes" else DETECTION_METRICS
-
-
-@dataclass
-class DenseResult:
-    run_dir: Path
-    metrics: dict
-    splits: Splits
-    init_name: str
 
 
 @dataclass
@@ -174,7 +166,7 @@ def plan_dense(cfg: FinetuneConfig, splits: Splits | None, log=print) -> _Plan:
 
 
 def finetune_dense(cfg: FinetuneConfig, *, splits: Splits | None = None, log=print,
-                   log_splits: bool = True) -> DenseResult:
+                   log_splits: bool = True) -> FinetuneResult:
     """Fine-tune and evaluate one init for segmentation or detection over the folds; see the module docstring."""
     cfg.validate()
     if cfg.task not in TASKS:
@@ -216,7 +208,7 @@ def finetune_dense(cfg: FinetuneConfig, *, splits: Splits | None = None, log=pri
     for key in detection_keys(metrics) if cfg.task == "detect" else ():
         d = metrics["summary"]["detection"][key]
         log(f"{plan.init_name}: {key} {_num(d['mean'])} [{_num(d['lo'])}, {_num(d['hi'])}]")
-    return DenseResult(run, metrics, plan.splits, plan.init_name)
+    return FinetuneResult(run, metrics, plan.splits, plan.init_name)
 
 
 def _num(x) -> str:
@@ -316,14 +308,20 @@ def write_fold(plan: _Plan, fdir: Path, fold: Fold, fit: DenseFit, base_meta: di
     rows = score_images(fit.pred, len(plan.classes), video_ids)
     write_per_image(fdir / PER_IMAGE, rows, plan.classes)
     save_test_masks(fdir / TEST_MASKS, fit.pred)
+    return _finish_fold(fdir, fold, fit, base_meta,
+                        {"n_test_images": int(len(fit.pred["frames"])), "summary": summarise(rows)})
+
+
+def _finish_fold(fdir: Path, fold: Fold, fit: DenseFit, base_meta: dict, scores: dict) -> dict:
+    """history.csv, the model, and last the fold's metrics.json (its presence marks the fold complete)."""
     write_history(fdir / "history.csv", fit.history)
     save_model(fdir / "model.safetensors", fit.tensors,
                {**base_meta, **fit.meta, "fold": fold.index, "train_videos": len(fold.train),
                 "test_videos": fold.test, "val_videos": fold.val})
     fres = {"fold": fold.index, "selected_epoch": fit.selected_epoch, "n_train_videos": len(fold.train),
             "n_val_videos": len(fold.val), "n_test_videos": len(fold.test), "test_videos": sorted(fold.test),
-            "n_test_images": int(len(fit.pred["frames"])), "summary": summarise(rows), **fit.extra}
-    atomic_write_json(fdir / "metrics.json", fres)  # last: its presence marks the fold complete
+            **scores, **fit.extra}
+    atomic_write_json(fdir / "metrics.json", fres)
     return fres
 
 
@@ -354,16 +352,9 @@ def write_box_fold(plan: _Plan, fdir: Path, fold: Fold, fit: DenseFit, base_meta
     """detections.json, history.csv, the model, and last its metrics.json (a fold of a boxes run)."""
     fdir.mkdir(parents=True, exist_ok=True)
     matches = write_detections(fdir / DETECTIONS, fit, plan.classes, video_ids)
-    write_history(fdir / "history.csv", fit.history)
-    save_model(fdir / "model.safetensors", fit.tensors,
-               {**base_meta, **fit.meta, "fold": fold.index, "train_videos": len(fold.train),
-                "test_videos": fold.test, "val_videos": fold.val})
-    fres = {"fold": fold.index, "selected_epoch": fit.selected_epoch, "n_train_videos": len(fold.train),
-            "n_val_videos": len(fold.val), "n_test_videos": len(fold.test), "test_videos": sorted(fold.test),
-            "n_test_images": len(matches), "n_test_boxes": int(sum(len(t["labels"]) for t in fit.pred["targets"])),
-            "mean_box_match": float(np.mean(matches)) if matches else None, **fit.extra}
-    atomic_write_json(fdir / "metrics.json", fres)  # last: its presence marks the fold complete
-    return fres
+    return _finish_fold(fdir, fold, fit, base_meta, {
+        "n_test_images": len(matches), "n_test_boxes": int(sum(len(t["labels"]) for t in fit.pred["targets"])),
+        "mean_box_match": float(np.mean(matches)) if matches else None})
 
 
 def read_detections(path: Path) -> dict:

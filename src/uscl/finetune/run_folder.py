@@ -38,6 +38,16 @@ _FOLD_DIR = re.compile(r"fold(\d+)$")
 
 
 @dataclass
+class FinetuneResult:
+    """What a fine-tuning run (any task) returns: its folder, its metrics.json, its folds, the init's name."""
+
+    run_dir: Path
+    metrics: dict  # what metrics.json holds
+    splits: Splits
+    init_name: str
+
+
+@dataclass
 class KeptFold:
     """A complete fold of an earlier invocation: its metrics.json and its predictions."""
 

@@ -39,7 +39,7 @@ from uscl.finetune.outputs import model_meta, save_model, write_history
 from uscl.finetune.predictions import Predictions, read_predictions, write_predictions
 from uscl.finetune.pretraining_labels import check_pretraining_labels
 from uscl.finetune.model_card import write_run_card
-from uscl.finetune.run_folder import METRICS_FORMAT, clear_fold, fold_dir, open_run
+from uscl.finetune.run_folder import METRICS_FORMAT, FinetuneResult, clear_fold, fold_dir, open_run
 from uscl.finetune.dense_run import build_mask_splits, finetune_dense
 from uscl.finetune.splits import (
     Fold,
@@ -55,14 +55,6 @@ from uscl.store import FrameStore
 from uscl.utils.atomic import atomic_write_json
 from uscl.utils.device import resolve_device
 from uscl.utils.seed import derive_seed, seed_everything
-
-
-@dataclass
-class FinetuneResult:
-    run_dir: Path
-    metrics: dict  # what metrics.json holds
-    splits: Splits
-    init_name: str
 
 
 @dataclass
