@@ -148,6 +148,9 @@ class FinetuneConfig:
         if self.mode not in TASK_MODES[self.task]:
             raise ConfigError(f"mode must be one of {', '.join(TASK_MODES[self.task])} for task {self.task}, "
                               f"got {self.mode!r}", param="mode")
+        if self.task != "classify" and self.layer_decay != 1.0:
+            raise ConfigError(f"layer_decay is for task classify; task {self.task} trains the encoder at encoder_lr "
+                              "times the lr", param="layer_decay")
         if not 0 < self.encoder_lr <= 1:
             raise ConfigError(f"encoder_lr must lie in (0, 1], got {self.encoder_lr}", param="encoder_lr")
         if self.boxes is not None:
