@@ -394,3 +394,21 @@ def test_readers_say_which_source_frames_they_kept(tmp_path):
     assert video.kept_indices == [0, 1, 3, 4] and video.num_frames == 4  # positions in the files given
     Image.fromarray(frames[0]).save(tmp_path / "s.png")
     assert read_frames(tmp_path / "s.png").kept_indices == [0]
+
+
+def test_store_id_changes_with_the_masks_only_where_there_are_masks(tmp_path):
+    from uscl.store import FrameStore, StoreWriter
+
+    frames = np.zeros((2, 8, 8, 1), np.uint8)
+    ids = []
+    for name, masks in (("plain", None), ("a", np.zeros((2, 8, 8), np.uint8)), ("b", np.ones((2, 8, 8), np.uint8))):
+        w = StoreWriter(tmp_path / name, options={"size": 8, **({"mask_classes": ["x"]} if masks is not None else {})})
+        w.add_video("v0", frames, masks=masks)
+        w.write_manifest()
+        ids.append(FrameStore(tmp_path / name).store_id)
+    import hashlib
+
+    v = FrameStore(tmp_path / "plain").videos[0]
+    old = hashlib.sha256(f"v0|2|8|8|1|{v.content_hash}\n".encode()).hexdigest()[:16]
+    assert ids[0] == old  # no masks: the id of earlier uscl versions, so their runs still resume
+    assert len(set(ids)) == 3  # other mask content, other store

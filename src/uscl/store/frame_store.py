@@ -246,10 +246,14 @@ class FrameStore:
 
     @property
     def store_id(self) -> str:
-        """Stable id of the store's content (video ids, sizes and source hashes)."""
+        """Stable id of the store's content (video ids, sizes and source hashes; the masks' hashes and classes
+        where there are masks, so a changed mask is another store; a store without masks keeps its old id)."""
         h = hashlib.sha256()
         for v in self.videos:
-            h.update(f"{v.video_id}|{v.num_frames}|{v.height}|{v.width}|{v.channels}|{v.content_hash}\n".encode())
+            mask = f"|mask:{v.mask_hash}" if v.mask else ""
+            h.update(f"{v.video_id}|{v.num_frames}|{v.height}|{v.width}|{v.channels}|{v.content_hash}{mask}\n".encode())
+        if self.mask_classes:
+            h.update(("mask_classes:" + ",".join(self.mask_classes)).encode())
         return h.hexdigest()[:16]
 
     @property
