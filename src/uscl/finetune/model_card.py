@@ -594,18 +594,6 @@ def dense_preprocessing_section(task: str, meta: dict) -> dict:
     return out
 
 
-def _dense_grouping(per_label) -> str:
-    if not isinstance(per_label, dict) or not per_label:
-        return UNKNOWN
-    no_patient = sum(c["videos_without_patient"] for c in per_label.values())
-    videos = sum(c["videos"] for c in per_label.values())
-    if no_patient == 0:
-        return "patient (every video's patient is recorded)"
-    if no_patient == videos:
-        return "video (no patient recorded)"
-    return f"patient where recorded, else video ({no_patient} of {videos} videos have no patient)"
-
-
 def dense_evaluation_section(task: str, metrics: dict, config: dict, meta: dict, data: dict) -> dict:
     mode = metrics.get("mode") or config.get("mode")
     lr = config.get("lr") if config.get("lr") is not None else (
@@ -633,7 +621,7 @@ def dense_evaluation_section(task: str, metrics: dict, config: dict, meta: dict,
         "complete": _known(metrics.get("complete")),
         "coverage": metrics.get("coverage") or ("every fold" if metrics.get("complete") else UNKNOWN),
         "split_method": _known(metrics.get("split_method")), "split_seed": _known(config.get("seed")),
-        "grouping": _dense_grouping(data.get("per_label")),
+        "grouping": _grouping(data.get("per_label")),
         "mode": _known(mode), "trainable": _known(meta.get("trainable")),
         "epochs": _known(config.get("epochs") if config.get("epochs") is not None else meta.get("epochs")),
         "learning_rate": _known(lr),

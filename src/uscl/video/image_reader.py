@@ -31,7 +31,8 @@ def _pil_to_array(im: Image.Image, channels: str) -> np.ndarray:
     return to_channels(np.asarray(im), channels)
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
+    """PIL image of ``path``, fully loaded; an unreadable file is a DecodeError with the reason."""
     try:
         im = Image.open(path)
         im.load()
@@ -45,7 +46,7 @@ def read_image(path: str | Path, *, channels: str = "grey") -> DecodedVideo:
 
     EXIF orientation is applied, so the image is upright as a viewer shows it.
     """
-    im = _open(Path(path))
+    im = open_image(Path(path))
     with im:
         n_pages = getattr(im, "n_frames", 1)
         if n_pages > 1 and im.format == "TIFF":
@@ -74,7 +75,7 @@ def read_frame_folder(files: list[Path], *, channels: str = "grey") -> DecodedVi
     shape = None
     for i, f in enumerate(files):
         try:
-            with _open(f) as im:
+            with open_image(f) as im:
                 arr = _pil_to_array(ImageOps.exif_transpose(im), channels)
         except DecodeError as exc:
             dropped.append((f, str(exc)))

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence
 
 from uscl.video.av_reader import read_av
 from uscl.video.decoded import DecodeError, luma
 from uscl.video.dicom_reader import _decode_pixels
 from uscl.video.formats import kind_of
+from uscl.video.image_reader import open_image
 
 
 @dataclass
@@ -62,15 +63,6 @@ def _pil_mask(im: Image.Image) -> np.ndarray:
     return arr
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DecodeError(f"not a readable image ({exc})") from None
-    return im
-
-
 def _stack(frames: list[np.ndarray], count: int, what: str) -> MaskFrames:
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
@@ -83,7 +75,7 @@ def _stack(frames: list[np.ndarray], count: int, what: str) -> MaskFrames:
 
 
 def _image(path: Path, positions: list[int]) -> MaskFrames:
-    with _open(path) as im:
+    with open_image(path) as im:
         pages = ([p.copy() for p in ImageSequence.Iterator(im)] if getattr(im, "n_frames", 1) > 1
                  and im.format == "TIFF" else [im])
         arrays = [_pil_mask(p) for p in pages]
@@ -106,10 +98,10 @@ def _folder(path: Path, positions: list[int]) -> MaskFrames:
     for i in positions:
         if i >= len(files):
             break
-        with _open(files[i]) as im:
+        with open_image(files[i]) as im:
             picked.append(_pil_mask(im))
     if len(picked) != len(positions):  # fewer files than frames: the count check says so
-        with _open(files[0]) as im:
+        with open_image(files[0]) as im:
             first = _pil_mask(im)
         return MaskFrames(np.zeros((0, *first.shape), first.dtype), len(files), *first.shape)
     return _stack(picked, len(files), "mask folder")
