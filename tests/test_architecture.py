@@ -14,7 +14,7 @@ SRC = Path(uscl.__file__).resolve().parent
 STAGES = [
     ("errors", "utils", "__init__"),
     ("video",), ("synth",), ("store",), ("data",), ("augment",), ("models",), ("losses",), ("checkpoint",),
-    ("pretrain",), ("finetune",), ("report",), ("infer",), ("pipeline", "study"), ("demo",),
+    ("pretrain",), ("finetune",), ("report",), ("infer",), ("pipeline", "study"), ("demo",), ("serve",),
     ("commands",), ("cli", "__main__"),
 ]
 STAGE_OF = {name: i for i, names in enumerate(STAGES) for name in names}
