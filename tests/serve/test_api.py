@@ -61,6 +61,7 @@ def test_jobs_report_progress_then_the_result(server, serve_data, clip_of):
             break
         time.sleep(0.05)
     assert job["status"] == "done" and job["result"]["inputs"][0]["input"] == clip.name
+    assert seen <= {"queued", "decoding", "predicting", "explaining", "writing", "done"} and "done" in seen
     assert job["result"]["inputs"][0]["num_frames"] == 4
     assert httpx.get(f"{server.url}/api/jobs/{'0' * 32}").status_code == 404
     assert httpx.get(f"{server.url}/api/jobs/{job_id}/files/cam.npy").status_code == 404  # not an artefact
@@ -98,15 +99,16 @@ def test_a_truncated_video_is_422_with_the_decoders_words(server, serve_data, cl
     assert _post(server.url, "whole.mp4", data).status_code == 200  # still serving
 
 
-def test_a_client_path_is_never_used_as_a_path(server, serve_data, clip_of):
-    clip = clip_of(serve_data)
-    for evil in ("../../../../tmp/evil_upload.mp4", "..\\..\\evil_upload.mp4", "/etc/evil_upload.mp4"):
-        r = _post(server.url, evil, clip.read_bytes())
-        assert r.status_code == 200 and r.json()["inputs"][0]["input"] == "evil_upload.mp4"
+def test_a_client_path_is_never_used_as_a_path(server, serve_data):
+    still = (serve_data / "still.png").read_bytes()
+    for evil in ("../../../../tmp/evil_upload.png", "..\\..\\evil_upload.png", "/etc/evil_upload.png"):
+        r = _post(server.url, evil, still)
+        assert r.status_code == 200 and r.json()["inputs"][0]["input"] == "evil_upload.png"
         assert r.json()["explain"]["inputs"][0]["folder"] == "explain/evil_upload"
-    assert not os.path.exists("/tmp/evil_upload.mp4") and not os.path.exists("/etc/evil_upload.mp4")
-    results = [p for p in server.work_dir.rglob("*") if p.is_file()]
-    assert results and all(p.resolve().is_relative_to(server.work_dir.resolve()) for p in results)
+    assert not os.path.exists("/tmp/evil_upload.png") and not os.path.exists("/etc/evil_upload.png")
+    files = [p for p in server.work_dir.rglob("*") if p.is_file()]
+    assert files and all(p.resolve().is_relative_to(server.work_dir.resolve()) for p in files)
+    assert not any("evil" in p.name for p in files)  # saved as input.png, results under the job id
 
 
 def test_two_uploads_at_once_both_succeed(server, serve_data, clip_of):

@@ -43,6 +43,7 @@ def write_series_plot(out: Path, series: dict[str, np.ndarray], ylabel: str, tit
     """One line per series over the frames (matplotlib, Agg backend), written atomically as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7.0, 2.8), dpi=100)
     FigureCanvasAgg(fig)
@@ -51,6 +52,7 @@ def write_series_plot(out: Path, series: dict[str, np.ndarray], ylabel: str, tit
         values = np.asarray(values, float)
         ax.plot(np.arange(len(values)), values, marker="o" if len(values) < 40 else None, markersize=3,
                 label=name, color=(colours or {}).get(name))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("frame (as sampled by the model's preprocessing)")
     ax.set_ylabel(ylabel)
     if ylim:

@@ -163,12 +163,6 @@ function render(job) {
   showImage("overlay-box", "overlay-img", overlay);
   $("overlay-caption").textContent = dense ? (result.format === "uscl-segmentations"
     ? "mask overlay" : "detections") : `Grad-CAM of '${result.explain ? result.explain.inputs[0].class : ""}'`;
-  const video = $("overlay-video");
-  video.hidden = true;
-  if (f["overlay.mp4"] && video.canPlayType('video/mp4; codecs="avc1.640028"')) {
-    video.src = f["overlay.mp4"];
-    video.hidden = false;
-  }
   showImage("plot-box", "plot-img", f["plot.png"]);
   showImage("sheet-box", "sheet-img", f["sheet.png"]);
   const links = $("downloads");
