@@ -88,3 +88,20 @@ def test_page_predicts_an_uploaded_clip_and_shows_errors(server, serve_data, cli
     browser.find_element(By.ID, "file-input").send_keys(str(clip))  # and it goes on
     _wait(browser, lambda d: _visible(d, "predicted-class"), what="#predicted-class again")
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_page_shows_a_segmentation_models_mask_overlay(serve_data, clip_of, live_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with live_server(serve_data / "seg" / "model.safetensors") as s:
+        browser.get(s.url + "/")
+        browser.find_element(By.ID, "file-input").send_keys(str(clip_of(serve_data)))
+        _wait(browser, lambda d: _visible(d, "predicted-class"), what="#predicted-class")
+        _wait(browser, lambda d: d.execute_script(
+            "const i = document.getElementById('overlay-img'); return i.complete && i.naturalWidth > 0"),
+            20, "the mask overlay to load")
+        assert browser.find_element(By.ID, "overlay-caption").text == "mask overlay"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#probabilities .bar")) == 2  # lesion, pleura
+        shot = os.environ.get("USCL_SERVE_SCREENSHOT")
+        browser.save_screenshot(str(Path(shot).with_name(Path(shot).stem + "_segment.png") if shot
+                                    else tmp_path / "serve_segment.png"))

@@ -94,7 +94,7 @@ def _add_routes(app: FastAPI, queue: JobQueue, predictor: Predictor, max_bytes: 
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "version": __version__, "queued": len(queue._pending)}
+        return {"status": "ok", "version": __version__, "queued": queue.waiting}
 
     @app.get("/api/model")
     def model_info() -> dict:

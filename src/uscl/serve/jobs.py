@@ -96,6 +96,12 @@ class JobQueue:
         with self._lock:
             return self.jobs.get(job_id)
 
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for their turn."""
+        with self._lock:
+            return len(self._pending)
+
     def position(self, job: Job) -> int:
         """1 for the next job to run, 2 behind it ...; 0 when not waiting."""
         with self._lock:
