@@ -45,6 +45,9 @@ def commands(tiny: bool, results: Path) -> dict[str, list[str]]:
     if (HERE / "bench_dense_step.py").is_file():
         cmds["dense_step"] = [py, str(HERE / "bench_dense_step.py"), "--out", str(results / "dense_step.json")] + (
             ["--quick"] if tiny else [])
+    if (HERE / "bench_predict_archive.py").is_file():
+        cmds["predict_archive"] = [py, str(HERE / "bench_predict_archive.py"), "--out",
+                                   str(results / "predict_archive.json")] + (["--quick"] if tiny else [])
     return cmds
 
 
@@ -83,6 +86,12 @@ def summarise(name: str, data: dict) -> list[str]:
                          f"data wait {r.get('data_wait_share', 0):.0%}")
     elif name == "dense_step":
         lines += summarise_dense(data)
+    elif name == "predict_archive":
+        for k, r in data["results"].items():
+            ratio = data["clips_per_s_vs_reference"].get(k)
+            lines.append(f"predict {k}: {r['clips_per_s']:.1f} clips/s, peak RSS {r['peak_rss_mb']:.0f} MB "
+                         f"(largest worker {r['worker_peak_rss_mb']:.0f} MB)"
+                         + (f", x{ratio:.2f} the reference" if ratio else ""))
     return lines
 
 

@@ -125,3 +125,13 @@ def test_dense_step_quick(tmp_path):
     lines = run_all.summarise("dense_step", data)
     assert len(lines) == 3 and lines[0].startswith("segmentation step") and lines[-1].startswith("detection step")
     assert "--quick" in run_all.commands(True, tmp_path)["dense_step"]
+
+
+def test_predict_archive_quick(tmp_path):
+    data = run_bench("bench_predict_archive.py", "--quick", tmp_path=tmp_path, timeout=600)
+    assert data["benchmark"] == "predict_archive" and data["clips"] == 12
+    assert set(data["results"]) == {"reference_12", "stream_w1_12"}
+    for r in data["results"].values():
+        assert r["clips"] == 12 and positive(r["clips_per_s"]) and positive(r["peak_rss_mb"])
+    assert positive(data["results"]["stream_w1_12"]["worker_peak_rss_mb"])  # a decoding process ran
+    assert positive(data["clips_per_s_vs_reference"]["stream_w1_12"])

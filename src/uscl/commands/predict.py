@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 NAME = "predict"
@@ -22,6 +23,12 @@ A file that cannot be read is reported and skipped; the exit status is
 non-zero only when nothing could be predicted.
 
 With --out DIR: frames.csv, videos.csv, predictions.json (and skipped.csv).
+The CSVs grow as inputs are predicted (memory stays flat however many there
+are); predictions.json is written at the end. --resume continues a run into
+the same DIR that was interrupted (killed, crashed), skipping the inputs it
+had already written. --workers N decodes in N processes ahead of the model
+(default: the cores available less one; 0: in this process); the results
+are the same whatever N.
 With --explain: Grad-CAM maps of layer4 for the predicted class (or --class),
 under DIR/explain/<input>/ (overlay PNGs, overlay.mp4, sheet.png, cam.npy).
 An ensemble's maps are the mean of its folds' maps.
@@ -68,15 +75,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
     p.add_argument("--quiet", action="store_true", help="no table on the terminal")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run into --out, skipping the inputs already written there")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoding processes ahead of the model (default: cores - 1; 0: decode in this process)")
 
 
 def run(args: argparse.Namespace) -> int:
     from uscl.errors import UsclError
     from uscl.infer.explain import ExplainOptions, Explainer
     from uscl.infer.inputs import gather_inputs
-    from uscl.infer.model import DETECT, SEGMENT, TASK_NAMES, load_model
-    from uscl.infer.predict import format_table, predict_items, resolve_device, write_outputs
-    from uscl.utils.atomic import prepare_output_dir
+    from uscl.infer.model import CLASSIFY, DETECT, SEGMENT, TASK_NAMES, load_model
+    from uscl.infer.prediction_files import PredictionWriter
+    from uscl.infer.predict import format_table, predict_items, resolve_device
+    from uscl.utils.atomic import Streamed
 
     if args.explain and not args.out:
         raise UsclError("--explain writes images: give --out DIR")
@@ -84,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsclError("--class chooses the class --explain explains; add --explain")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsclError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.resume and not args.out:
+        raise UsclError("--resume continues a run written to --out: give --out DIR")
     model = load_model(args.model, args.fold)
     device = resolve_device(args.device)
+    if args.resume and model.task != CLASSIFY:
+        raise UsclError(f"--resume continues classification runs; {args.model} is a {TASK_NAMES[model.task]} "
+                        "model: predict into a new --out folder")
     if model.task == DETECT:
         return _run_detect(args, model, device)
     if args.score_threshold is not None:
@@ -97,25 +114,71 @@ def run(args: argparse.Namespace) -> int:
     explainer = None
     if args.explain:  # checked before the output folder is touched
         explainer = Explainer(model, args.out, ExplainOptions(class_name=args.class_name, device=str(device)))
-    out = prepare_output_dir(args.out, overwrite=args.overwrite, marker="predictions.json") if args.out else None
     print(f"model: {model.describe()}; device {device}", file=sys.stderr)
+    items = gather_inputs(args.inputs)
+    writer = None
+    if args.out:
+        out = _output_dir(args)
+        writer = PredictionWriter(out, model, str(device), resume=args.resume)
+        if writer.done:
+            print(f"resuming: {len(writer.done)} input(s) already in {out}", file=sys.stderr)
+            items = [it for it in items if it.name not in writer.done]
 
     def on_skip(name: str, reason: str) -> None:
         print(f"skipped {name}: {reason}", file=sys.stderr)
 
-    run_ = predict_items(model, gather_inputs(args.inputs), batch_size=args.batch_size, device=device,
-                         amp=args.amp, on_skip=on_skip, on_result=explainer)
+    def on_result(pred) -> None:
+        record = explainer(pred) if explainer else None
+        if writer is not None:
+            writer.add(pred, explainer.record_dict(record) if record is not None else None)
+
+    table = writer is None or len(items) <= TABLE_MAX
+    run_ = predict_items(model, items, batch_size=args.batch_size, device=device, amp=args.amp,
+                         on_skip=on_skip, on_result=on_result, workers=_workers(args), keep_results=table)
     if not args.quiet:
-        print(format_table(run_))
-    if out is not None and run_.results:
-        extra = {"explain": explainer.summary()} if explainer else {}
-        paths = write_outputs(run_, out, extra)
+        print(format_table(run_) if table else f"predicted {run_.predicted} inputs, skipped {len(run_.skipped)} "
+              f"(the table is in {writer.out / 'videos.csv'})")
+    if writer is not None and writer.done:
+        extra = {"explain": {**explainer.describe(), "inputs": Streamed("explain")}} if explainer else {}
+        paths = writer.close(run_.skipped, extra)
         print(f"wrote {', '.join(str(p) for p in paths.values())}"
-              + (f"; explanations under {out / 'explain'}" if explainer else ""), file=sys.stderr)
-    if not run_.results:
+              + (f"; explanations under {writer.out / 'explain'}" if explainer else ""), file=sys.stderr)
+    if not run_.predicted and not (writer and writer.done):
         print(f"nothing could be predicted: all {len(run_.skipped)} input(s) were skipped", file=sys.stderr)
         return 1
     return 0
+
+
+TABLE_MAX = 200  # more inputs than this: no terminal table (and no results held in memory)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, or the cores this process may use less one (the model's)."""
+    from uscl.errors import UsclError
+
+    if args.workers is None:
+        return max(0, len(os.sched_getaffinity(0)) - 1) if hasattr(os, "sched_getaffinity") else 0
+    if args.workers < 0:
+        raise UsclError(f"--workers must be 0 or more, got {args.workers}")
+    return args.workers
+
+
+def _output_dir(args: argparse.Namespace):
+    """--out, new (or --overwrite) or, with --resume, as the interrupted run left it."""
+    from pathlib import Path
+
+    from uscl.errors import UsclError
+    from uscl.utils.atomic import prepare_output_dir
+
+    if args.resume:
+        if args.overwrite:
+            raise UsclError("--resume continues the run in --out; --overwrite would start it again: give one")
+        path = Path(args.out)
+        if path.exists() and not path.is_dir():
+            raise UsclError(f"{path} exists and is not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return prepare_output_dir(args.out, overwrite=args.overwrite, marker="predictions.json")
 
 
 def _run_segment(args: argparse.Namespace, model, device) -> int:
@@ -135,7 +198,7 @@ def _run_segment(args: argparse.Namespace, model, device) -> int:
         print(f"skipped {name}: {reason}", file=sys.stderr)
 
     run_ = predict_segment_items(model, gather_inputs(args.inputs), batch_size=args.batch_size or 16,
-                                 device=device, amp=args.amp, on_skip=on_skip,
+                                 device=device, amp=args.amp, on_skip=on_skip, workers=_workers(args),
                                  on_result=SegmentWriter(model, out) if out is not None else None)
     if not args.quiet:
         print(format_segment_table(run_))
@@ -176,6 +239,7 @@ def _run_detect(args: argparse.Namespace, model, device) -> int:
 
     run_ = predict_detect_items(model, gather_inputs(args.inputs), score_threshold=threshold,
                                 batch_size=args.batch_size or 4, device=device, on_skip=on_skip,
+                                workers=_workers(args),
                                 on_result=DetectWriter(model, out) if out is not None else None)
     if not args.quiet:
         print(format_detect_table(run_))

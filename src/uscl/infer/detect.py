@@ -164,7 +164,7 @@ def predict_detect_items(model: LoadedModel, items: Iterable[InputItem], *,
                          device: torch.device | str = "cpu", keep_frames: bool = False,
                          on_skip: Callable[[str, str], None] | None = None,
                          on_result: Callable[[DetectPrediction], None] | None = None,
-                         show_progress: bool = True) -> DetectRun:
+                         show_progress: bool = True, workers: int = 0) -> DetectRun:
     """Detections of every item, input by input.
 
     ``on_result(prediction)`` is called as soon as an input is done, with its
@@ -178,7 +178,8 @@ def predict_detect_items(model: LoadedModel, items: Iterable[InputItem], *,
     model.to(device)
     options = PrepareOptions.from_dict(model.preprocessing.store_options)
     run = DetectRun(model=model, score_threshold=float(score_threshold), device=str(device))
-    for item, frames in read_inputs(items, options, run.skipped, on_skip, desc="detect", show_progress=show_progress):
+    for item, frames in read_inputs(items, options, run.skipped, on_skip, desc="detect", show_progress=show_progress,
+                                    workers=workers):
         dets = detect_frames(model, frames, score_threshold=score_threshold, batch_size=batch_size, device=device)
         result = DetectPrediction(item.name, item.source.kind, dets, list(model.classes),
                                   (int(frames.shape[1]), int(frames.shape[2])), frames=frames)

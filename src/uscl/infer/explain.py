@@ -116,16 +116,23 @@ class Explainer:
         self.records.append(rec)
         return rec
 
-    def summary(self) -> dict:
+    def describe(self) -> dict:
+        """The explanation summary without its per-input records."""
         return {
             "layer": "backbone.layer4",
             "method": "Grad-CAM: ReLU(sum_k mean(dy_c/dA_k) A_k), bilinear upsampling, each map / its maximum",
             "combine": self.how,
             "target": self.options.class_name or "each input's predicted class",
             "overlay_on": f"the model input ({self.model.preprocessing.image_size} px, de-normalised)",
-            "inputs": [{"input": r.input, "folder": str(r.folder.relative_to(self.root.parent)),
-                        "class": r.class_name, "files": r.files} for r in self.records],
         }
+
+    def record_dict(self, r: "ExplainRecord") -> dict:
+        """One input's entry in the summary's ``inputs``."""
+        return {"input": r.input, "folder": str(r.folder.relative_to(self.root.parent)), "class": r.class_name,
+                "files": r.files}
+
+    def summary(self) -> dict:
+        return {**self.describe(), "inputs": [self.record_dict(r) for r in self.records]}
 
 
 def _short(text: str, n: int = 70) -> str:

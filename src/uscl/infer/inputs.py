@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from uscl.augment import eval_transform
-from uscl.errors import UsclError
-from uscl.store.preprocess import PrepareOptions, decode_for, preprocess_frames
+from uscl.store.preprocess import PrepareOptions, load_input_frames
 from uscl.video.discover import VideoInput, discover_inputs, frame_folder_members
 from uscl.video.formats import kind_of, natural_key
 
@@ -86,11 +85,7 @@ def load_frames(inp: VideoInput, options: PrepareOptions) -> np.ndarray:
 
     Raises uscl.video.DecodeError (or UsclError) for a file that cannot be read.
     """
-    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
-    frames = preprocess_frames(video.frames, options)
-    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
-        raise UsclError("no pixels left after preprocessing")
-    return frames
+    return load_input_frames(inp, options)
 
 
 def to_model_input(frames: np.ndarray | torch.Tensor, image_size: int, mean: float, std: float,

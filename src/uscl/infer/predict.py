@@ -11,6 +11,7 @@ recorded in ``skipped`` and the rest goes on.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ import torch
 from uscl.errors import UsclError
 from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
 from uscl.infer.model import CLASSIFY, LoadedModel, check_task, load_model
-from uscl.store.preprocess import PrepareOptions
-from uscl.utils.atomic import atomic_write_json, atomic_write_text
+from uscl.infer.prediction_files import PredictionWriter
+from uscl.store.preprocess import PrepareOptions, load_input_frames
+from uscl.utils.atomic import atomic_write_text
 from uscl.utils.device import autocast_for, resolve_device
+from uscl.utils.ordered_pool import ordered_map
 from uscl.utils.progress import progress
 from uscl.video.decoded import DecodeError
 
@@ -88,6 +91,7 @@ class PredictionRun:
     results: list[InputPrediction] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
     device: str = "cpu"
+    predicted: int = 0  # inputs predicted (also those not kept in ``results``)
 
     @property
     def classes(self) -> list[str]:
@@ -133,33 +137,49 @@ def read_item(item: InputItem, options: PrepareOptions) -> np.ndarray:
 
 def read_inputs(items: Iterable[InputItem], options: PrepareOptions, skipped: list[tuple[str, str]],
                 on_skip: Callable[[str, str], None] | None = None, *, desc: str = "predict",
-                show_progress: bool = True) -> Iterator[tuple[InputItem, np.ndarray]]:
+                show_progress: bool = True, workers: int = 0) -> Iterator[tuple[InputItem, np.ndarray]]:
     """``(item, frames)`` of every readable item, in order, under a progress bar; an item that cannot be read
-    is appended to ``skipped`` as ``(name, reason)`` (and passed to ``on_skip``) and the rest goes on."""
-    bar = progress(list(items), desc=desc, unit="input", **({} if show_progress else {"disable": True}))
-    for item in bar:
-        try:
-            frames = read_item(item, options)
-        except READ_ERRORS as exc:
-            reason = str(exc) or type(exc).__name__
-            skipped.append((item.name, reason))
-            if on_skip:
-                on_skip(item.name, reason)
-            continue
-        yield item, frames
+    is appended to ``skipped`` as ``(name, reason)`` (and passed to ``on_skip``) and the rest goes on.
+
+    ``workers`` ≥ 1 decodes in that many processes (uscl.utils.ordered_pool), a few inputs ahead of the
+    caller; the frames and their order are those of ``workers=0`` (decoding in this process)."""
+    items = list(items)
+    decode = functools.partial(load_input_frames, options=options)
+    outcomes = ordered_map(decode, (it.source for it in items if it.source is not None), workers)
+    bar = progress(items, desc=desc, unit="input", **({} if show_progress else {"disable": True}))
+    try:
+        for item in bar:
+            if item.source is None:
+                exc: BaseException | None = UsclError(item.problem or "unreadable")
+            else:
+                _, frames, exc = next(outcomes)
+            if exc is not None:
+                if not isinstance(exc, READ_ERRORS):
+                    raise exc
+                reason = str(exc) or type(exc).__name__
+                skipped.append((item.name, reason))
+                if on_skip:
+                    on_skip(item.name, reason)
+                continue
+            yield item, frames
+    finally:
+        outcomes.close()  # stops the decoding processes, also when the caller stops early
 
 
 def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size: int = 64,
                   device: torch.device | str = "cpu", amp: bool = True, keep_frames: bool = False,
                   on_skip: Callable[[str, str], None] | None = None,
                   on_result: Callable[[InputPrediction], None] | None = None,
-                  show_progress: bool = True) -> PredictionRun:
+                  show_progress: bool = True, workers: int = 0, keep_results: bool = True) -> PredictionRun:
     """Predict every item; frames of consecutive inputs are batched together.
 
     ``on_result(prediction)`` is called once per input as soon as it is done,
     with its preprocessed frames attached (``prediction.frames``), which are
     then dropped unless ``keep_frames``: explaining works input by input
-    without holding every clip in memory.
+    without holding every clip in memory. ``keep_results=False`` keeps no
+    result in ``run.results`` either (``on_result`` writes them: memory
+    stays flat in the number of inputs). ``workers``: decoding processes
+    (:func:`read_inputs`).
     """
     check_task(model.task, CLASSIFY, str(model.source))
     device = torch.device(device)
@@ -185,11 +205,14 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
                 on_result(result)
             if not keep_frames:
                 result.frames = None
-            run.results.append(result)
+            if keep_results:
+                run.results.append(result)
+            run.predicted += 1
             start += n
         pending, buffered = [], 0
 
-    for item, frames in read_inputs(items, options, run.skipped, on_skip, show_progress=show_progress):
+    for item, frames in read_inputs(items, options, run.skipped, on_skip, show_progress=show_progress,
+                                    workers=workers):
         pending.append((item, frames))
         buffered += len(frames)
         if buffered >= batch_size:
@@ -201,7 +224,8 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
 def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, fold: int | None = None,
             batch_size: int = 64, device: str = "auto", amp: bool = True, keep_frames: bool = False,
             on_skip: Callable[[str, str], None] | None = None,
-            on_result: Callable[[InputPrediction], None] | None = None, show_progress: bool = True) -> PredictionRun:
+            on_result: Callable[[InputPrediction], None] | None = None, show_progress: bool = True,
+            workers: int = 0) -> PredictionRun:
     """Load a fine-tuned model (``fold`` or the ensemble of all folds) and predict on files/folders.
 
     >>> run = predict("runs/ft_pocus", ["clip.mp4", "more_clips/"], fold=0)
@@ -215,7 +239,8 @@ def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, f
     check_task(model.task, CLASSIFY, str(model_path))
     dev = resolve_device(device)
     return predict_items(model, gather_inputs(inputs), batch_size=batch_size, device=dev, amp=amp,
-                         keep_frames=keep_frames, on_skip=on_skip, on_result=on_result, show_progress=show_progress)
+                         keep_frames=keep_frames, on_skip=on_skip, on_result=on_result, show_progress=show_progress,
+                         workers=workers)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -248,38 +273,12 @@ def _csv(rows: list[list]) -> str:
 
 
 def write_outputs(run: PredictionRun, out: str | os.PathLike, extra: dict | None = None) -> dict[str, Path]:
-    """frames.csv, videos.csv, predictions.json (and skipped.csv when inputs were skipped), atomically."""
-    out = Path(out)
-    classes = run.classes
-    pcols = [f"prob_{c}" for c in classes]
-    frames = [["input", "frame", "prediction", *pcols]]
-    videos = [["input", "kind", "num_frames", "prediction", *pcols, "agreement"]]
+    """frames.csv, videos.csv, predictions.json (and skipped.csv when inputs were skipped), by the
+    writer a streaming run uses (uscl.infer.prediction_files), so both give the same files."""
+    writer = PredictionWriter(out, run.model, run.device)
     for r in run.results:
-        for t, p in enumerate(r.frame_probs):
-            frames.append([r.name, t, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
-        videos.append([r.name, r.kind, r.num_frames, r.label, *(f"{v:.6f}" for v in r.probs), f"{r.agreement:.6f}"])
-    paths = {"frames": out / "frames.csv", "videos": out / "videos.csv", "json": out / "predictions.json"}
-    atomic_write_text(paths["frames"], _csv(frames))
-    atomic_write_text(paths["videos"], _csv(videos))
-    m = run.model
-    atomic_write_json(paths["json"], {
-        "format": "uscl-predictions",
-        "version": 1,
-        "model": str(m.source),
-        "folds": [f.fold for f in m.folds],
-        "ensemble": m.is_ensemble,
-        "combine": "mean of the folds' probabilities" if m.is_ensemble else None,
-        "video_rule": "mean of the frame probabilities; agreement = share of frames whose arg-max is that class",
-        "classes": classes,
-        "preprocessing": m.preprocessing.to_dict(),
-        "device": run.device,
-        **(extra or {}),
-        "inputs": [r.to_dict() for r in run.results],
-        "skipped": [{"input": n, "reason": why} for n, why in run.skipped],
-    })
-    if run.skipped:
-        paths["skipped"] = write_skipped(out, run.skipped)
-    return paths
+        writer.add(r)
+    return writer.close(run.skipped, extra)
 
 
 def write_skipped(out: str | os.PathLike, skipped: list[tuple[str, str]]) -> Path:

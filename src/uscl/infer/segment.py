@@ -157,7 +157,7 @@ def predict_segment_items(model: LoadedModel, items: Iterable[InputItem], *, bat
                           device: torch.device | str = "cpu", amp: bool = True, keep_frames: bool = False,
                           on_skip: Callable[[str, str], None] | None = None,
                           on_result: Callable[[SegmentPrediction], None] | None = None,
-                          show_progress: bool = True) -> SegmentRun:
+                          show_progress: bool = True, workers: int = 0) -> SegmentRun:
     """Masks of every item, input by input.
 
     ``on_result(prediction)`` is called as soon as an input is done, with its
@@ -169,7 +169,8 @@ def predict_segment_items(model: LoadedModel, items: Iterable[InputItem], *, bat
     model.to(device)
     options = PrepareOptions.from_dict(model.preprocessing.store_options)
     run = SegmentRun(model=model, device=str(device))
-    for item, frames in read_inputs(items, options, run.skipped, on_skip, desc="segment", show_progress=show_progress):
+    for item, frames in read_inputs(items, options, run.skipped, on_skip, desc="segment", show_progress=show_progress,
+                                    workers=workers):
         masks = predict_segment_frames(model, frames, batch_size=batch_size, device=device, amp=amp)
         result = SegmentPrediction(item.name, item.source.kind, masks, model.labels, frames=frames)
         if on_result:

@@ -20,6 +20,7 @@ from uscl.errors import UsclError
 from uscl.store.crop import CropPlan, plan_crop
 from uscl.utils.config import from_dict
 from uscl.video.decoded import to_channels
+from uscl.video.discover import VideoInput
 from uscl.video.reader import read_frames
 
 PREPROCESS_VERSION = 1  # bumped when the same options would give other pixels
@@ -175,6 +176,19 @@ def read_and_preprocess(path: str | Path, options: PrepareOptions | dict) -> np.
     if isinstance(options, dict):
         options = PrepareOptions.from_dict(options)
     return preprocess_frames(decode_for(path, options).frames, options)
+
+
+def load_input_frames(inp: VideoInput, options: PrepareOptions) -> np.ndarray:
+    """Decode and preprocess one discovered input exactly as `uscl prepare` did: uint8 (T, S, S, C).
+
+    Torch-free, so decoding worker processes (``predict --workers``) start without importing torch.
+    Raises uscl.video.DecodeError (or UsclError) for a file that cannot be read.
+    """
+    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
+    frames = preprocess_frames(video.frames, options)
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise UsclError("no pixels left after preprocessing")
+    return frames
 
 
 def store_steps(opts: dict) -> list[str]:

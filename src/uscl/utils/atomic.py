@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -61,6 +62,48 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A placeholder in :func:`atomic_write_json_streamed`'s ``obj``: the list ``streams[key]()`` yields."""
+
+    key: str
+
+
+def atomic_write_json_streamed(path: str | os.PathLike, obj: dict, streams: dict[str, Callable[[], Iterator[Any]]]
+                               ) -> None:
+    """Write ``obj`` as :func:`atomic_write_json` does (byte for byte), where each ``Streamed(key)`` value
+    (e.g. ``obj["inputs"] = Streamed("inputs")``) becomes the list of what ``streams[key]()`` yields,
+    written element by element: the file can hold more than memory would."""
+    marks = {key: f"@@stream-{os.getpid()}-{id(obj)}-{key}@@" for key in streams}
+    placed = _place_marks(obj, streams, marks)
+    text = json.dumps(placed, indent=2, sort_keys=False, default=_json_default) + "\n"
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        pos = 0
+        present = [(text.index(f'"{m}"'), k, m) for k, m in marks.items() if f'"{m}"' in text]
+        for _, key, mark in sorted(present):
+            at = text.index(f'"{mark}"')
+            line_start = text.rindex("\n", 0, at) + 1
+            pad = " " * (len(text[line_start:]) - len(text[line_start:].lstrip(" "))) + "  "
+            fh.write(text[pos:at])
+            first = True
+            for item in streams[key]():
+                fh.write(("[\n" if first else ",\n") + pad)
+                fh.write(json.dumps(item, indent=2, default=_json_default).replace("\n", "\n" + pad))
+                first = False
+            fh.write("[]" if first else "\n" + pad[:-2] + "]")
+            pos = at + len(mark) + 2
+        fh.write(text[pos:])
+
+
+def _place_marks(obj: Any, streams: dict, marks: dict[str, str]) -> Any:
+    """A copy of ``obj`` with each placeholder string that names a stream replaced by its mark."""
+    if isinstance(obj, dict):
+        return {k: _place_marks(v, streams, marks) for k, v in obj.items()}
+    if isinstance(obj, Streamed):
+        return marks[obj.key]
+    return obj
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], suffix: str | None = None) -> None:
