@@ -160,6 +160,13 @@ def test_embed_a_pretraining_run_and_a_finetuned_fold(make_store, tmp_path):
     assert data["backbone"]["kind"] == "pretrain-run" and data["backbone"]["arch"] == "resnet18"
     assert data["settings"]["image_size"] == 32 and data["backbone"]["labels_used"] is True
     assert data["labelled_overlap"] == 8 and "optimistic" in (tmp_path / "e1" / "embed.md").read_text()
+    # the pretraining report with a probe store: the numbers and the map of the exported backbone
+    from uscl.report import pretrain_report
+
+    text = pretrain_report(run, probe_store=str(store), log=lambda *a: None).read_text()
+    assert "video purity" in text and "](embedding/map_class.png)" in text
+    assert _check_outputs(run / "embedding")["counts"]["frames"] == 8 * 4  # probe.frames_per_video = 4
+    assert "video purity" not in pretrain_report(run, log=lambda *a: None).read_text()  # no probe store known
     # the same weights through the init spec
     spec = embed(f"checkpoint:{run}", store, tmp_path / "e2", EmbedSettings(figures=False, device="cpu"),
                  log=lambda *a: None)

@@ -55,27 +55,29 @@ def _finish(ax, title: str) -> None:
 
 
 def neighbour_grid(path: Path, images: list[list[np.ndarray]], captions: list[list[str]], title: str) -> Path:
-    """One row per query: the query frame (red frame) and its nearest frames from other videos."""
+    """One row per query: the query frame (red border) and its nearest frames from other videos, as
+    one montage (a single image is much quicker to draw than an axes per frame)."""
     plt = pyplot()
     rows, cols = len(images), max(len(r) for r in images)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
-    for r in range(rows):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(images[r]):
-                ax.axis("off")
-                continue
-            img = images[r][c]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
-            ax.set_xlabel(captions[r][c], fontsize=5.5, labelpad=1)
-            for spine in ax.spines.values():
-                spine.set_edgecolor("red" if c == 0 else "lightgrey")
-                spine.set_linewidth(2 if c == 0 else 0.5)
-    axes[0][0].set_title("query", fontsize=7)
-    for c in range(1, cols):
-        axes[0][c].set_title(f"#{c}", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.subplots_adjust(wspace=0.08, hspace=0.45, top=1 - 0.5 / (1.45 * rows))
+    h, w = images[0][0].shape[:2]
+    scale = max(0.9, 64 / max(h, w))  # inches per 100 px of canvas: small frames are drawn larger
+    pad, cap = 3, max(h // 4, int(36 / scale))  # border, caption band of two 5 pt lines under each tile (px)
+    cell_h, cell_w = h + 2 * pad + cap, w + 2 * pad
+    canvas = np.full((rows * cell_h, cols * cell_w, 3), 255, np.uint8)
+    for r, row in enumerate(images):
+        for c, img in enumerate(row):
+            y, x = r * cell_h, c * cell_w
+            if c == 0:
+                canvas[y:y + h + 2 * pad, x:x + w + 2 * pad] = (220, 30, 30)
+            rgb = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
+            canvas[y + pad:y + pad + h, x + pad:x + pad + w] = rgb
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100 * scale + 0.2, canvas.shape[0] / 100 * scale + 0.4))
+    ax.imshow(canvas, interpolation="nearest")
+    for r, row in enumerate(captions):
+        for c, text in enumerate(row):
+            ax.text(c * cell_w + cell_w / 2, r * cell_h + h + 2 * pad + 1, text, ha="center", va="top", fontsize=5)
+    for c in range(cols):
+        ax.text(c * cell_w + cell_w / 2, -2, "query" if c == 0 else f"#{c}", ha="center", va="bottom", fontsize=6)
+    ax.axis("off")
+    ax.set_title(title, fontsize=8, pad=10)
     return save_figure(fig, path)
