@@ -64,3 +64,37 @@ def embed_markdown(summary: dict) -> str:
                   f"Query frames (red) and their {s['grid_neighbours']} nearest frames from other videos:", "",
                   "![nearest neighbours](neighbours.png)", ""]
     return "\n".join(lines)
+
+
+# the numbers of a study's rows: one embedding per backbone (random: one per seed)
+STUDY_KEYS = ("knn_accuracy", "balanced_accuracy", "video_purity", "purity_chance")
+
+
+def study_record(summary: dict, seed: int | None) -> dict:
+    """One backbone's numbers as a study keeps them (study.json ``embedding``)."""
+    return {"seed": seed, "knn_accuracy": summary["knn"]["accuracy"],
+            "balanced_accuracy": summary["knn"]["balanced_accuracy"],
+            "video_purity": summary["video_purity"]["purity"], "purity_chance": summary["video_purity"]["chance"]}
+
+
+def study_lines(rows: dict[str, list[dict]], frames_per_video: int, k: int, neighbours_from: str) -> list[str]:
+    """The study's embedding table: per row, mean and 95% t-interval over its seeds of each number."""
+    from uscl.report.stats import format_interval
+    from uscl.utils.intervals import t_interval
+
+    def cell(records, key):
+        values = [r[key] for r in records if r[key] is not None]
+        return format_interval(t_interval(values, unit="seed")) if values else "n/a"
+
+    lines = ["# Embedding of each backbone", "",
+             f"Frozen features of {frames_per_video} evenly spread frames per video of the evaluated store "
+             f"(`uscl embed`, k={k}, cosine; mean and 95% CI over pretraining seeds). kNN class accuracy: each "
+             f"labelled frame takes the majority class of its {k} nearest labelled frames from {neighbours_from}. "
+             f"Video purity: the share of a frame's {k} nearest frames that come from its own video (chance "
+             "level beside it). " + reading({}), "",
+             "| init | kNN class accuracy across videos | balanced | video purity | purity by chance | seeds |",
+             "|---|---|---|---|---|---:|"]
+    for name, records in rows.items():
+        lines.append(f"| {name} | {cell(records, 'knn_accuracy')} | {cell(records, 'balanced_accuracy')} | "
+                     f"{cell(records, 'video_purity')} | {cell(records, 'purity_chance')} | {len(records)} |")
+    return lines + [""]
