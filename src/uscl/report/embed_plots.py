@@ -60,7 +60,7 @@ def neighbour_grid(path: Path, images: list[list[np.ndarray]], captions: list[li
     plt = pyplot()
     rows, cols = len(images), max(len(r) for r in images)
     h, w = images[0][0].shape[:2]
-    scale = max(0.9, 64 / max(h, w))  # inches per 100 px of canvas: small frames are drawn larger
+    scale = max(0.9, 80 / max(h, w))  # inches per 100 px of canvas: small frames are drawn larger
     pad, cap = 3, max(h // 4, int(36 / scale))  # border, caption band of two 5 pt lines under each tile (px)
     cell_h, cell_w = h + 2 * pad + cap, w + 2 * pad
     canvas = np.full((rows * cell_h, cols * cell_w, 3), 255, np.uint8)
@@ -73,11 +73,18 @@ def neighbour_grid(path: Path, images: list[list[np.ndarray]], captions: list[li
             canvas[y + pad:y + pad + h, x + pad:x + pad + w] = rgb
     fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100 * scale + 0.2, canvas.shape[0] / 100 * scale + 0.4))
     ax.imshow(canvas, interpolation="nearest")
+    chars = max(6, int(0.75 * cell_w / 100 * scale * 72 / (5 * 0.62)))  # 5 pt characters that fit under a tile
     for r, row in enumerate(captions):
         for c, text in enumerate(row):
-            ax.text(c * cell_w + cell_w / 2, r * cell_h + h + 2 * pad + 1, text, ha="center", va="top", fontsize=5)
+            ax.text(c * cell_w + cell_w / 2, r * cell_h + h + 2 * pad + 1, _fit(text, chars), ha="center", va="top",
+                    fontsize=5)
     for c in range(cols):
         ax.text(c * cell_w + cell_w / 2, -2, "query" if c == 0 else f"#{c}", ha="center", va="bottom", fontsize=6)
     ax.axis("off")
     ax.set_title(title, fontsize=8, pad=10)
     return save_figure(fig, path)
+
+
+def _fit(text: str, chars: int) -> str:
+    """Each line cut to ``chars`` characters, keeping its end (a video id's distinguishing number)."""
+    return "\n".join(line if len(line) <= chars else "…" + line[-(chars - 1):] for line in text.split("\n"))
