@@ -94,6 +94,8 @@ def test_unscored_frames_and_maps():
     x = np.eye(4, dtype=np.float32)
     one_group = knn_class_accuracy(x, np.array([0, 1, 0, 1]), np.zeros(4, int), 3, ["a", "b"])
     assert one_group.accuracy is None and one_group.unscored == 4
+    unlabelled = knn_class_accuracy(x, np.full(4, -1), np.arange(4), 3, [])
+    assert unlabelled.accuracy is None and unlabelled.scored == 0 and (unlabelled.predictions == -1).all()
     assert nearest(x, 6)[0].tolist()[-3:] == [-1, -1, -1]  # fewer candidates than k
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(30, 8))

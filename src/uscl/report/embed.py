@@ -91,12 +91,10 @@ def embed(backbone: str, store: str | Path, out: str | Path, settings: EmbedSett
     settings = settings or EmbedSettings()
     settings.validate()
     out = Path(out)
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
-        prepare_output_dir(out, marker=EMBED_FILE)  # the refusal, naming a previous embedding
     fs = FrameStore(store)
     source = resolve_source(backbone, fold=fold, arch=arch, seed=init_seed, unsafe_pickle=unsafe_pickle)
+    prepare_output_dir(out, overwrite=overwrite, marker=EMBED_FILE)  # refused before any work is done
     emb = compute_embedding(source, fs, settings, log=log)
-    prepare_output_dir(out, overwrite=True, marker=EMBED_FILE)
     files = write_embedding(emb, fs, out, settings)
     k = emb.summary["knn"]
     log(f"embed: kNN class accuracy across {k['neighbours_from']} {_fmt(k['accuracy'])} "

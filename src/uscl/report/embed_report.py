@@ -55,7 +55,9 @@ def embed_markdown(summary: dict) -> str:
         lines.append(f"**Note:** {summary['labelled_overlap']} of these videos had their labels used in training "
                      "this backbone; the kNN accuracy on them is optimistic.")
     per_class = ", ".join(f"{c} {_f(r)}" for c, r in summary["knn"]["per_class"].items())
-    lines += ["", *numbers_lines(summary), "", f"Per-class recall: {per_class}.", "", reading(summary), ""]
+    lines += ["", *numbers_lines(summary), ""]
+    lines += [f"Per-class recall: {per_class}.", ""] if per_class else ["No labelled frames: no class accuracy.", ""]
+    lines += [reading(summary), ""]
     if "map_class.png" in summary.get("files", []):
         m = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}.get(s["map"], s["map"])
         lines += [f"{m} map (seed {s['seed']}) coloured by class and by video; `embedding.csv` holds its "

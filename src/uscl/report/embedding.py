@@ -85,6 +85,8 @@ def knn_class_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.ndar
     labels = np.asarray(labels, dtype=np.int64)
     labelled = labels >= 0
     q = np.flatnonzero(labelled)
+    if len(q) == 0:  # nothing labelled: nothing to score
+        return KnnAccuracy(None, None, {c: None for c in classes}, 0, 0, np.full(len(labels), -1, dtype=np.int64))
     nb = nearest(features, k, queries=q, allowed=labelled, exclude_group=np.asarray(groups))
     valid = nb >= 0
     counts = np.zeros((len(q), len(classes)))
