@@ -181,5 +181,6 @@ def test_embed_a_pretraining_run_and_a_finetuned_fold(make_store, tmp_path):
                 log=lambda *a: None).summary
     assert got["backbone"]["kind"] == "finetune-fold" and got["backbone"]["fold"] == 1
     assert got["backbone"]["labels_used"] is True
+    assert got["labelled_overlap"] == 4  # fold 1's training and validation videos (2 folds of 8 videos)
     with pytest.raises(UsclError, match="fold 5"):
         embed(str(ft), store, tmp_path / "e4", EmbedSettings(figures=False), fold=5)

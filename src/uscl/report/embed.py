@@ -154,7 +154,8 @@ def _summary(emb: Embedding, source: Source, store: FrameStore, settings: EmbedS
 def _overlap(source: Source, store: FrameStore) -> int:
     """How many of the store's videos had their labels used in training the backbone (as far as it lists them)."""
     hashes = {r.get("content_hash") for r in source.labelled if r.get("content_hash")}
-    ids = {r.get("video_id") for r in source.labelled if not r.get("content_hash")}
+    same_store = source.description.get("store_id") == store.store_id  # video ids alone name videos of one store
+    ids = {r.get("video_id") for r in source.labelled if not r.get("content_hash")} if same_store else set()
     return sum(1 for v in store.videos if (v.content_hash and v.content_hash in hashes) or v.video_id in ids)
 
 

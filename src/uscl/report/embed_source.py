@@ -96,7 +96,13 @@ def _finetune_fold(run: Path, fold: int) -> Source:
     if fold not in folds:
         have = ", ".join(map(str, folds)) or "none"
         raise UsclError(f"{run} has no trained fold {fold} (folds with a model: {have})", param="fold")
-    return _weights_file(run / f"fold{fold}" / FOLD_MODEL, "finetune-fold", fold=fold)
+    src = _weights_file(run / f"fold{fold}" / FOLD_MODEL, "finetune-fold", fold=fold)
+    try:  # the fold's training and validation videos: their labels trained (and chose) this trunk
+        saved = {int(f["index"]): f for f in json.loads((run / SPLITS_FILE).read_text()).get("folds", [])}
+        src.labelled = [{"video_id": v} for side in ("train", "val") for v in saved.get(fold, {}).get(side, [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return src
 
 
 def _weights_file(path: Path, kind: str, *, run: Path | None = None, fold: int | None = None) -> Source:
