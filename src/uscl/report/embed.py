@@ -13,7 +13,8 @@ online and linear probes) at the size it was trained at. Then (:mod:`uscl.report
 The map is t-SNE from scikit-learn by default rather than UMAP: umap-learn would be a new dependency
 (numba and LLVM, with a JIT warm-up on every first call), while t-SNE with PCA initialisation and a
 fixed ``random_state`` is deterministic and quick enough at the few thousand frames a few frames per
-video give (13 s of one CPU core at 3,000 frames; Barnes-Hut grows as N log N). ``map="pca"`` is instant; ``map="umap"`` works when umap-learn is installed.
+video give (13 s of one CPU core at 3,000 frames; Barnes-Hut grows as N log N). ``map="pca"`` is
+instant; ``map="umap"`` works when umap-learn is installed.
 """
 
 from __future__ import annotations

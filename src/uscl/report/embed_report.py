@@ -45,7 +45,8 @@ def embed_markdown(summary: dict) -> str:
         f"{s['image_size']} px (mean {s['mean']:g}, std {s['std']:g}), cosine similarity.",
         f"Store `{summary['store']}` (id {summary['store_id']}): {counts['frames']} frames "
         f"({'all' if fpv is None else f'up to {fpv} evenly spread'} per video) of {counts['videos']} videos, "
-        f"{counts['labelled_frames']} labelled ({', '.join(f'{c} {n}' for c, n in counts['frames_per_class'].items())}).",
+        f"{counts['labelled_frames']} labelled "
+        f"({', '.join(f'{c} {n}' for c, n in counts['frames_per_class'].items()) or 'no classes'}).",
     ]
     if b.get("kind") == "finetune-fold":
         lines.append("**Note:** a fine-tuned backbone was trained with labels; its class accuracy is not that of "
