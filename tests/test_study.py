@@ -32,6 +32,11 @@ def test_study_pretrains_each_method_and_seed_and_compares_on_the_same_folds(mak
     for text in ("## Summary", "95%", "won", "uscl-selfsup", "no labels reach a backbone", "no ImageNet row"):
         assert text in report, text
     assert (out / "study_knn.png").is_file() and (out / "study_knn_label_fraction.png").is_file()
+    # each backbone embedded on the evaluated store: kNN class accuracy, video purity, one record per seed
+    emb = data["embedding"]
+    assert sorted(emb) == ["random", "simclr-frames", "uscl-selfsup"] and all(len(r) == 2 for r in emb.values())
+    assert all(0 <= r[k] <= 1 for recs in emb.values() for r in recs for k in ("knn_accuracy", "video_purity"))
+    assert "# Embedding of each backbone" in report and "video purity" in report
     # the pretraining on the evaluated videos used no labels
     labelled = json.loads((out / "pretrain" / "uscl-selfsup-s0" / "labelled_videos.json").read_text())
     assert labelled["videos"] == []
@@ -49,13 +54,15 @@ def test_study_pretrains_each_method_and_seed_and_compares_on_the_same_folds(mak
     lines = []
     rows = ["uscl", "simclr-frames", "unmixed=uscl+mixup=false"]
     run_study(StudyConfig(store=str(store), out=str(out), methods=rows, seeds=[0, 1], epochs=1, image_size=32,
-                          batch_size=4, modes=["knn"], folds=2, device="cpu", resume=True), log=lines.append)
+                          batch_size=4, modes=["knn"], folds=2, device="cpu", resume=True, embed=False),
+              log=lines.append)
     assert sum("finished earlier, kept" in ln for ln in lines) == 4
     assert sum(ln.startswith("pretraining unmixed-s") for ln in lines) == 2
     assert "mixup: false" in (out / "pretrain" / "unmixed-s0" / "config.yaml").read_text()
     report = (out / "study.md").read_text()
     assert "unmixed" in json.loads((out / "study.json").read_text())["scores"]["knn"]
     assert "unmixed − best baseline" in report or "unmixed" in report
+    assert "# Embedding" not in report  # embed=False
     # the same row name with other settings is refused, naming the difference
     with pytest.raises(Exception, match="mixup"):
         run_study(StudyConfig(store=str(store), out=str(out), methods=["unmixed=uscl+mixup=true"], seeds=[0],

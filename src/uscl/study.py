@@ -7,7 +7,10 @@ local file is given, ImageNet weights, on the SAME video-level folds in each mod
 report gives mean and 95% CI per init (over seeds × folds, and over seeds alone), per-seed
 rows, paired differences against random init and against the best baseline (CI, folds
 won), a plot with one point per seed and fold, and optionally a label-fraction curve
-(fine-tuning on 10/25/50/100% of each training fold's videos, nested subsets).
+(fine-tuning on 10/25/50/100% of each training fold's videos, nested subsets). Each backbone's
+frozen features are also embedded (``embed``, on by default; :mod:`uscl.report.embed`): kNN class
+accuracy across videos and video purity on the evaluated store, a few frames per video, mean and
+CI over seeds per row.
 
 Honest defaults: pretraining on the evaluated videos themselves (no separate pretraining
 store) uses no labels at all (``uscl`` runs as ``uscl-selfsup``, supervised terms off), and
@@ -38,12 +41,14 @@ from uscl.pretrain import PretrainConfig, method_names, pretrain, resume_config
 from uscl.pretrain.config import (DatasetConfig, apply_overrides, config_from_dict, elastic_differences,
                                   saved_config, validate_config)
 from uscl.report import stats
+from uscl.report.embed_report import study_lines, study_record
 from uscl.report.plots import pyplot, save_figure
 from uscl.store import FrameStore
 from uscl.utils.atomic import atomic_write_json, atomic_write_text, prepare_output_dir
 from uscl.utils.config import config_field, to_dict
 
 STUDY_FILE = "study.json"
+EMBED_FRAMES, EMBED_K = 4, 8  # the study's embedding: frames per video, neighbours
 MODES = ("linear", "knn", "paper", "full")
 # the per-fold score a study compares, by task: (where in a fold's metrics.json, its name)
 TASK_METRIC = {
@@ -81,6 +86,9 @@ class StudyConfig:
     label_fractions: list[float] = config_field(default_factory=list,
                                                 help="fractions of each training fold's videos for the label-rate "
                                                      "curve, e.g. 0.1,0.25,0.5,1 (default: none)")
+    embed: bool = config_field(True, help="kNN class accuracy across videos and video purity of every backbone's "
+                                           "frozen features on --store (uscl embed, 4 frames per video; default "
+                                           "on, --no-embed to skip)")
     classes: list[str] | None = None
     seed: int = 0  # the folds' seed (the same folds for every init)
     device: str = "auto"
@@ -185,6 +193,7 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
     # each init's row and pretraining seed (random and ImageNet have none)
     members = {"random": ("random", None), "imagenet": ("imagenet", None)}
     members.update({f"{_label(v, same)}-s{s}": (_label(v, same), s) for v, s in backbones})
+    embedding = embed_backbones(cfg, backbones, same, out, log) if cfg.embed else {}
     tables = {}
     for mode in cfg.modes:
         base = FinetuneConfig(store=cfg.store, task=cfg.task, mode=mode, folds=cfg.folds, image_size=cfg.image_size,
@@ -196,7 +205,8 @@ def run_study(cfg: StudyConfig, log=print) -> StudyResult:
         for fraction in cfg.label_fractions:
             if fraction < 1:
                 tables[f"{mode}@{fraction:g}"] = _fraction_runs(base, runs, fraction, cfg, members, log)
-    report = write_report(cfg, out, tables, [_label(v, same) for v in rows], notes, ours=_ours(rows, same))
+    report = write_report(cfg, out, tables, [_label(v, same) for v in rows], notes, ours=_ours(rows, same),
+                          embedding=embedding)
     log(f"study report: {report}")
     return StudyResult(out, tables, report, notes)
 
@@ -267,6 +277,28 @@ def pretrain_one(cfg: StudyConfig, variant: Variant, seed: int, same: bool, out:
     return run_dir
 
 
+def embed_backbones(cfg: StudyConfig, backbones: dict, same: bool, out: Path, log) -> dict[str, list[dict]]:
+    """Each backbone's embedding numbers on the evaluated store (random init: one per seed), by row;
+    OUT/embed/INIT/embedding.json holds each one's details."""
+    from uscl.report.embed import EmbedSettings, embed
+
+    jobs = [("random", s, "random") for s in cfg.seeds]
+    jobs += [("imagenet", None, f"imagenet:{cfg.imagenet}")] if cfg.imagenet else []
+    jobs += [(_label(v, same), s, str(d)) for (v, s), d in backbones.items()]
+    settings = EmbedSettings(frames_per_video=EMBED_FRAMES, k=EMBED_K, figures=False, image_size=cfg.image_size,
+                             device=cfg.device)
+    rows: dict[str, list[dict]] = {}
+    for row, seed, source in jobs:
+        name = row if seed is None else f"{row}-s{seed}"
+        summary = embed(source, cfg.store, out / "embed" / name, settings, init_seed=seed or 0, overwrite=True,
+                        log=lambda *a: None).summary
+        record = study_record(summary, seed)
+        rows.setdefault(row, []).append(record)
+        log(f"embedding {name}: " + ", ".join(f"{k.replace('_', ' ')} {'n/a' if v is None else f'{v:.3f}'}"
+                                               for k, v in record.items() if k != "seed"))
+    return rows
+
+
 def _table(runs_dir: Path, specs: dict[str, str], members: dict[str, tuple[str, int | None]],
            task: str = "classify") -> dict:
     """``{row: {(seed, fold): score}}`` from the runs' metrics.json (the task's score, :data:`TASK_METRIC`):
@@ -305,7 +337,7 @@ def _baselines(table: dict, ours: list[str] | None = None) -> list[str]:
 
 
 def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], notes: list[str],
-                 ours: list[str] | None = None) -> Path:
+                 ours: list[str] | None = None, embedding: dict | None = None) -> Path:
     metric = TASK_METRIC[cfg.task][1]
     lines = ["# Study", "", f"Task {cfg.task}; evaluated on `{cfg.store}`; pretrained on "
              f"`{cfg.pretrain_store or cfg.store}`; "
@@ -323,8 +355,12 @@ def write_report(cfg: StudyConfig, out: Path, tables: dict, methods: list[str], 
                   "", "Over seeds alone (each seed's fold mean is one unit: the stricter interval):", "",
                   stats.summary_table(grouped, unit="seed", metric=metric), ""]
         data[key] = {name: [[s, f, v] for (s, f), v in cells.items()] for name, cells in grouped.items()}
+    if embedding:
+        by_patient = any(v.patient for v in FrameStore(cfg.store).videos)
+        lines += study_lines(embedding, EMBED_FRAMES, EMBED_K, "other patients" if by_patient else "other videos")
     lines += _plots(out, tables, methods, metric)
-    atomic_write_json(out / STUDY_FILE, {"config": dataclasses.asdict(cfg), "notes": notes, "scores": data})
+    atomic_write_json(out / STUDY_FILE, {"config": dataclasses.asdict(cfg), "notes": notes, "scores": data,
+                                         "embedding": embedding or {}})
     report = out / "study.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report

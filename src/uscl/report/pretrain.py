@@ -1,4 +1,10 @@
-"""report.md and loss curves for a pretraining run folder (from its metrics.csv and checkpoints)."""
+"""report.md and loss curves for a pretraining run folder (from its metrics.csv and checkpoints).
+
+When a labelled probe store is known (``probe.store`` of the run's config, or ``probe_store`` given),
+the report adds what the exported backbone's frozen features separate on it (:mod:`uscl.report.embed`:
+kNN class accuracy across videos, video purity, the t-SNE map by class) from ``RUN/embedding/``;
+cheap: ``probe.frames_per_video`` frames per video.
+"""
 
 from __future__ import annotations
 
@@ -63,8 +69,32 @@ def _curves(path: Path, rows: list[dict], best_epoch: int | None) -> Path:
     return save_figure(fig, path / CURVES)
 
 
-def pretrain_report(path: str | Path) -> Path:
-    """Write RUN/report.md and RUN/pretrain_curves.png; returns report.md."""
+EMBED_DIR = "embedding"
+
+
+def _embedding_lines(path: Path, cfg, probe_store: str | None, embed: bool, log) -> list[str]:
+    """The embedding section: numbers and class map of the run's backbone on the probe store (or nothing)."""
+    from uscl.report.embed import EmbedSettings
+    from uscl.report.embed import embed as run_embed
+    from uscl.report.embed_report import numbers_lines, reading
+
+    store = probe_store or cfg.probe.store
+    if not embed or not store:
+        return []
+    if probe_store is None and not Path(store).is_dir():
+        return [f"Embedding: the probe store `{store}` is not there any more; give it with --probe-store.", ""]
+    settings = EmbedSettings(frames_per_video=cfg.probe.frames_per_video, k=8, map="tsne")
+    summary = run_embed(str(path), store, path / EMBED_DIR, settings, overwrite=True, log=log).summary
+    return [f"## What the backbone's features separate (probe store `{store}`)", "",
+            f"Frozen features of {summary['counts']['frames']} frames ({cfg.probe.frames_per_video} per video) of "
+            f"{summary['counts']['videos']} videos; details in `{EMBED_DIR}/embed.md`.", "",
+            *numbers_lines(summary), "", reading(summary), "",
+            f"![t-SNE map by class]({EMBED_DIR}/map_class.png) ![by video]({EMBED_DIR}/map_video.png)", ""]
+
+
+def pretrain_report(path: str | Path, probe_store: str | None = None, embed: bool = True, log=print) -> Path:
+    """Write RUN/report.md and RUN/pretrain_curves.png; returns report.md. With a probe store
+    (``probe_store``, else the run's ``probe.store``) and ``embed``, also RUN/embedding/ and its section."""
     path = Path(path)
     if not is_pretrain_run(path):
         raise UsclError(f"{path} is not a pretraining run folder (needs metrics.csv, config.yaml, last.json)")
@@ -118,5 +148,6 @@ def pretrain_report(path: str | Path) -> Path:
         f"![loss curves]({figure.name})",
         "",
     ]
+    lines += _embedding_lines(path, cfg, probe_store, embed, log)
     atomic_write_text(path / "report.md", "\n".join(lines))
     return path / "report.md"
