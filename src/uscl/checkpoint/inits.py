@@ -136,7 +136,7 @@ def official_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 # torchvision's own DenseNet release files predate its module names: denselayer1.norm.1 = denselayer1.norm1
-_LEGACY_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def backbone_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
