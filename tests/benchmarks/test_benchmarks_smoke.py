@@ -125,3 +125,15 @@ def test_dense_step_quick(tmp_path):
     lines = run_all.summarise("dense_step", data)
     assert len(lines) == 3 and lines[0].startswith("segmentation step") and lines[-1].startswith("detection step")
     assert "--quick" in run_all.commands(True, tmp_path)["dense_step"]
+
+
+def test_backbones_tiny(tmp_path):
+    data = run_bench("bench_backbones.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "backbones" and data["reference"] == "resnet18"
+    assert list(data["results"]) == ["resnet18", "mobilenet_v3_large"]
+    assert data["results"]["resnet18"]["ratio_to_resnet18"] == 1.0
+    for r in data["results"].values():
+        assert positive(r["step_s_cpu"]) and positive(r["step_s_wall"]) and positive(r["ratio_to_resnet18"])
+    run_all = load_run_all()
+    assert "backbones" in run_all.commands(True, tmp_path)
+    assert any("mobilenet_v3_large" in line for line in run_all.summarise("backbones", data))
