@@ -22,7 +22,8 @@ A file that cannot be read is reported and skipped; the exit status is
 non-zero only when nothing could be predicted.
 
 With --out DIR: frames.csv, videos.csv, predictions.json (and skipped.csv).
-With --explain: Grad-CAM maps of layer4 for the predicted class (or --class),
+With --explain: Grad-CAM maps of the last convolutional features (a ResNet's
+layer4; each backbone family's own) for the predicted class (or --class),
 under DIR/explain/<input>/ (overlay PNGs, overlay.mp4, sheet.png, cam.npy).
 An ensemble's maps are the mean of its folds' maps.
 
