@@ -1,4 +1,5 @@
-"""Every backbone through a tiny pretrain → finetune (paper mode) → predict --explain → export, on synth videos.
+"""Every backbone through a tiny pretrain → finetune (paper mode, fold 0 of 2) → predict --explain → export
+(torchscript, onnx, torchvision safetensors, each against the eager model), on synth videos.
 
 Sizes are the smallest that run every family (32 px: DenseNet and EfficientNet
 end at 1x1, which is enough); the figures are meaningless, the plumbing is what is checked.
@@ -40,7 +41,7 @@ def test_pretrain_finetune_predict_export(arch, synth, tmp_path, capsys):
                  "--epochs", "1", "--batch-size", "4", "--image-size", str(SIZE), "--device", "cpu"]) == 0
     assert json.loads((pre / "backbone.json").read_text())["arch"] == arch
     assert main(["finetune", "--store", str(store), "--out", str(ft), "--init", f"checkpoint:{pre}", "--mode", "paper",
-                 "--folds", "2", "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8",
+                 "--folds", "2", "--only-folds", "0", "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8",
                  "--max-frames-per-video", "2", "--device", "cpu"]) == 0
     meta = json.loads((ft / "fold0" / "model.json").read_text())
     assert meta["arch"] == arch and meta["trainable"][-1] == "head" and len(meta["trainable"]) > 1
