@@ -3,6 +3,7 @@
     python benchmarks/run_all.py                      # full run (about 10 minutes on 2 busy cores)
     python benchmarks/run_all.py --only datapath memory
     python benchmarks/run_all.py --only dense_step    # segmentation / detection training steps
+    python benchmarks/run_all.py --only backbones     # training step of every backbone vs resnet18
     python benchmarks/run_all.py --tiny               # seconds; writes to a temp folder unless --results
 
 Each benchmark runs in its own process (the data-path one pins itself to one
@@ -48,6 +49,9 @@ def commands(tiny: bool, results: Path) -> dict[str, list[str]]:
     if (HERE / "bench_predict_archive.py").is_file():
         cmds["predict_archive"] = [py, str(HERE / "bench_predict_archive.py"), "--out",
                                    str(results / "predict_archive.json")] + (["--quick"] if tiny else [])
+    if (HERE / "bench_backbones.py").is_file():
+        cmds["backbones"] = [py, str(HERE / "bench_backbones.py"), "--out", str(results / "backbones.json")] + (
+            ["--tiny"] if tiny else ["--size", "112", "--batch-size", "16", "--repeats", "5"])
     return cmds
 
 
@@ -92,6 +96,11 @@ def summarise(name: str, data: dict) -> list[str]:
             lines.append(f"predict {k}: {r['clips_per_s']:.1f} clips/s, peak RSS {r['peak_rss_mb']:.0f} MB "
                          f"(largest worker {r['worker_peak_rss_mb']:.0f} MB)"
                          + (f", x{ratio:.2f} the reference" if ratio else ""))
+    elif name == "backbones":
+        lines.append(f"training step per backbone, {data['image_size']} px, batch {data['batch']}, grey, "
+                     f"{data['torch_threads']} thread(s) (CPU s per step, x resnet18):")
+        for arch, r in data["results"].items():
+            lines.append(f"  {arch:<20} {r['step_s_cpu']:>7.3f} s  x{r['ratio_to_resnet18']:.2f}")
     return lines
 
 
@@ -120,7 +129,7 @@ def summarise_dense(data: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "pretrain_step", "dense_step"])
+    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "pretrain_step", "dense_step", "backbones"])
     p.add_argument("--tiny", action="store_true", help="every benchmark in its smallest mode (figures meaningless)")
     p.add_argument("--results", help=f"folder for the JSON files (default {common.RESULTS_DIR}; a temp folder with --tiny)")
     args = p.parse_args(argv)

@@ -135,3 +135,15 @@ def test_predict_archive_quick(tmp_path):
         assert r["clips"] == 12 and positive(r["clips_per_s"]) and positive(r["peak_rss_mb"])
     assert positive(data["results"]["stream_w1_12"]["worker_peak_rss_mb"])  # a decoding process ran
     assert positive(data["clips_per_s_vs_reference"]["stream_w1_12"])
+
+
+def test_backbones_tiny(tmp_path):
+    data = run_bench("bench_backbones.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "backbones" and data["reference"] == "resnet18"
+    assert list(data["results"]) == ["resnet18", "mobilenet_v3_large"]
+    assert data["results"]["resnet18"]["ratio_to_resnet18"] == 1.0
+    for r in data["results"].values():
+        assert positive(r["step_s_cpu"]) and positive(r["step_s_wall"]) and positive(r["ratio_to_resnet18"])
+    run_all = load_run_all()
+    assert "backbones" in run_all.commands(True, tmp_path)
+    assert any("mobilenet_v3_large" in line for line in run_all.summarise("backbones", data))

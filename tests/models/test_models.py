@@ -21,8 +21,8 @@ def test_backbone_is_a_torchvision_resnet_without_fc():
 
 
 def test_unknown_architecture_is_a_config_error():
-    with pytest.raises(ConfigError, match="resnet34"):
-        build_backbone("resnet34")
+    with pytest.raises(ConfigError, match="vgg16.*known: resnet18, resnet34, resnet50, densenet121"):
+        build_backbone("vgg16")
 
 
 def test_projection_head_layout():

@@ -3,7 +3,9 @@
 Init specs (optionally named, ``name=spec``, for comparisons):
 
 * ``random``                   - torchvision's random initialisation (seeded)
-* ``imagenet:PATH``            - a local torchvision ResNet state dict (.pth/.pt or .safetensors)
+* ``imagenet:PATH``            - a local torchvision state dict (.pth/.pt or .safetensors) of any of
+  :data:`uscl.models.ARCHITECTURES` (e.g. ``torchvision.models.densenet121(weights=...).state_dict()``);
+  its architecture is read from its keys and its classifier is dropped
 * ``checkpoint:RUN_OR_FILE``   - one of our pretraining runs (uscl.checkpoint.load_backbone)
 * ``uscl-official:PATH``       - the USCL authors' ``best_model.pth``: ``features.0..7`` =
   conv1, bn1, relu, maxpool, layer1..layer4 (children of a torchvision ResNet wrapped in
@@ -26,6 +28,7 @@ from safetensors.torch import load_file
 
 from uscl.checkpoint.weights import load_backbone
 from uscl.errors import UsclError
+from uscl.models.backbone import classifier_keys
 from uscl.models.classifier import infer_arch
 
 KINDS = ("random", "imagenet", "checkpoint", "uscl-official")
@@ -132,9 +135,24 @@ def official_to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+# torchvision's own DenseNet release files predate its module names: denselayer1.norm.1 = denselayer1.norm1
+_LEGACY_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
 def backbone_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a classifier (fc.*) and anything that is not part of the ResNet trunk."""
-    return {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    """Drop the torchvision classifier of the architecture the keys are (``fc.*`` when unknown)."""
+    arch = infer_arch(sd)
+    drop = classifier_keys(arch, sd) if arch else {k for k in sd if k.startswith("fc.")}
+    return {k: v for k, v in sd.items() if k not in drop}
+
+
+def torchvision_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision file's keys as today's torchvision models name them (old DenseNet files renamed)."""
+    out = {}
+    for k, v in sd.items():
+        m = _LEGACY_DENSENET.match(k)
+        out[m.group(1) + m.group(2) if m else k] = v
+    return out
 
 
 # -- resolving an init ------------------------------------------------------------------
@@ -143,7 +161,7 @@ def load_init(spec: InitSpec, *, unsafe_pickle: bool = False) -> tuple[dict[str,
     if spec.kind == "random":
         return None, {"init": "random"}
     if spec.kind == "imagenet":
-        sd = backbone_keys(read_state_dict(spec.path, unsafe_pickle=unsafe_pickle))
+        sd = backbone_keys(torchvision_names(read_state_dict(spec.path, unsafe_pickle=unsafe_pickle)))
         return sd, {"init": spec.spec, "arch": infer_arch(sd), "method": "imagenet"}
     if spec.kind == "uscl-official":
         sd = official_to_torchvision(read_state_dict(spec.path, unsafe_pickle=unsafe_pickle))

@@ -16,7 +16,8 @@ patient), stratified by class, and report frame- and video-level metrics.
 Inits: random | imagenet:PATH (local torchvision .pth/.safetensors) |
 checkpoint:RUN_OR_FILE (a `uscl pretrain` run) | uscl-official:PATH (the USCL
 authors' best_model.pth). Modes: paper (last block of layer4 + new head, the
-USCL protocol), full, linear (logistic regression on frozen features), knn.
+USCL protocol; other --arch families: their last block, see README "Backbones"),
+full, linear (logistic regression on frozen features), knn.
 
 The reported model is the one after the fixed epoch budget (--select last) or
 the best epoch on a validation split carved from the training fold by video

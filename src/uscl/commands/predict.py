@@ -29,7 +29,9 @@ the same DIR that was interrupted (killed, crashed), skipping the inputs it
 had already written. --workers N decodes in N processes ahead of the model
 (default: the cores available less one; 0: in this process); the results
 are the same whatever N.
-With --explain: Grad-CAM maps of layer4 for the predicted class (or --class),
+
+With --explain: Grad-CAM maps of the last convolutional features (a ResNet's
+layer4; each backbone family's own) for the predicted class (or --class),
 under DIR/explain/<input>/ (overlay PNGs, overlay.mp4, sheet.png, cam.npy).
 An ensemble's maps are the mean of its folds' maps.
 

@@ -52,7 +52,8 @@ class FinetuneConfig:
     """Everything one ``uscl finetune`` run needs.
 
     ``mode``: ``paper`` (the USCL release: only the last residual block of
-    layer4 and a new linear head train), ``full`` (all layers), ``linear``
+    layer4 and a new linear head train; other architectures: their last block,
+    :mod:`uscl.models.families`), ``full`` (all layers), ``linear``
     (frozen backbone, logistic regression on features), ``knn`` (k nearest
     neighbours on L2-normalised features).
 

@@ -344,6 +344,14 @@ def _input_lines(size, mean, std, array: str) -> list[str]:
             f"x = {array}"]
 
 
+def classifier_key(arch: str) -> str:
+    """Where torchvision's ``arch`` keeps its final Linear (``fc``, ``classifier.3``...): the head's keys there."""
+    from uscl.models.families import FAMILIES  # torchvision: imported when first asked for
+
+    fam = FAMILIES.get(arch)
+    return fam.classifier if fam is not None else "fc"
+
+
 def run_loading(metrics: dict, meta: dict) -> dict:
     """A fold of a run folder, loaded with torchvision + safetensors (a kNN fold has no linear head)."""
     folds = metrics.get("folds_run") or ([meta["fold"]] if meta.get("fold") is not None else [])
@@ -353,11 +361,12 @@ def run_loading(metrics: dict, meta: dict) -> dict:
         return {"how": "a kNN model (feature bank, no linear head): export it with `uscl export --format onnx` "
                        "or `--format torchscript` to run it without uscl", "snippet": None}
     size, arch, classes = meta.get("image_size"), meta.get("arch") or "resnet18", meta.get("classes") or []
+    head = classifier_key(arch)
     lines = ["import torch", "import torchvision", "from safetensors.torch import load_file", "",
              f"CLASSES = {classes!r}",
              f'sd = load_file("fold{folds[0]}/model.safetensors")  # any fold{{k}}/ of {list(folds)}',
              'state = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}',
-             'state["fc.weight"], state["fc.bias"] = sd["head.weight"], sd["head.bias"]',
+             f'state["{head}.weight"], state["{head}.bias"] = sd["head.weight"], sd["head.bias"]',
              f"net = torchvision.models.{arch}(num_classes=len(CLASSES))",
              "net.load_state_dict(state)", "net.eval()",
              *_input_lines(size, meta.get("mean"), meta.get("std"), f"torch.zeros(1, 3, {size}, {size})"),

@@ -1,6 +1,7 @@
 """The fine-tuning modes, one function each, with one signature: ``(cfg, runner, model, loaders, fold_seed)``.
 
-* :func:`train_fold`  - paper / full: gradient fine-tuning of the last block of layer4 + the head, or of
+* :func:`train_fold`  - paper / full: gradient fine-tuning of the last block (a ResNet's last block of layer4;
+  each family's in :mod:`uscl.models.families`) + the head, or of
   everything, with the model selection of ``cfg`` (last epoch, best validation epoch, or best test epoch)
 * :func:`linear_fold` - logistic regression on frozen backbone features, folded into the linear head
 * :func:`knn_fold`    - k nearest neighbours on frozen, L2-normalised features (the bank is saved with the model)
@@ -19,6 +20,7 @@ from torch import nn
 
 from uscl.finetune.engine import Runner, evaluate, train_one_epoch
 from uscl.models.classifier import FinetunedClassifier
+from uscl.models.families import family_of, submodule
 from uscl.models.features import fit_logistic, knn_probs, l2_normalise
 from uscl.utils.progress import progress
 from uscl.utils.seed import derive_seed, make_generator
@@ -39,40 +41,32 @@ class FoldFit:
 
 
 def set_trainable(model: FinetunedClassifier, mode: str) -> list[str]:
-    """paper: last residual block of layer4 + head; full: everything; linear/knn: nothing."""
+    """paper: the family's last block (a ResNet: the last residual block of layer4) + head; full: everything;
+    linear/knn: nothing."""
     for p in model.parameters():
         p.requires_grad_(mode == "full")
     if mode == "paper":
-        for p in model.backbone.layer4[-1].parameters():
-            p.requires_grad_(True)
+        for path in family_of(model.arch).last_block:
+            for p in submodule(model.backbone, path).parameters():
+                p.requires_grad_(True)
         for p in model.head.parameters():
             p.requires_grad_(True)
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def backbone_stages(backbone: nn.Module) -> list[list[nn.Module]]:
-    """The backbone's stages, input first: each Sequential child with parameters is one (a ResNet's
-    layer1..layer4), and the parameterised children between them are grouped (the stem: conv1, bn1)."""
-    stages, loose = [], []
-    for _, child in backbone.named_children():
-        if not any(True for _ in child.parameters()):
-            continue
-        if isinstance(child, nn.Sequential):
-            if loose:
-                stages.append(loose)
-                loose = []
-            stages.append([child])
-        else:
-            loose.append(child)
-    return stages + ([loose] if loose else [])
+def backbone_stages(backbone: nn.Module, arch: str) -> list[list[nn.Module]]:
+    """The backbone's stages, input first (a ResNet: the stem conv1 + bn1, then layer1..layer4; the other
+    families: the stem, then their blocks grouped by resolution; :mod:`uscl.models.families`)."""
+    return [[submodule(backbone, path) for path in stage] for stage in family_of(arch).stages]
 
 
 def param_groups(model: FinetunedClassifier, lr: float, layer_decay: float = 1.0) -> list[dict]:
     """The optimiser's groups: the head at ``lr``, and each backbone stage at ``layer_decay`` times the
-    lr of the stage above it (a ResNet: layer4 at lr·d, layer3 at lr·d², ..., the stem at lr·d⁵), so a
+    lr of the stage above it (a ResNet: layer4 at lr·d, layer3 at lr·d², ..., the stem at lr·d⁵; every family
+    has five stages), so a
     pretrained trunk's early features move least. Frozen parameters are left out."""
     groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": lr}]
-    for depth, stage in enumerate(reversed(backbone_stages(model.backbone)), start=1):
+    for depth, stage in enumerate(reversed(backbone_stages(model.backbone, model.arch)), start=1):
         params = [p for m in stage for p in m.parameters() if p.requires_grad]
         groups.append({"params": params, "lr": lr * layer_decay ** depth})
     return [g for g in groups if g["params"]]
@@ -113,12 +107,16 @@ def train_fold(cfg, runner: Runner, model: FinetunedClassifier, loaders: dict, f
     return FoldFit(model.state_dict(), meta, vids, frames, labels, probs, history, selected)
 
 
+_CONTAINERS = ("features", "classifier")  # DenseNet, MobileNet, EfficientNet: their blocks are one level down
+
+
 def summarise_trainable(names: list[str]) -> list[str]:
-    """Trainable parameter names collapsed to their modules (layer4.1, head)."""
+    """Trainable parameter names collapsed to their modules (layer4.1, features.denseblock4, head)."""
     out = []
     for n in names:
         parts = n.split(".")
-        mod = ".".join(parts[1:3]) if parts[0] == "backbone" and parts[1].startswith("layer") else (
+        block = parts[0] == "backbone" and (parts[1].startswith(("layer", "stage")) or parts[1] in _CONTAINERS)
+        mod = ".".join(parts[1:3]) if block else (
             parts[0] if parts[0] == "head" else ".".join(parts[:2]))
         if mod not in out:
             out.append(mod)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from uscl.errors import UsclError
-from uscl.infer.gradcam import explain_frames
+from uscl.infer.gradcam import cam_layer_name, explain_frames
 from uscl.infer.inputs import to_display, to_model_input, unique_stem
 from uscl.infer.model import CLASSIFY, LoadedModel, check_task
 from uscl.infer.overlay import overlay, upscale, write_contact_sheet, write_png, write_rgb_mp4
@@ -108,7 +108,8 @@ class Explainer:
         which = (f"ensemble of {len(self.model.folds)} folds" if self.model.is_ensemble
                  else f"fold {self.model.folds[0].fold}")
         title = (f"{_short(pred.name)}\nprediction {pred.label} ({probs}; {pred.agreement:.0%} of frames agree)\n"
-                 f"Grad-CAM of '{cls}' on layer4, {which}; most confident frames for '{cls}'")
+                 f"Grad-CAM of '{cls}' on {cam_layer_name(pp.arch).removeprefix('backbone.')}, {which}; "
+                 f"most confident frames for '{cls}'")
         rec.files.append(write_contact_sheet(folder / "sheet.png", sheet_imgs, caps, title).name)
         atomic_write_with(folder / "cam.npy", lambda tmp: np.save(tmp, cams.astype(np.float16), allow_pickle=False),
                           suffix=".npy")
@@ -119,7 +120,7 @@ class Explainer:
     def describe(self) -> dict:
         """The explanation summary without its per-input records."""
         return {
-            "layer": "backbone.layer4",
+            "layer": cam_layer_name(self.model.preprocessing.arch),
             "method": "Grad-CAM: ReLU(sum_k mean(dy_c/dA_k) A_k), bilinear upsampling, each map / its maximum",
             "combine": self.how,
             "target": self.options.class_name or "each input's predicted class",

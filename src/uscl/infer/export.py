@@ -7,8 +7,9 @@ The exported file runs without `uscl`:
   output ``probabilities`` N×K (softmax of the head; for a run folder
   without --fold, the mean over its folds).
 * ``safetensors``: one fold's weights in torchvision's key layout
-  (``conv1.weight`` … ``layer4.*``, ``fc.weight``, ``fc.bias``), so
-  ``torchvision.models.resnet18(num_classes=K).load_state_dict(load_file(path))``
+  (``conv1.weight`` … ``layer4.*``, ``fc.weight``, ``fc.bias`` of a ResNet; the head
+  under each family's classifier key, :mod:`uscl.models.families`), so
+  ``torchvision.models.<arch>(num_classes=K).load_state_dict(load_file(path))``
   rebuilds it; that network returns *logits* (apply softmax).
 
 A segmentation model (``uscl finetune --task segment``) exports the same
@@ -54,6 +55,7 @@ from uscl.finetune.model_card import (
     read_pretraining, read_run, write_card,
 )
 from uscl.infer.model import DETECT, SEGMENT, LoadedModel, ProbabilityModel, SegmentProbabilityModel, load_model
+from uscl.models.families import family_of
 from uscl.models.segmenter import build_segmenter
 from uscl.store.preprocess import store_steps
 from uscl.utils.atomic import atomic_path, atomic_write_json
@@ -142,18 +144,21 @@ def preprocessing_meta(model: LoadedModel, fmt: str, output: str, fold_ids: list
 
 
 def torchvision_state(net: ProbabilityModel) -> dict[str, torch.Tensor]:
-    """backbone.* → torchvision names, head → fc.*: loads strictly into resnetXX(num_classes=K)."""
+    """backbone.* → torchvision names, head → the family's classifier Linear (``fc.*`` of a ResNet or
+    ShuffleNet, ``classifier.*`` of DenseNet, ``classifier.3.*`` / ``classifier.1.*`` of MobileNetV3 /
+    EfficientNet): loads strictly into ``torchvision.models.<arch>(num_classes=K)``."""
     if net.is_knn:
         raise UsclError("a kNN model has no linear head to save as torchvision weights; "
                         "export it as torchscript or onnx")
-    sd = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items() if not k.startswith("fc.")}
-    sd["fc.weight"] = net.head.weight.detach().cpu().contiguous()
-    sd["fc.bias"] = net.head.bias.detach().cpu().contiguous()
+    key = family_of(net.arch).classifier
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()}
+    sd[f"{key}.weight"] = net.head.weight.detach().cpu().contiguous()
+    sd[f"{key}.bias"] = net.head.bias.detach().cpu().contiguous()
     return sd
 
 
 def rebuild_torchvision(path: str | os.PathLike, arch: str, num_classes: int) -> nn.Module:
-    """What a user without uscl does: plain torchvision ResNet + safetensors weights (strict)."""
+    """What a user without uscl does: the plain torchvision model + safetensors weights (strict)."""
     net = getattr(tvm, arch)(weights=None, num_classes=num_classes)
     net.load_state_dict(load_file(str(path)), strict=True)
     return net.eval()

@@ -1,8 +1,11 @@
-"""Grad-CAM (Selvaraju et al. 2017) on the last convolutional block of a fine-tuned ResNet.
+"""Grad-CAM (Selvaraju et al. 2017) on the last convolutional features of a fine-tuned backbone.
 
-For class c with score y_c (the head's logit) and the activations A_k of
-``backbone.layer4`` (a forward hook captures them; a hook on the activation
-tensor captures dy_c/dA_k during the backward pass):
+For class c with score y_c (the head's logit) and the activations A_k of the
+family's target layer (:func:`cam_layer_name`: ``backbone.layer4`` of a ResNet,
+``backbone.relu`` after DenseNet's ``features.norm5``, ``backbone.features.-1`` of
+MobileNetV3 / EfficientNet, ``backbone.conv5`` of ShuffleNetV2; a forward hook
+captures them; a hook on the activation tensor captures dy_c/dA_k during the
+backward pass):
 
     alpha_k = mean over (i, j) of dy_c/dA_k(i, j)
     CAM     = ReLU(sum_k alpha_k A_k), upsampled (bilinear) to the input size
@@ -16,6 +19,7 @@ to bf16.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +28,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from uscl.errors import UsclError
+from uscl.models.backbone import build_backbone
+from uscl.models.families import family_of, module_path, submodule
+
+
+@functools.lru_cache(maxsize=None)
+def cam_layer_name(arch: str) -> str:
+    """The Grad-CAM target of ``arch`` as a module name of the fold network (``backbone.layer4``,
+    ``backbone.features.16``)."""
+    with torch.device("meta"):
+        backbone, _ = build_backbone(arch)
+    return f"backbone.{module_path(backbone, family_of(arch).cam_layer)}"
+
+
+def cam_layer(net: nn.Module) -> nn.Module:
+    """The Grad-CAM target module of a fold network (its ``arch``; ResNet's ``layer4`` when it has none)."""
+    arch = getattr(net, "arch", None)
+    return submodule(net.backbone, family_of(arch).cam_layer) if arch else net.backbone.layer4
 
 
 class GradCAM:
@@ -34,7 +55,7 @@ class GradCAM:
             raise UsclError("Grad-CAM needs class scores with gradients; a kNN model has none "
                             "(explain a model fine-tuned with mode paper, full or linear)")
         self.net = net
-        self.layer = layer if layer is not None else net.backbone.layer4
+        self.layer = layer if layer is not None else cam_layer(net)
         self._act: torch.Tensor | None = None
         self._grad: torch.Tensor | None = None
 

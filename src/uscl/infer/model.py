@@ -38,6 +38,7 @@ from uscl.errors import UsclError
 from uscl.finetune.outputs import MODEL_KIND
 from uscl.finetune.run_folder import FOLD_METRICS
 from uscl.models import FinetunedClassifier, build_backbone
+from uscl.models.backbone import identify_arch
 from uscl.models.detector import build_detector
 from uscl.models.segmenter import Segmenter
 
@@ -154,6 +155,10 @@ class ProbabilityModel(nn.Module):
     @property
     def is_knn(self) -> bool:
         return isinstance(self.classifier.head, KnnHead)
+
+    @property
+    def arch(self) -> str:
+        return self.classifier.arch
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_knn:
@@ -299,15 +304,15 @@ def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> Pr
     (``assign=True``): no random initialisation that would be overwritten anyway.
     """
     state = strip_wrappers(state)
-    arch = meta.get("arch") or "resnet18"
     classes = meta.get("classes") or []
-    with torch.device("meta"):
-        backbone, dim = build_backbone(arch)
-        classifier = FinetunedClassifier(backbone, dim, len(classes))
     bb_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not bb_state:
         raise UsclError(f"{where} holds no backbone.* weights: is it a `uscl finetune` model "
                         "(not a pretraining backbone, which has no classifier)?")
+    arch = _recorded_arch(meta, bb_state, where)
+    with torch.device("meta"):
+        backbone, dim = build_backbone(arch)
+        classifier = FinetunedClassifier(backbone, dim, len(classes), arch)
     _check_keys(bb_state, backbone.state_dict(), f"{where} does not match architecture {arch}")
     backbone.load_state_dict(bb_state, strict=True, assign=True)
     if meta.get("head") == "knn" or "knn.bank" in state:
@@ -323,6 +328,16 @@ def build_fold_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> Pr
                             f"on {dim}-d features")
         classifier.head.load_state_dict({"weight": w, "bias": b}, assign=True)
     return ProbabilityModel(classifier).eval()
+
+
+def _recorded_arch(meta: dict, bb_state: dict[str, torch.Tensor], where: str) -> str:
+    """The metadata's ``arch`` (older files without one: read from the weights' keys); weights of another
+    architecture than the recorded one are an error naming both."""
+    found = identify_arch(bb_state)
+    arch = meta.get("arch") or found or "resnet18"
+    if found is not None and found != arch:
+        raise UsclError(f"{where}: its metadata records arch {arch}, but its weights are a {found} backbone")
+    return arch
 
 
 def build_segment_net(state: dict[str, torch.Tensor], meta: dict, where: str) -> SegmentProbabilityModel:

@@ -1,24 +1,25 @@
-"""ResNet backbones, randomly initialised, with the classification layer removed.
+"""Backbones (ResNet-18/34/50, DenseNet-121, MobileNetV3-Large, ShuffleNetV2, EfficientNet-B0),
+randomly initialised, with the classification layer removed.
 
-The backbone keeps torchvision's own module names (conv1, bn1, layer1...layer4),
-so its state dict loads into a plain torchvision ResNet with ``strict=False``.
-Nothing is downloaded: weights are always ``None``.
+The backbone keeps torchvision's own module names (conv1, bn1, layer1...layer4 of a
+ResNet; features.* of a DenseNet...), so its state dict loads into the plain torchvision
+model with ``strict=False`` (only the classifier's keys are missing). Where each
+family's parts are is :mod:`uscl.models.families`. Nothing is downloaded: weights are
+always ``None``.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models as tvm
 
-from uscl.errors import ConfigError
+from uscl.models.families import FAMILIES, family_of, replace_submodule, submodule
 
 # arch name -> (torchvision constructor, feature dimension)
-ARCHITECTURES = {
-    "resnet18": (tvm.resnet18, 512),
-    "resnet50": (tvm.resnet50, 2048),
-}
+ARCHITECTURES = {arch: (f.make, f.dim) for arch, f in FAMILIES.items()}
 
 
 class GreyAwareConv2d(nn.Conv2d):
@@ -32,7 +33,7 @@ class GreyAwareConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1 and self.in_channels == 3:
+        if x.shape[1] == 1 and self.in_channels == 3 and self.groups == 1:
             if x.is_cuda:
                 # cuDNN is far slower with one input channel than with three (H200, bf16,
                 # 224 px, batch 512: 53 vs 38 ms per training step); the copy costs ~0.1 ms
@@ -57,12 +58,35 @@ def grey_aware(conv: nn.Conv2d) -> GreyAwareConv2d:
 
 
 def build_backbone(arch: str) -> tuple[nn.Module, int]:
-    """Return (ResNet with ``fc = Identity``, feature dimension); it takes RGB or grey input."""
-    try:
-        ctor, dim = ARCHITECTURES[arch]
-    except KeyError:
-        raise ConfigError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})") from None
-    net = ctor(weights=None)
-    net.fc = nn.Identity()
-    net.conv1 = grey_aware(net.conv1)
-    return net, dim
+    """Return (torchvision ``arch`` with its classifier Linear = Identity, feature dimension);
+    its first convolution is grey-aware, so it takes RGB or grey input."""
+    fam = family_of(arch)
+    net = fam.make(weights=None)
+    replace_submodule(net, fam.classifier, nn.Identity())
+    replace_submodule(net, fam.first_conv, grey_aware(submodule(net, fam.first_conv)))
+    return net, fam.dim
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_signature(arch: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of ``arch``'s backbone state dict (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        net, _ = build_backbone(arch)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def identify_arch(sd: dict[str, torch.Tensor]) -> str | None:
+    """The architecture whose backbone has exactly ``sd``'s keys and shapes (its torchvision classifier's
+    keys and BatchNorm counters aside), or None."""
+    keys = {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    for arch in ARCHITECTURES:
+        ref = backbone_signature(arch)
+        if all(keys.get(k) == s for k, s in ref.items()) and set(keys) <= set(ref) | classifier_keys(arch, keys):
+            return arch
+    return None
+
+
+def classifier_keys(arch: str, keys) -> set[str]:
+    """Those of ``keys`` that belong to ``arch``'s torchvision classifier Linear (``fc.*``, ``classifier.3.*``)."""
+    prefix = family_of(arch).classifier + "."
+    return {k for k in keys if k.startswith(prefix)}

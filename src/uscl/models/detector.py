@@ -61,6 +61,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from uscl.errors import ConfigError
 from uscl.models.backbone import build_backbone
+from uscl.models.families import require_dense
 from uscl.models.classifier import apply_init
 
 MODES = {"frozen": 0, "paper": 1, "full": 5}
@@ -89,6 +90,7 @@ def build_detector(arch: str, num_classes: int, init_sd: dict[str, torch.Tensor]
     if int(num_classes) < 1:
         raise ConfigError(f"num_classes must be >= 1 object class (background excluded), got {num_classes}",
                           param="num_classes")
+    require_dense(arch, "detect")  # U-Net / FPN over a ResNet's stem + layer1..4
     trunk, _ = build_backbone(arch)
     apply_init(trunk, init_sd, arch, source)  # before BN conversion: its key checks see ordinary BatchNorm
     frozen_bn = init_sd is not None if frozen_bn is None else bool(frozen_bn)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uscl.models.backbone import build_backbone
+from uscl.models.families import require_dense
 from uscl.models.classifier import apply_init
 
 # output channels of the decoder blocks, deepest first: at /16, /8, /4, /2 and /1 of the input
@@ -109,6 +110,7 @@ def build_segmenter(arch: str, num_classes: int, init_sd: dict[str, torch.Tensor
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1 (foreground classes), got {num_classes}")
+    require_dense(arch, "segment")  # U-Net / FPN over a ResNet's stem + layer1..4
     backbone, _ = build_backbone(arch)
     apply_init(backbone, init_sd, arch, source)
     return Segmenter(backbone, num_classes)

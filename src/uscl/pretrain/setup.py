@@ -193,6 +193,9 @@ def init_from(model: nn.Module, spec: str, arch: str, log) -> None:
         path = path / BEST if (path / BEST).is_file() else path / LAST
     state, meta = load_weights(path)
     state = strip_wrappers(state)
+    if meta.get("arch") and meta["arch"] != arch:
+        raise UsclError(f"fine_tune_from {spec}: it holds a {meta['arch']} model, but arch is {arch} "
+                        f"(set arch={meta['arch']})", param="fine_tune_from")
     target = model if meta.get("key_format") != "torchvision" else model.backbone
     own = target.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
