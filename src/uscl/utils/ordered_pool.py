@@ -17,7 +17,9 @@
   library) breaks the whole pool, and with it every item in flight. Those
   items are run again one at a time, each in a fresh one-worker pool, so the
   one that kills its worker is found: its result is ``crashed(item, error)``
-  (default: the error is raised), and the run goes on in a new pool.
+  (default: the error is raised), and the run goes on in a new pool. Where
+  no worker can run anything at all (a script without the
+  ``if __name__ == "__main__":`` guard), :class:`WorkersCannotStart` is raised.
 * ``workers <= 1`` runs ``fn`` in this process, one item after the other (no
   pool): the same results, and exceptions raised as they come.
 
@@ -74,6 +76,26 @@ def _done_future(result) -> Future:
     return fut
 
 
+class WorkersCannotStart(RuntimeError):
+    """Worker processes die before running anything (not one item's fault)."""
+
+
+def _probe() -> bool:
+    return True
+
+
+def _workers_start(preload: Sequence[str]) -> bool:
+    """Whether a fresh worker runs anything at all: a script that starts a pool without
+    ``if __name__ == "__main__":`` kills every worker while it re-imports the script."""
+    pool = _new_pool(1, preload)
+    try:
+        return pool.submit(_probe).result()
+    except BrokenProcessPool:
+        return False
+    finally:
+        pool.shutdown(wait=True)
+
+
 def _isolated(fn: Callable[[T], R], item: T, preload: Sequence[str],
               crashed: Callable[[T, BaseException], R] | None) -> R:
     """``fn(item)`` alone in a fresh one-worker pool: the item whose worker died, found."""
@@ -81,6 +103,12 @@ def _isolated(fn: Callable[[T], R], item: T, preload: Sequence[str],
     try:
         return pool.submit(fn, item).result()
     except BrokenProcessPool as exc:
+        pool.shutdown(wait=True)
+        if not _workers_start(preload):
+            raise WorkersCannotStart(
+                "worker processes die as they start (see their error above). A script that runs this "
+                "must keep its top-level code under `if __name__ == \"__main__\":` (the workers import the "
+                "script), or use one worker") from exc
         if crashed is None:
             raise
         return crashed(item, exc)
