@@ -143,6 +143,7 @@ def _parallel(fn, items: Iterator, workers: int, window: int, on_done, crashed, 
     head = submitted = 0
     exhausted = False
     pool = _new_pool(workers, preload)
+    finished = False
     try:
         while True:
             while not exhausted and len(pending) < window:
@@ -153,6 +154,7 @@ def _parallel(fn, items: Iterator, workers: int, window: int, on_done, crashed, 
                 pending[submitted] = (item, pool.submit(fn, item))
                 submitted += 1
             if not pending:
+                finished = True
                 return
             while not pending[head][1].done():
                 wait([f for i, (_, f) in pending.items() if i not in reported], return_when=FIRST_COMPLETED)
@@ -165,8 +167,8 @@ def _parallel(fn, items: Iterator, workers: int, window: int, on_done, crashed, 
                 reported.discard(head)
                 head += 1
                 yield item, fut.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    finally:  # done: the workers exit before this returns; stopped early: they are not waited for
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _after_break(pool, fn, pending: dict, reported: set[int], workers: int, crashed, preload):
