@@ -6,8 +6,11 @@ frames of 64×64, in folders of 100 like a PACS export), then for each size
 prepares the first N of them (hard links into a folder of their own) in a
 fresh process, so each peak is that run's own. Reported per size: seconds,
 files/s, frames/s, and the peak resident memory of the prepare process
-(getrusage) and of every worker (VmHWM, sampled from /proc every 0.1 s;
-getrusage of the children where there is no /proc). Flat means: the peaks at
+(getrusage) and of every worker (VmHWM, sampled from /proc every 0.1 s; it
+counts the pages a worker shares copy-on-write with the fork server, which
+holds the preloaded modules, ``forkserver_rss_mib``: a worker touching more
+of them over a long run looks bigger without using more memory), and the
+largest private memory of a worker seen (smaps_rollup, sampled). Flat means: the peaks at
 2,000 files are those at 500, give or take the manifest in memory.
 
     python benchmarks/bench_dicom_archive.py --out benchmarks/results/dicom_archive.json
@@ -53,8 +56,17 @@ def write_archive(root: Path, n: int, frames: int, size: int) -> float:
     return time.perf_counter() - t
 
 
-def _tree_hwm(pid: int) -> dict[int, tuple[str, int]]:
-    """pid → (name, VmHWM bytes) of every live descendant of ``pid`` (Linux /proc)."""
+def _private_bytes(pid: int) -> int:
+    """Pages of ``pid`` no other process shares (Private_Clean + Private_Dirty of smaps_rollup); 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            return sum(int(line.split()[1]) * 1024 for line in fh if line.startswith(("Private_Clean", "Private_Dirty")))
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _tree_hwm(pid: int) -> dict[int, tuple[str, int, int]]:
+    """pid → (kind, VmHWM bytes, private bytes now) of every live descendant of ``pid`` (Linux /proc)."""
     parents: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -73,8 +85,10 @@ def _tree_hwm(pid: int) -> dict[int, tuple[str, int]]:
                     with open(f"/proc/{child}/status") as fh:
                         fields = dict(line.split(":", 1) for line in fh if ":" in line)
                     cmd = open(f"/proc/{child}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-                    found[child] = ("forkserver" if "forkserver" in cmd else "worker",
-                                    int(fields["VmHWM"].split()[0]) * 1024)
+                    # the fork server is our child; its children (same command line) are the workers
+                    kind = ("tracker" if "resource_tracker" in cmd else
+                            "forkserver" if p == pid and "forkserver" in cmd else "worker")
+                    found[child] = (kind, int(fields["VmHWM"].split()[0]) * 1024, _private_bytes(child))
                 except (OSError, KeyError, ValueError):
                     pass
     return found
@@ -84,14 +98,15 @@ def child(src: Path, out: Path, workers: int) -> dict:
     """One prepare run, in this (fresh) process; its figures."""
     from uscl.store.prepare import PrepareOptions, prepare
 
-    peaks: dict[int, tuple[str, int]] = {}
+    peaks: dict[int, tuple[str, int, int]] = {}
     stop = threading.Event()
     has_proc = Path("/proc/self/status").is_file()
 
     def sample() -> None:
         while not stop.wait(0.1):
-            for p, (kind, hwm) in _tree_hwm(os.getpid()).items():
-                peaks[p] = (kind, max(hwm, peaks.get(p, (kind, 0))[1]))
+            for p, (kind, hwm, private) in _tree_hwm(os.getpid()).items():
+                _, hwm0, private0 = peaks.get(p, (kind, 0, 0))
+                peaks[p] = (kind, max(hwm, hwm0), max(private, private0))
 
     sampler = threading.Thread(target=sample, daemon=True)
     if has_proc:
@@ -102,8 +117,9 @@ def child(src: Path, out: Path, workers: int) -> dict:
     stop.set()
     if has_proc:
         sampler.join()
-    workers_hwm = [h for kind, h in peaks.values() if kind == "worker"]
-    forkserver = [h for kind, h in peaks.values() if kind == "forkserver"]
+    workers_hwm = [h for kind, h, _ in peaks.values() if kind == "worker"]
+    workers_private = [p for kind, _, p in peaks.values() if kind == "worker"]
+    forkserver = [h for kind, h, _ in peaks.values() if kind == "forkserver"]
     # ru_maxrss is in KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
     return {
@@ -113,10 +129,9 @@ def child(src: Path, out: Path, workers: int) -> dict:
         "manifest_kib": round((out / "manifest.json").stat().st_size / 1024, 1),
         "parent_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MIB, 1),
         "worker_peak_rss_mib": round(max(workers_hwm) / MIB, 1) if workers_hwm else None,
+        "worker_peak_private_mib": round(max(workers_private) / MIB, 1) if workers_private else None,
         "workers_seen": len(workers_hwm),
         "forkserver_rss_mib": round(max(forkserver) / MIB, 1) if forkserver else None,
-        "children_peak_rss_mib_getrusage": round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale / MIB, 1),
     }
 
 
@@ -157,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work / f"store_{n}")
         small, large = runs[0], runs[-1]
         growth = {k: (round(large[k] - small[k], 1) if large[k] is not None and small[k] is not None else None)
-                  for k in ("parent_peak_rss_mib", "worker_peak_rss_mib")}
+                  for k in ("parent_peak_rss_mib", "worker_peak_rss_mib", "worker_peak_private_mib")}
         import pydicom
 
         result = {

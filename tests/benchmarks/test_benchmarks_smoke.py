@@ -125,3 +125,28 @@ def test_dense_step_quick(tmp_path):
     lines = run_all.summarise("dense_step", data)
     assert len(lines) == 3 and lines[0].startswith("segmentation step") and lines[-1].startswith("detection step")
     assert "--quick" in run_all.commands(True, tmp_path)["dense_step"]
+
+
+def test_ingest_workers_tiny(tmp_path):
+    data = run_bench("bench_ingest_workers.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "ingest_workers" and data["videos"] == 2 and data["frames"] == 40
+    assert set(data["frames_per_s"]) == {"decode_bare", "decode", "workers_1", "workers_2"}
+    assert all(positive(v) for v in data["frames_per_s"].values())
+    for k in ("ratio_workers_1_over_decode", "ratio_workers_2_over_workers_1", "ratio_workers_2_over_decode"):
+        assert positive(data[k])
+    run_all = load_run_all()
+    (line,) = run_all.summarise("ingest_workers", data)
+    assert "PyAV decode" in line and "--workers 2" in line
+    assert "--tiny" in run_all.commands(True, tmp_path)["ingest_workers"]
+
+
+def test_dicom_archive_tiny(tmp_path):
+    data = run_bench("bench_dicom_archive.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "dicom_archive" and data["files_per_archive"] == [20, 40]
+    for r, n in zip(data["runs"], (20, 40)):
+        assert r["files"] == n and r["skipped"] == 0 and r["frames"] == 8 * n and r["workers"] == 2
+        assert positive(r["files_per_s"]) and positive(r["parent_peak_rss_mib"])
+    assert set(data["peak_rss_growth_mib"]) == {"parent_peak_rss_mib", "worker_peak_rss_mib"}
+    run_all = load_run_all()
+    lines = run_all.summarise("dicom_archive", data)
+    assert len(lines) == 3 and "files/s" in lines[0] and "growth" in lines[-1]

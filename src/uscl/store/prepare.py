@@ -23,6 +23,17 @@ kept frames, crop box and size as its frames and written to
 ``extra["mask_source"]``, ``extra["mask_counts"]``). A mask that cannot be
 used is left out with its reason in skipped.csv (and ``extra["mask_skipped"]``);
 its image or video is ingested all the same.
+
+Large archives: ``workers=N`` decodes in N processes (uscl.utils.ordered_pool;
+default: the cores available). Each worker runs the same
+:func:`uscl.store.ingest_one.ingest_one` (it writes the array itself and
+sends back only the record); the parent saves each sidecar as its video
+finishes and puts the records in input order, so the store is the one a
+single process makes, byte for byte. A worker that dies (out of memory) skips
+its file with that reason; the run goes on. ``shard="K/N"`` ingests the K-th
+of N shards and writes a shard manifest instead of the store's
+(uscl.store.shards); a plain run over the same OUT, or
+:func:`uscl.store.merge.merge_shards` over separate folders, finishes it.
 """
 
 from __future__ import annotations
