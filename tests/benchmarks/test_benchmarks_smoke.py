@@ -146,7 +146,7 @@ def test_dicom_archive_tiny(tmp_path):
     for r, n in zip(data["runs"], (20, 40)):
         assert r["files"] == n and r["skipped"] == 0 and r["frames"] == 8 * n and r["workers"] == 2
         assert positive(r["files_per_s"]) and positive(r["parent_peak_rss_mib"])
-    assert set(data["peak_rss_growth_mib"]) == {"parent_peak_rss_mib", "worker_peak_rss_mib"}
+    assert set(data["peak_rss_growth_mib"]) == {"parent_peak_rss_mib", "worker_peak_rss_mib", "worker_peak_private_mib"}
     run_all = load_run_all()
     lines = run_all.summarise("dicom_archive", data)
     assert len(lines) == 3 and "files/s" in lines[0] and "growth" in lines[-1]
