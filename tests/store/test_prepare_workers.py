@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import uscl.store.prepare as prep
 from uscl.cli import main
 from uscl.errors import UsclError
 from uscl.store import FrameStore
-from uscl.store.ingest_one import CRASHED, run_task
+from uscl.store.ingest_one import CRASHED, outcome_of, run_task
 from uscl.store.prepare import prepare, worker_count
 from uscl.video.samples import moving_frames, write_video
 
@@ -79,6 +80,28 @@ def test_a_dying_worker_skips_its_file_and_the_run_goes_on(tmp_path, monkeypatch
     assert summary.skipped == [("boom.mp4", CRASHED)]
     assert [v.source for v in FrameStore(tmp_path / "store").videos] == ["a.mp4", "c.mp4", "d.mp4", "e.mp4"]
     assert skipped_rows(tmp_path / "store") == {"boom.mp4": CRASHED}
+
+
+def enospc(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def full_disk(task):
+    """run_task on a full disk."""
+    return outcome_of(enospc, task, None)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_stops_the_run_with_a_clear_message(tmp_path, monkeypatch, workers):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(src / name, moving_frames(3, 32, 32), fps=10)
+    monkeypatch.setattr(prep, "run_task", full_disk)  # in the workers
+    monkeypatch.setattr(prep, "_ingest_one", enospc)  # in this process
+    with pytest.raises(UsclError, match="disk full while writing .*free space and re-run"):
+        prepare(src, tmp_path / "store", SMALL, show_progress=False, workers=workers)
+    assert not (tmp_path / "store" / "manifest.json").exists()
 
 
 def _cli(*args: str) -> list[str]:

@@ -446,6 +446,7 @@ def _ingest_all(plan: _Plan, workers: int | None, show_progress: bool) -> list[_
         elif job.record is not None:
             plan.summary.reused += 1
         entries.append(_entry(plan, job))
+    next(outcomes, None)  # run the pool to its end: it waits for its workers to exit
     bar.close()
     return entries
 
@@ -572,6 +573,8 @@ def prepare(
     write ``out/shards/K-of-N.json`` instead of the manifest (uscl.store.shards).
     """
     start = time.perf_counter()
+    if workers is not None:
+        worker_count(workers, 1)  # refused before anything is read
     plan = _plan(Path(src), Path(out), options or PrepareOptions(), labels_csv=labels_csv, label_from=label_from,
                  prefix_map=prefix_map, where=where, frame_folders=frame_folders, overwrite=overwrite,
                  mask_suffix=mask_suffix, mask_classes=mask_classes, shard=shard)
