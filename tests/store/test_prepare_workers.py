@@ -146,3 +146,31 @@ def test_kill_9_of_a_parallel_run_then_rerun_gives_the_single_run(tmp_path):
     assert not [p for p in (out / "arrays").iterdir() if p.name.startswith(".")]  # no temp file left
     assert main(["prepare", str(src), str(out), "--size", "32", "--workers", "2"]) == 0  # and reuses it all
     assert store_files(out) == store_files(clean)
+
+
+UNGUARDED = """
+import sys
+from uscl.errors import UsclError
+from uscl.store.prepare import PrepareOptions, prepare
+summary = prepare(sys.argv[1], sys.argv[2], PrepareOptions(size=32), show_progress=False)
+print("default", summary.workers, summary.videos)
+try:
+    prepare(sys.argv[1], sys.argv[3], PrepareOptions(size=32), show_progress=False, workers=2)
+except UsclError as exc:
+    print("asked for", exc.param)
+"""
+
+
+def test_a_script_without_the_main_guard_falls_back_to_one_process(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(src / name, moving_frames(3, 32, 32), fps=10)
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "s1"), str(tmp_path / "s2")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["default 1 2", "asked for workers"]
+    assert "decoding in this process instead" in proc.stderr and "__main__" in proc.stderr

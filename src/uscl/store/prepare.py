@@ -45,6 +45,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ from uscl.store.preprocess import PrepareOptions, preprocess_frames, read_and_pr
 from uscl.store.shards import SHARDS, listing_digest, parse_shard, shard_of, write_shard_manifest
 from uscl.store.video_ids import make_video_ids
 from uscl.utils.atomic import atomic_write_text
-from uscl.utils.ordered_pool import WorkersCannotStart, available_cores, ordered_map
+from uscl.utils.ordered_pool import WorkersCannotStart, available_cores, ordered_map, starting_worker
 from uscl.utils.progress import progress
 from uscl.video.discover import VideoInput, discover_inputs
 from uscl.video.labels import (
@@ -395,8 +396,10 @@ def worker_count(workers: int | None, to_decode: int) -> int:
     return max(1, min(workers or available_cores(), to_decode))
 
 
-def _outcomes(plan: _Plan, log: IngestLog, jobs: list[_Job], workers: int, bar) -> Iterator[Outcome]:
-    """The outcome of every job that needs ingesting, in input order; sidecars are saved as each finishes."""
+def _outcomes(plan: _Plan, log: IngestLog, jobs: list[_Job], workers: int, bar, explicit: bool) -> Iterator[Outcome]:
+    """The outcome of every job that needs ingesting, in input order; sidecars are saved as each finishes.
+    Where no worker can start (a script without the main guard), workers the caller asked for are an
+    error; the default falls back to this process."""
     by_id = {j.video_id: j for j in jobs if j.task}
 
     def on_done(task: IngestTask, outcome: Outcome) -> None:
@@ -410,17 +413,24 @@ def _outcomes(plan: _Plan, log: IngestLog, jobs: list[_Job], workers: int, bar) 
                 raise (_disk_full(plan.out, exc) if exc.errno == errno.ENOSPC else exc) from exc
 
     tasks = [j.task for j in jobs if j.task]
-    if workers <= 1:
-        writer = StoreWriter(plan.out)
-        fn = lambda task: outcome_of(_ingest_one, task, writer)  # noqa: E731 - looked up at call time
-    else:
-        fn = run_task
+    writer = StoreWriter(plan.out)
+
+    def here(task: IngestTask) -> Outcome:
+        return outcome_of(_ingest_one, task, writer)  # looked up at call time
+
+    done = 0
     try:
-        for _, outcome in ordered_map(fn, tasks, workers, on_done=on_done, crashed=crashed_outcome,
-                                      preload=("uscl.store.ingest_one",)):
+        for _, outcome in ordered_map(here if workers <= 1 else run_task, tasks, workers, on_done=on_done,
+                                      crashed=crashed_outcome, preload=("uscl.store.ingest_one",)):
+            done += 1
             yield outcome
     except WorkersCannotStart as exc:
-        raise UsclError(f"{exc} (workers=1)", param="workers") from None
+        if explicit:
+            raise UsclError(f"{exc} (workers=1)", param="workers") from None
+        warnings.warn(f"{exc}; decoding in this process instead", RuntimeWarning, stacklevel=2)
+        plan.summary.workers = 1
+        for task, outcome in ordered_map(here, tasks[done:], 1, on_done=on_done):
+            yield outcome
 
 
 def _ingest_all(plan: _Plan, workers: int | None, show_progress: bool) -> list[_Entry]:
@@ -432,10 +442,11 @@ def _ingest_all(plan: _Plan, workers: int | None, show_progress: bool) -> list[_
     to_decode = sum(1 for j in jobs if j.task)
     if to_decode:  # the store is about to change: an old manifest must not describe new arrays
         (plan.out / MANIFEST).unlink(missing_ok=True)
-    plan.summary.workers = workers = worker_count(workers, to_decode) if to_decode else 1
+    requested = workers
+    plan.summary.workers = worker_count(workers, to_decode) if to_decode else 1
     bar = progress(total=len(jobs), desc="prepare", unit="video", **({} if show_progress else {"disable": True}))
     bar.update(len(jobs) - to_decode)
-    outcomes = _outcomes(plan, log, jobs, workers, bar)
+    outcomes = _outcomes(plan, log, jobs, plan.summary.workers, bar, explicit=requested is not None)
     entries = []
     for job in jobs:
         if job.task:
@@ -573,6 +584,9 @@ def prepare(
     write ``out/shards/K-of-N.json`` instead of the manifest (uscl.store.shards).
     """
     start = time.perf_counter()
+    if starting_worker():  # the script's top level, run again in a worker: not a second prepare there
+        raise RuntimeError("prepare() called while a worker process starts: keep the script's top-level code "
+                           "under `if __name__ == \"__main__\":`")
     if workers is not None:
         worker_count(workers, 1)  # refused before anything is read
     plan = _plan(Path(src), Path(out), options or PrepareOptions(), labels_csv=labels_csv, label_from=label_from,

@@ -49,6 +49,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def starting_worker() -> bool:
+    """True while this process is a worker importing its parent's main script (a script without the
+    ``if __name__ == "__main__":`` guard runs its top-level code again there)."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def pool_context(preload: Sequence[str] = ()):
     """forkserver (with ``preload`` imported once by the server) where available, else spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
