@@ -65,6 +65,7 @@ def test_merge_in_place_of_a_shared_out(archive, single, tmp_path):
         _shard(archive, out, k, 2)
     summary = merge_shards([out], out)
     assert store_files(out) == store_files(single) and summary.videos == len(FrameStore(single))
+    assert "merged from 1 shard folders" in summary.format() and summary.skipped
 
 
 def test_bad_shard_arguments_are_clear(archive, tmp_path, capsys):

@@ -138,7 +138,8 @@ def merge_shards(folders: list[str | os.PathLike], out: str | os.PathLike) -> Pr
     if any(e["record"] and e["record"].get("mask") for _, e in entries):
         (out / MASKS).mkdir(exist_ok=True)
     IngestLog(out).write_options(opts)
-    summary = PrepareSummary(out=str(out), mask_classes=list(opts.get("mask_classes") or []))
+    summary = PrepareSummary(out=str(out), mask_classes=list(opts.get("mask_classes") or []),
+                             merged_from=[str(f) for f in unique])
     records = []
     for folder, e in entries:
         summary.skipped += [tuple(s) for s in e["skipped"]]

@@ -116,6 +116,7 @@ class PrepareSummary:
     workers: int = 1  # processes that decoded (1: this one)
     shard: str | None = None  # "K/N": this run ingested one shard (no manifest; see shard_manifest)
     shard_manifest: str | None = None  # the shard manifest this run wrote
+    merged_from: list[str] = field(default_factory=list)  # a merge: the shard folders it read
 
     @property
     def frames_per_second(self) -> float:
@@ -143,12 +144,16 @@ class PrepareSummary:
         lines.append(f"  {'label':<{width}}  videos  frames")
         for label, c in self.per_label.items():
             lines.append(f"  {label:<{width}}  {c['videos']:>6}  {c['frames']:>6}")
-        lines.append(
-            f"decoded {self.decoded}, reused {self.reused} from an earlier run"
-            + (f", {self.filtered} left out by {name('where')}" if self.filtered else "")
-            + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s"
-            + (f", {self.workers} worker processes)" if self.workers > 1 else ")")
-        )
+        if self.merged_from:
+            lines.append(f"merged from {len(self.merged_from)} shard folders ({', '.join(self.merged_from)}) "
+                         f"in {self.seconds:.1f} s")
+        else:
+            lines.append(
+                f"decoded {self.decoded}, reused {self.reused} from an earlier run"
+                + (f", {self.filtered} left out by {name('where')}" if self.filtered else "")
+                + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s"
+                + (f", {self.workers} worker processes)" if self.workers > 1 else ")")
+            )
         if self.mask_classes:
             lines.append(f"masks: {self.with_masks} with masks, {self.without_masks} without "
                          f"(values 1..{len(self.mask_classes)} = {', '.join(self.mask_classes)}, 0 = background)")
