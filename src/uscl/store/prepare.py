@@ -66,7 +66,13 @@ from uscl.store.preprocess import PrepareOptions, preprocess_frames, read_and_pr
 from uscl.store.shards import SHARDS, listing_digest, parse_shard, shard_of, write_shard_manifest
 from uscl.store.video_ids import make_video_ids
 from uscl.utils.atomic import atomic_write_text
-from uscl.utils.ordered_pool import WorkersCannotStart, available_cores, ordered_map, starting_worker
+from uscl.utils.ordered_pool import (
+    WorkersCannotStart,
+    available_cores,
+    ordered_map,
+    starting_worker,
+    workers_cannot_start,
+)
 from uscl.utils.progress import progress
 from uscl.video.discover import VideoInput, discover_inputs
 from uscl.video.labels import (
@@ -398,6 +404,8 @@ def worker_count(workers: int | None, to_decode: int) -> int:
     file; 1 means in this process."""
     if workers is not None and workers < 1:
         raise UsclError(f"workers must be at least 1 (1: decode in this process), got {workers}", param="workers")
+    if workers is None and workers_cannot_start():  # this script's workers die as they start (no main guard)
+        return 1
     return max(1, min(workers or available_cores(), to_decode))
 
 

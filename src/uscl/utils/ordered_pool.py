@@ -86,6 +86,14 @@ class WorkersCannotStart(RuntimeError):
     """Worker processes die before running anything (not one item's fault)."""
 
 
+_CANNOT_START: list[str] = []  # set once workers were seen dying as they start: later pools would too
+
+
+def workers_cannot_start() -> bool:
+    """Whether workers of this process were seen dying as they start (its script lacks the main guard)."""
+    return bool(_CANNOT_START)
+
+
 def _probe() -> bool:
     return True
 
@@ -111,6 +119,7 @@ def _isolated(fn: Callable[[T], R], item: T, preload: Sequence[str],
     except BrokenProcessPool as exc:
         pool.shutdown(wait=True)
         if not _workers_start(preload):
+            _CANNOT_START.append("yes")
             raise WorkersCannotStart(
                 "worker processes die as they start (see their error above). A script that runs this "
                 "must keep its top-level code under `if __name__ == \"__main__\":` (the workers import the "

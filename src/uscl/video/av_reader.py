@@ -27,6 +27,41 @@ def _stream_fps(stream) -> float | None:
     return None
 
 
+class _KeptFrames:
+    """The kept frames, copied into one array sized by the frames the stream says it has (all kept) or
+    the indices asked for: no list of frames stacked at the end, so a long video is in memory once, not
+    twice. Without a count (fps sampling, a container that does not say), or past it, a list."""
+
+    def __init__(self, expected: int | None):
+        self.expected = expected if expected and expected > 0 else None
+        self.buf: np.ndarray | None = None
+        self.n = 0
+        self.extra: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return self.n + len(self.extra)
+
+    def append(self, arr: np.ndarray) -> None:
+        if self.buf is None and self.expected is not None:
+            try:  # pages never written are never resident: a count too high costs address space only
+                self.buf = np.empty((self.expected, *arr.shape), arr.dtype)
+            except (MemoryError, ValueError):
+                self.expected = None
+        if self.buf is not None and not self.extra and self.n < len(self.buf):
+            self.buf[self.n] = arr
+            self.n += 1
+        else:
+            self.extra.append(arr)
+
+    def array(self) -> np.ndarray:
+        """(T, H, W[, C]), the same as ``np.stack`` of the frames in order."""
+        if not self.extra:
+            return self.buf[: self.n]
+        if self.buf is None:
+            return np.stack(self.extra)
+        return np.concatenate([self.buf[: self.n], np.stack(self.extra)])
+
+
 def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = None,
             size: int | None = None, indices: Collection[int] | None = None) -> DecodedVideo:
     """Decode every frame; keep all, or those nearest to multiples of 1/fps.
@@ -57,7 +92,7 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         clock = MonotonicClock(native_fps)
         wanted = frozenset(indices) if indices is not None else None
         sampler = NearestTimeSampler(fps) if fps and wanted is None else None
-        kept: list[np.ndarray] = []
+        kept = _KeptFrames(len(wanted) if wanted is not None else None if sampler else stream.frames)
         kept_idx: list[int] = []
         kept_times: list[float] = []
         native: tuple[int, int] | None = None
@@ -112,7 +147,7 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         if error is not None or bad_reason is not None:
             raise DecodeError(f"no frame could be decoded ({_reason(error or bad_reason)})")
         raise DecodeError("the video has no frames")
-    frames = np.stack(kept)
+    frames = kept.array()
     if frames.ndim == 3:
         frames = frames[..., None]
     notes = []
