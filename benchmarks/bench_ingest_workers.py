@@ -3,9 +3,11 @@
 Generates H.264 clips (bench_ingest.make_clip: a speckled sector, default
 320×240, 300 frames each), then times, round by round in this order:
 
-* decode: PyAV alone in this process, every frame to a numpy grey frame at
-  the store size (one swscale reformatter per video, as prepare does): the
-  per-core ceiling; ``decode_bare`` decodes without converting;
+* decode: PyAV alone in this process, one decoder thread (as prepare's
+  workers decode), every frame to a numpy grey frame at the store size (one
+  swscale reformatter per video, as prepare does): the per-core ceiling;
+  ``decode_bare`` decodes without converting; ``decode_default_threads`` with
+  FFmpeg's default threads (one per core: slice threading);
 * workers_1: ``prepare(..., workers=1)`` into a fresh store (in this process:
   decode, grey + resize, array written atomically, sha256 of source and array,
   sidecar);
@@ -42,13 +44,17 @@ from av.video.reformatter import VideoReformatter  # noqa: E402
 from bench_ingest import make_clip  # noqa: E402
 
 
-def decode_to_numpy(paths: list[Path], size: int | None, pix_fmt: str = "gray") -> int:
-    """PyAV alone: every frame to numpy (grey, at ``size``), as prepare's decoder does; frames decoded."""
+def decode_to_numpy(paths: list[Path], size: int | None, threads: int | None = 1, pix_fmt: str = "gray") -> int:
+    """PyAV alone: every frame to numpy (grey, at ``size``), as prepare's decoder does (one decoder
+    thread; ``threads=None``: FFmpeg's default, a thread per core); frames decoded."""
     n = 0
     for p in paths:
         reformatter = VideoReformatter()
         with av.open(str(p)) as container:
-            for frame in container.decode(container.streams.video[0]):
+            stream = container.streams.video[0]
+            if threads:
+                stream.codec_context.thread_count = threads
+            for frame in container.decode(stream):
                 kw = {"width": size, "height": size, "interpolation": "BILINEAR"} if size else {}
                 reformatter.reformat(frame, format=pix_fmt, **kw).to_ndarray()
                 n += 1
@@ -56,10 +62,13 @@ def decode_to_numpy(paths: list[Path], size: int | None, pix_fmt: str = "gray") 
 
 
 def decode_bare(paths: list[Path]) -> int:
+    """PyAV decoding alone, one thread, no conversion."""
     n = 0
     for p in paths:
         with av.open(str(p)) as container:
-            for _ in container.decode(container.streams.video[0]):
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            for _ in container.decode(stream):
                 n += 1
     return n
 
@@ -98,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         prepare(src, work / "warm", options, show_progress=False, workers=2)  # starts the fork server
         pool_start_s = time.perf_counter() - t
-        times: dict[str, list[float]] = {"decode_bare": [], "decode": [], "workers_1": [], "workers_2": []}
+        times: dict[str, list[float]] = {"decode_bare": [], "decode": [], "decode_default_threads": [],
+                                         "workers_1": [], "workers_2": []}
         n_frames = 0
         for r in range(args.repeat):
             t = time.perf_counter()
@@ -107,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             n_frames = decode_to_numpy(paths, args.size)
             times["decode"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            decode_to_numpy(paths, args.size, threads=None)
+            times["decode_default_threads"].append(time.perf_counter() - t)
             for w in (1, 2):
                 out = work / f"store_{r}_{w}"
                 t = time.perf_counter()
@@ -126,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_workers_2_over_workers_1": round(fps["workers_2"] / fps["workers_1"], 3),
             "ratio_workers_2_over_decode": round(fps["workers_2"] / fps["decode"], 3),
             "ratio_workers_1_over_decode_bare": round(fps["workers_1"] / fps["decode_bare"], 3),
+            "ratio_workers_2_over_decode_default_threads": round(fps["workers_2"] / fps["decode_default_threads"], 3),
             "targets": {"workers_1_over_decode": 0.9, "workers_2_over_workers_1": 1.8},
             "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
             "pool_start_s": round(pool_start_s, 3),

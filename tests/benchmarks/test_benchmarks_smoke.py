@@ -130,7 +130,7 @@ def test_dense_step_quick(tmp_path):
 def test_ingest_workers_tiny(tmp_path):
     data = run_bench("bench_ingest_workers.py", "--tiny", tmp_path=tmp_path)
     assert data["benchmark"] == "ingest_workers" and data["videos"] == 2 and data["frames"] == 40
-    assert set(data["frames_per_s"]) == {"decode_bare", "decode", "workers_1", "workers_2"}
+    assert set(data["frames_per_s"]) == {"decode_bare", "decode", "decode_default_threads", "workers_1", "workers_2"}
     assert all(positive(v) for v in data["frames_per_s"].values())
     for k in ("ratio_workers_1_over_decode", "ratio_workers_2_over_workers_1", "ratio_workers_2_over_decode"):
         assert positive(data[k])

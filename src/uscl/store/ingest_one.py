@@ -83,7 +83,9 @@ def crashed_outcome(task: IngestTask, exc: BaseException) -> Outcome:
 def ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer: StoreWriter,
                mask: MaskSource | None = None, mask_classes: list[str] | None = None) -> tuple[VideoRecord, int]:
     """Decode, preprocess and write one input (and its mask); returns its record (no labels yet) and frames decoded."""
-    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
+    # one decoder thread: prepare's parallelism is across videos (one process per core), and FFmpeg's
+    # default slice threads would have every worker compete for every core
+    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None, threads=1)
     frames, plan = preprocess_with_plan(video.frames, options)
     if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
         raise DecodeError("no pixels left after preprocessing")

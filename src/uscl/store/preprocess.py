@@ -152,18 +152,19 @@ def preprocess_masks(masks: np.ndarray, plan: CropPlan | None, options: PrepareO
 
 
 def decode_for(path: str | Path, options: PrepareOptions, *, kind: str | None = None,
-               files: list[Path] | None = None):
+               files: list[Path] | None = None, threads: int | None = None):
     """Decode with the sampling and channels of ``options`` (a DecodedVideo).
 
     Without ``crop``, videos are scaled to size×size by the decoder's own
     scaler (FFmpeg swscale, bilinear) instead of PIL afterwards: much faster,
     within a grey level or two of ``preprocess_frames`` on native frames.
     This is the one path both `uscl prepare` and :func:`read_and_preprocess`
-    take, so stored and predicted frames are made identically.
+    take, so stored and predicted frames are made identically. ``threads``: the video
+    decoder's (prepare: 1, one process per core; the same frames).
     """
     scale = options.size if options.size and not options.crop else None
     return read_frames(path, channels=options.channels, fps=options.fps, max_frames=options.max_frames,
-                       kind=kind, files=files, size=scale)
+                       kind=kind, files=files, size=scale, threads=threads)
 
 
 def read_and_preprocess(path: str | Path, options: PrepareOptions | dict) -> np.ndarray:

@@ -63,7 +63,8 @@ class _KeptFrames:
 
 
 def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = None,
-            size: int | None = None, indices: Collection[int] | None = None) -> DecodedVideo:
+            size: int | None = None, indices: Collection[int] | None = None,
+            threads: int | None = None) -> DecodedVideo:
     """Decode every frame; keep all, or those nearest to multiples of 1/fps.
 
     ``indices`` (instead of ``fps``): keep exactly the frames of these decode
@@ -76,6 +77,10 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
     scaling the native frames afterwards. A stream that breaks after some frames decoded (a truncated
     file) keeps what decoded and says so in ``notes``; one with no frame at all
     raises :class:`DecodeError`.
+
+    ``threads``: the decoder's threads (FFmpeg's default, 0, is one per core, slice threading:
+    about 1.4 cores on H.264 here); `uscl prepare` passes 1 and runs one process per core instead.
+    The frames are the same either way.
     """
     pix_fmt = "gray" if channels == "grey" else "rgb24"
     try:
@@ -86,6 +91,8 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         if not container.streams.video:
             raise DecodeError("the file has no video stream")
         stream = container.streams.video[0]
+        if threads:
+            stream.codec_context.thread_count = threads
         # no frame threading: it hides decode errors of corrupt packets, and
         # parallelism belongs across videos rather than inside one
         native_fps = _stream_fps(stream)
