@@ -108,7 +108,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "uscl", "prepare", *args]
 
 
-def test_kill_9_of_a_parallel_run_then_rerun_gives_the_single_run(tmp_path):
+def _alive_in_group(pgid: int) -> list[int]:
+    """Processes of the group that still run (zombies waiting to be reaped do not)."""
+    alive = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append(int(d))
+    return alive
+
+
+@pytest.mark.parametrize("kill", ["group", "parent"])
+def test_kill_9_of_a_parallel_run_then_rerun_gives_the_single_run(tmp_path, kill):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(14):
@@ -132,10 +147,17 @@ def test_kill_9_of_a_parallel_run_then_rerun_gives_the_single_run(tmp_path):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no video finished in 120 s"
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)  # the parent, the fork server and the workers
+        if kill == "group":
+            os.killpg(proc.pid, signal.SIGKILL)  # the parent, the fork server and the workers
+        else:
+            os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers must not live on
     finally:
         proc.wait(timeout=60)
         proc.stderr.close()
+    deadline = time.monotonic() + 30
+    while _alive_in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive_in_group(proc.pid), "workers outlived their killed parent"
     assert not (out / "manifest.json").exists()  # killed before the end: nothing a reader takes as a store
     assert 1 <= finished() < 14
 

@@ -31,8 +31,10 @@ re-raised here, as in-process.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -70,6 +72,16 @@ def _init_worker() -> None:
     # current item to be cancelled instead of each printing a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("USCL_NO_PROGRESS", "1")
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with_parent(sentinel) -> None:
+    """A parent killed outright (kill -9 of it alone) leaves no one to stop the workers: they stop here,
+    mid-item (what they were writing is a temp file a later run removes)."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _new_pool(workers: int, preload: Sequence[str]) -> ProcessPoolExecutor:
