@@ -4,9 +4,9 @@ Writes N copies of a few synthetic clips (uscl.synth, H.264, 128 px, 20 frames a
 tiny linear-probe model on them (64 px), then runs, each in its own process so that its peak RSS is its own:
 
 * ``reference``: the loop before issue 14: decoding in the main process, every result held in memory,
-  the CSVs and JSON written at the end (``predict_items(workers=0)`` then ``write_outputs``);
-* ``stream_wK``: ``uscl predict --out DIR --workers K`` (K = 0, 1, 2): decoding in K processes ahead of
-  the model, rows streamed to the CSVs, predictions.json streamed from the journal.
+  the CSVs and JSON written at the end (``predict_items(workers=1)`` then ``write_outputs``);
+* ``stream_wK``: ``uscl predict --out DIR --workers K``: decoding in the main process (K = 1) or in K
+  processes ahead of the model (K = 2), rows streamed to the CSVs, predictions.json streamed from the journal.
 
 Each at N and at N/5 clips, so "peak RSS flat in the number of inputs" can be read off. Peak RSS is the
 process's own high-water mark (VmHWM, from its exec) and, separately, the largest decoding worker's
@@ -73,7 +73,7 @@ t0 = time.perf_counter()
 if mode == "reference":
     from uscl.infer import load_model, predict_items, write_outputs, gather_inputs
     model = load_model(argv["model"])
-    run = predict_items(model, gather_inputs([argv["clips"]]), device="cpu", workers=0, show_progress=False)
+    run = predict_items(model, gather_inputs([argv["clips"]]), device="cpu", workers=1, show_progress=False)
     write_outputs(run, argv["out"])
 else:
     rc = uscl.cli.main(["predict", argv["model"], argv["clips"], "--out", argv["out"], "--device", "cpu",
@@ -117,11 +117,11 @@ def run_one(model: Path, clips: Path, out: Path, mode: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=500)
-    p.add_argument("--workers", default="0,1,2", help="streaming runs' --workers values")
+    p.add_argument("--workers", default="1,2", help="streaming runs' --workers values (1: decode in the main process)")
     p.add_argument("--out", help="also write the JSON here")
-    p.add_argument("--quick", action="store_true", help="12 clips, --workers 1 (the smoke test)")
+    p.add_argument("--quick", action="store_true", help="12 clips, --workers 2 (the smoke test)")
     a = p.parse_args()
-    clips, workers = (12, ["1"]) if a.quick else (a.clips, a.workers.split(","))
+    clips, workers = (12, ["2"]) if a.quick else (a.clips, a.workers.split(","))
     sizes = [clips] if a.quick else sorted({max(10, clips // 5), clips})
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

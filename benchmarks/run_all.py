@@ -4,6 +4,8 @@
     python benchmarks/run_all.py --only datapath memory
     python benchmarks/run_all.py --only dense_step    # segmentation / detection training steps
     python benchmarks/run_all.py --only backbones     # training step of every backbone vs resnet18
+    python benchmarks/run_all.py --only ingest_workers dicom_archive   # prepare --workers, a DICOM archive
+    python benchmarks/run_all.py --only predict_archive   # predict over 500 clips: streaming + workers vs the old loop
     python benchmarks/run_all.py --tiny               # seconds; writes to a temp folder unless --results
 
 Each benchmark runs in its own process (the data-path one pins itself to one
@@ -39,6 +41,10 @@ def commands(tiny: bool, results: Path) -> dict[str, list[str]]:
         "memory": [py, str(HERE / "bench_memory.py"), "--out", str(results / "memory.json")]
         + (["--tiny", "--modes", "loader"] if tiny else []),
     }
+    cmds["ingest_workers"] = [py, str(HERE / "bench_ingest_workers.py"), "--out", str(results / "ingest_workers.json")] + (
+        ["--tiny"] if tiny else [])
+    cmds["dicom_archive"] = [py, str(HERE / "bench_dicom_archive.py"), "--out", str(results / "dicom_archive.json")] + (
+        ["--tiny"] if tiny else [])
     if (HERE / "bench_pretrain_step.py").is_file():
         cmds["pretrain_step"] = [py, str(HERE / "bench_pretrain_step.py"), "--out", str(results / "pretrain_step.json")] + (
             ["--sizes", "32", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--workers", "0"] if tiny
@@ -101,6 +107,23 @@ def summarise(name: str, data: dict) -> list[str]:
                      f"{data['torch_threads']} thread(s) (CPU s per step, x resnet18):")
         for arch, r in data["results"].items():
             lines.append(f"  {arch:<20} {r['step_s_cpu']:>7.3f} s  x{r['ratio_to_resnet18']:.2f}")
+    elif name == "ingest_workers":
+        f, t = data["frames_per_s"], data["targets"]
+        r1, r2 = data["ratio_workers_1_over_decode"], data["ratio_workers_2_over_workers_1"]
+        lines.append(f"ingest, {data['frames']} frames ({data['source']}): PyAV decode {f['decode']:.0f} frames/s, "
+                     f"prepare --workers 1 {f['workers_1']:.0f} ({r1:.2f} of decode; "
+                     f"{'meets' if r1 >= t['workers_1_over_decode'] else 'MISSES'} target {t['workers_1_over_decode']}), "
+                     f"--workers 2 {f['workers_2']:.0f} (x{r2:.2f}; "
+                     f"{'meets' if r2 >= t['workers_2_over_workers_1'] else 'MISSES'} target x{t['workers_2_over_workers_1']})")
+    elif name == "dicom_archive":
+        for r in data["runs"]:
+            lines.append(f"DICOM archive, {r['archive_files']} files, {r['workers']} workers: {r['files_per_s']:.0f} files/s; "
+                         f"peak RSS parent {r['parent_peak_rss_mib']:.0f} MiB, worker {r['worker_peak_rss_mib']} MiB "
+                         f"(private {r['worker_peak_private_mib']} MiB)")
+        g = data["peak_rss_growth_mib"]
+        lines.append(f"  peak RSS growth {data['files_per_archive'][0]} -> {data['files_per_archive'][-1]} files: "
+                     f"parent {g['parent_peak_rss_mib']:+} MiB, worker {g['worker_peak_rss_mib']} MiB "
+                     f"(private {g['worker_peak_private_mib']} MiB)")
     return lines
 
 
@@ -129,7 +152,8 @@ def summarise_dense(data: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "pretrain_step", "dense_step", "backbones"])
+    p.add_argument("--only", nargs="+", choices=["datapath", "memory", "ingest_workers", "dicom_archive", "pretrain_step",
+                                                 "dense_step", "backbones", "predict_archive"])
     p.add_argument("--tiny", action="store_true", help="every benchmark in its smallest mode (figures meaningless)")
     p.add_argument("--results", help=f"folder for the JSON files (default {common.RESULTS_DIR}; a temp folder with --tiny)")
     args = p.parse_args(argv)

@@ -130,11 +130,11 @@ def test_dense_step_quick(tmp_path):
 def test_predict_archive_quick(tmp_path):
     data = run_bench("bench_predict_archive.py", "--quick", tmp_path=tmp_path, timeout=600)
     assert data["benchmark"] == "predict_archive" and data["clips"] == 12
-    assert set(data["results"]) == {"reference_12", "stream_w1_12"}
+    assert set(data["results"]) == {"reference_12", "stream_w2_12"}
     for r in data["results"].values():
         assert r["clips"] == 12 and positive(r["clips_per_s"]) and positive(r["peak_rss_mb"])
-    assert positive(data["results"]["stream_w1_12"]["worker_peak_rss_mb"])  # a decoding process ran
-    assert positive(data["clips_per_s_vs_reference"]["stream_w1_12"])
+    assert positive(data["results"]["stream_w2_12"]["worker_peak_rss_mb"])  # a decoding process ran
+    assert positive(data["clips_per_s_vs_reference"]["stream_w2_12"])
 
 
 def test_backbones_tiny(tmp_path):
@@ -147,3 +147,28 @@ def test_backbones_tiny(tmp_path):
     run_all = load_run_all()
     assert "backbones" in run_all.commands(True, tmp_path)
     assert any("mobilenet_v3_large" in line for line in run_all.summarise("backbones", data))
+
+
+def test_ingest_workers_tiny(tmp_path):
+    data = run_bench("bench_ingest_workers.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "ingest_workers" and data["videos"] == 2 and data["frames"] == 40
+    assert set(data["frames_per_s"]) == {"decode_bare", "decode", "decode_default_threads", "workers_1", "workers_2"}
+    assert all(positive(v) for v in data["frames_per_s"].values())
+    for k in ("ratio_workers_1_over_decode", "ratio_workers_2_over_workers_1", "ratio_workers_2_over_decode"):
+        assert positive(data[k])
+    run_all = load_run_all()
+    (line,) = run_all.summarise("ingest_workers", data)
+    assert "PyAV decode" in line and "--workers 2" in line
+    assert "--tiny" in run_all.commands(True, tmp_path)["ingest_workers"]
+
+
+def test_dicom_archive_tiny(tmp_path):
+    data = run_bench("bench_dicom_archive.py", "--tiny", tmp_path=tmp_path)
+    assert data["benchmark"] == "dicom_archive" and data["files_per_archive"] == [20, 40]
+    for r, n in zip(data["runs"], (20, 40)):
+        assert r["files"] == n and r["skipped"] == 0 and r["frames"] == 8 * n and r["workers"] == 2
+        assert positive(r["files_per_s"]) and positive(r["parent_peak_rss_mib"])
+    assert set(data["peak_rss_growth_mib"]) == {"parent_peak_rss_mib", "worker_peak_rss_mib", "worker_peak_private_mib"}
+    run_all = load_run_all()
+    lines = run_all.summarise("dicom_archive", data)
+    assert len(lines) == 3 and "files/s" in lines[0] and "growth" in lines[-1]

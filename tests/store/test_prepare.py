@@ -237,15 +237,15 @@ def test_killed_run_resumes_without_redecoding_and_matches_a_clean_run(src, tmp_
 
     out = tmp_path / "store"
     monkeypatch.setattr(prep, "_ingest_one", dies_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False)
+    with pytest.raises(KeyboardInterrupt):  # in this process (workers=1); worker runs: test_prepare_workers.py
+        prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False, workers=1)
     assert not (out / "manifest.json").exists()  # nothing a reader would take as a store
     with pytest.raises(UsclError, match="not a frame store"):
         FrameStore(out)
 
     second = []
     monkeypatch.setattr(prep, "_ingest_one", lambda inp, *a, **k: second.append(inp.rel) or real(inp, *a, **k))
-    summary = prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False)
+    summary = prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False, workers=1)
     assert summary.reused == 2 and summary.decoded == 4
     assert not set(second) & set(calls)
     assert _manifest(out) == _manifest(clean)
@@ -254,10 +254,10 @@ def test_killed_run_resumes_without_redecoding_and_matches_a_clean_run(src, tmp_
 
     # a third run decodes nothing; a touched file is decoded again
     second.clear()
-    assert prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False).decoded == 0
+    assert prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False, workers=1).decoded == 0
     st = os.stat(src / "convex/Cov_a.mp4")
     os.utime(src / "convex/Cov_a.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False).decoded == 1
+    assert prepare(src, out, SMALL, labels_csv=src / "labels.csv", show_progress=False, workers=1).decoded == 1
     assert second == ["convex/Cov_a.mp4"] and _manifest(out) == _manifest(clean)
 
 

@@ -1,34 +1,74 @@
-"""uscl.utils.ordered_pool: results in input order whatever the workers; errors and dead workers per item."""
+"""uscl.utils.ordered_pool: results in input order, bounded, and a dying worker found and reported."""
+
+from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from uscl.utils.ordered_pool import WorkerDied, ordered_map
+from uscl.utils.ordered_pool import available_cores, ordered_map
 
 
-def square_or_fail(x: int) -> int:
-    if x == 3:
-        raise ValueError("three is bad")
-    if x == 5:
-        os._exit(9)  # the worker dies, as when the kernel kills it for memory
-    return x * x
+def slow_square(x: int) -> tuple[int, int]:
+    time.sleep(0.02 * (x % 3))  # finish out of order
+    return x * x, os.getpid()
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_order_and_errors_are_per_item(workers):
-    items = [1, 2, 3, 4, 6, 7, 8]
-    out = list(ordered_map(square_or_fail, items, workers, window=3))
-    assert [i for i, _, _ in out] == items
-    assert [r for _, r, e in out if e is None] == [1, 4, 16, 36, 49, 64]
-    (item, _, err), = [o for o in out if o[2] is not None]
-    assert item == 3 and isinstance(err, ValueError) and str(err) == "three is bad"
+def dies_on_seven(x: int) -> int:
+    if x == 7:
+        os._exit(3)  # as if the system killed the worker (OOM)
+    return -x
 
 
-def test_a_dead_worker_fails_only_its_item():
-    items = [1, 2, 4, 5, 6, 7, 8, 9]
-    out = list(ordered_map(square_or_fail, items, 2, window=4))
-    assert [i for i, _, _ in out] == items
-    died = [(i, e) for i, _, e in out if e is not None]
-    assert [i for i, _ in died] == [5] and isinstance(died[0][1], WorkerDied)
-    assert {i: r for i, r, e in out if e is None} == {i: i * i for i in items if i != 5}
+def raises_on_two(x: int) -> int:
+    if x == 2:
+        raise ValueError("two")
+    return x
+
+
+def test_in_order_in_workers_with_a_bounded_window():
+    done = []
+    fed = []
+
+    def items():
+        for i in range(12):
+            fed.append(i)
+            # never more than the window (2 x 2) ahead of what was handed out
+            assert len(fed) - len(out) <= 4 + 1
+            yield i
+
+    out = []
+    for item, (sq, pid) in ordered_map(slow_square, items(), 2, on_done=lambda i, r: done.append(i)):
+        out.append((item, sq))
+        assert pid != os.getpid()
+    assert out == [(i, i * i) for i in range(12)]
+    assert sorted(done) == list(range(12))
+
+
+def test_one_worker_runs_in_process():
+    assert [r for _, r in ordered_map(lambda x: (x, os.getpid()), [1, 2], 1)] == [(1, os.getpid()), (2, os.getpid())]
+
+
+def test_a_dying_worker_is_found_and_the_run_goes_on():
+    crashed = []
+
+    def report(item, exc):
+        crashed.append(item)
+        return None
+
+    results = list(ordered_map(dies_on_seven, range(10), 2, crashed=report))
+    assert results == [(i, None if i == 7 else -i) for i in range(10)]
+    assert crashed == [7]
+
+
+def test_an_exception_of_fn_is_raised_in_order():
+    got = []
+    with pytest.raises(ValueError, match="two"):
+        for _, r in ordered_map(raises_on_two, range(5), 2):
+            got.append(r)
+    assert got == [0, 1]
+
+
+def test_available_cores():
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 NAME = "predict"
@@ -27,8 +26,8 @@ The CSVs grow as inputs are predicted (memory stays flat however many there
 are); predictions.json is written at the end. --resume continues a run into
 the same DIR that was interrupted (killed, crashed), skipping the inputs it
 had already written. --workers N decodes in N processes ahead of the model
-(default: the cores available less one; 0: in this process); the results
-are the same whatever N.
+(default: the cores available; 1: in this process); the results are the
+same whatever N.
 
 With --explain: Grad-CAM maps of the last convolutional features (a ResNet's
 layer4; each backbone family's own) for the predicted class (or --class),
@@ -80,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run into --out, skipping the inputs already written there")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoding processes ahead of the model (default: cores - 1; 0: decode in this process)")
+                   help="decoding processes ahead of the model (default: the cores available; 1: decode in this process)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,13 +154,14 @@ TABLE_MAX = 200  # more inputs than this: no terminal table (and no results held
 
 
 def _workers(args: argparse.Namespace) -> int:
-    """--workers, or the cores this process may use less one (the model's)."""
+    """--workers, or the cores this process may use."""
     from uscl.errors import UsclError
+    from uscl.utils.ordered_pool import available_cores
 
     if args.workers is None:
-        return max(0, len(os.sched_getaffinity(0)) - 1) if hasattr(os, "sched_getaffinity") else 0
-    if args.workers < 0:
-        raise UsclError(f"--workers must be 0 or more, got {args.workers}")
+        return available_cores()
+    if args.workers < 1:
+        raise UsclError(f"--workers must be at least 1, got {args.workers}")
     return args.workers
 
 

@@ -32,6 +32,14 @@ Masks get the frames' sampling, crop box and size (nearest neighbour) and
 land in OUT/masks/; a mask that does not fit is left out (listed in
 skipped.csv), its image is kept.
 
+Large archives: --workers N decodes in N processes (default: every core
+this process may use); the store is the same byte for byte. --shard K/N
+ingests the K-th of N shards (on N machines; an input's shard is a hash of
+its path) and writes OUT/shards/K-of-N.json instead of the manifest; then
+either `uscl prepare SRC OUT` on the shared OUT (reuses every shard's work,
+writes the manifest), or `uscl prepare --merge OUT_1 ... OUT_N OUT` for
+separate folders (SRC not needed). Both give the store of one run.
+
 examples:
   uscl prepare data/pocus pocus_store --labels data/pocus/labels.csv
   uscl prepare data/pocus pocus224 --labels data/pocus/labels.csv \\
@@ -40,6 +48,9 @@ examples:
   uscl prepare pocus_videos store --label-from prefix --prefix-map Cov=covid,Pneu=pneumonia,Reg=regular
   uscl prepare lesions store --mask-suffix _mask --mask-classes lesion
   uscl prepare lung store --labels lung/labels.csv --mask-classes pleura,bline,consolidation
+  uscl prepare archive store --workers 8
+  for k in 1 2 3 4; do uscl prepare archive store --shard $k/4 & done; wait; uscl prepare archive store
+  uscl prepare --merge store_1 store_2 store_3 store_4 store
 """
 
 
@@ -58,8 +69,10 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="folder to ingest (searched recursively)")
-    p.add_argument("out", help="frame store folder to create or update")
+    p.add_argument("src", help="folder to ingest (searched recursively); with --merge: the first shard folder")
+    p.add_argument("out", help="frame store folder to create or update; with --merge: the next shard folder, "
+                               "or OUT")
+    p.add_argument("more", nargs="*", metavar="FOLDER", help="with --merge only: more shard folders, then OUT")
     g = p.add_argument_group("labels")
     g.add_argument("--labels", dest="labels_csv", metavar="CSV",
                    help="CSV with columns path,label[,patient,...]; path relative to SRC; "
@@ -92,8 +105,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--mask-classes", metavar="NAME[,NAME...]",
                    help="names of the mask values 1..K, 0 being background (default: foreground, "
                         "a binary mask); e.g. --mask-classes pleura,bline,consolidation")
+    big = p.add_argument_group("large archives")
+    big.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="decode in N processes (default: the cores this process may use; 1: in this process)")
+    big.add_argument("--shard", metavar="K/N",
+                     help="ingest only the K-th of N shards of SRC (1 <= K <= N) and write OUT/shards/K-of-N.json "
+                          "instead of the manifest")
+    big.add_argument("--merge", action="store_true",
+                     help="uscl prepare --merge OUT_1 ... OUT_N OUT: merge the folders of --shard runs into the "
+                          "store OUT (no SRC needed)")
     p.add_argument("--overwrite", action="store_true", help="replace a store in OUT made with other options")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from uscl.errors import UsclError
+    from uscl.store.merge import merge_shards
+
+    given = {"--shard": args.shard, "--labels": args.labels_csv, "--label-from": args.label_from,
+             "--where": args.where, "--mask-suffix": args.mask_suffix, "--mask-classes": args.mask_classes}
+    misplaced = [flag for flag, value in given.items() if value]
+    if misplaced:
+        raise UsclError(f"--merge takes the shard folders and OUT only ({', '.join(misplaced)} belong to the shard "
+                        "runs, whose options are merged as they are)")
+    *folders, out = [args.src, args.out, *args.more]
+    summary = merge_shards(folders, out)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format(args._flags))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
     from uscl.store.prepare import PrepareOptions, prepare
     from uscl.video.labels import FoundLabelsError
 
+    if args.merge:
+        return _merge(args)
+    if args.more:
+        raise UsclError(f"prepare takes SRC and OUT, got {2 + len(args.more)} folders (several folders are for "
+                        "--merge OUT_1 ... OUT_N OUT)")
     options = PrepareOptions(size=args.size, channels=args.channels, fps=args.fps, max_frames=args.max_frames,
                              crop=args.crop)
     try:
@@ -108,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             args.src, args.out, options,
             labels_csv=args.labels_csv, label_from=args.label_from, prefix_map=args.prefix_map, where=args.where,
             frame_folders=not args.no_frame_folders, overwrite=args.overwrite,
-            mask_suffix=args.mask_suffix, mask_classes=args.mask_classes,
+            mask_suffix=args.mask_suffix, mask_classes=args.mask_classes, workers=args.workers, shard=args.shard,
         )
     except FoundLabelsError as exc:
         raise UsclError(f"{exc.problem}\n({exc.path} was found at the root of SRC and used because neither --labels "

@@ -164,7 +164,7 @@ def predict_detect_items(model: LoadedModel, items: Iterable[InputItem], *,
                          device: torch.device | str = "cpu", keep_frames: bool = False,
                          on_skip: Callable[[str, str], None] | None = None,
                          on_result: Callable[[DetectPrediction], None] | None = None,
-                         show_progress: bool = True, workers: int = 0) -> DetectRun:
+                         show_progress: bool = True, workers: int = 1) -> DetectRun:
     """Detections of every item, input by input.
 
     ``on_result(prediction)`` is called as soon as an input is done, with its

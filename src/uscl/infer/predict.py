@@ -22,15 +22,14 @@ import numpy as np
 import torch
 
 from uscl.errors import UsclError
-from uscl.infer.inputs import InputItem, gather_inputs, load_frames, to_model_input
+from uscl.infer.inputs import InputItem, gather_inputs, to_model_input
 from uscl.infer.model import CLASSIFY, LoadedModel, check_task, load_model
 from uscl.infer.prediction_files import PredictionWriter
-from uscl.store.preprocess import PrepareOptions, load_input_frames
+from uscl.store.preprocess import PrepareOptions, try_load_input_frames
 from uscl.utils.atomic import atomic_write_text
 from uscl.utils.device import autocast_for, resolve_device
 from uscl.utils.ordered_pool import ordered_map
 from uscl.utils.progress import progress
-from uscl.video.decoded import DecodeError
 
 
 @dataclass
@@ -124,39 +123,26 @@ def predict_frames(model: LoadedModel, frames: np.ndarray, *, batch_size: int = 
     return np.concatenate(out) if out else np.zeros((0, len(pp.classes)))
 
 
-# what reading a bad input raises: it is skipped (and reported), the others go on
-READ_ERRORS = (DecodeError, UsclError, OSError, ValueError, RuntimeError)
-
-
-def read_item(item: InputItem, options: PrepareOptions) -> np.ndarray:
-    """The preprocessed frames of one input (:func:`load_frames`); one of READ_ERRORS when it cannot be read."""
-    if item.source is None:
-        raise UsclError(item.problem or "unreadable")
-    return load_frames(item.source, options)
+WORKER_DIED = "the worker process decoding it died (killed, or out of memory); the other inputs went on"
 
 
 def read_inputs(items: Iterable[InputItem], options: PrepareOptions, skipped: list[tuple[str, str]],
                 on_skip: Callable[[str, str], None] | None = None, *, desc: str = "predict",
-                show_progress: bool = True, workers: int = 0) -> Iterator[tuple[InputItem, np.ndarray]]:
+                show_progress: bool = True, workers: int = 1) -> Iterator[tuple[InputItem, np.ndarray]]:
     """``(item, frames)`` of every readable item, in order, under a progress bar; an item that cannot be read
     is appended to ``skipped`` as ``(name, reason)`` (and passed to ``on_skip``) and the rest goes on.
 
-    ``workers`` ≥ 1 decodes in that many processes (uscl.utils.ordered_pool), a few inputs ahead of the
-    caller; the frames and their order are those of ``workers=0`` (decoding in this process)."""
+    ``workers`` ≥ 2 decodes in that many processes (uscl.utils.ordered_pool, one decoder thread each), a
+    few inputs ahead of the caller; the frames and their order are those of ``workers=1`` (this process)."""
     items = list(items)
-    decode = functools.partial(load_input_frames, options=options)
-    outcomes = ordered_map(decode, (it.source for it in items if it.source is not None), workers)
+    decode = functools.partial(try_load_input_frames, options=options, threads=1 if workers > 1 else None)
+    outcomes = ordered_map(decode, (it.source for it in items if it.source is not None), workers,
+                           crashed=lambda _item, _exc: (None, WORKER_DIED), preload=("uscl.store.preprocess",))
     bar = progress(items, desc=desc, unit="input", **({} if show_progress else {"disable": True}))
     try:
         for item in bar:
-            if item.source is None:
-                exc: BaseException | None = UsclError(item.problem or "unreadable")
-            else:
-                _, frames, exc = next(outcomes)
-            if exc is not None:
-                if not isinstance(exc, READ_ERRORS):
-                    raise exc
-                reason = str(exc) or type(exc).__name__
+            frames, reason = (None, item.problem or "unreadable") if item.source is None else next(outcomes)[1]
+            if reason is not None:
                 skipped.append((item.name, reason))
                 if on_skip:
                     on_skip(item.name, reason)
@@ -170,7 +156,7 @@ def predict_items(model: LoadedModel, items: Iterable[InputItem], *, batch_size:
                   device: torch.device | str = "cpu", amp: bool = True, keep_frames: bool = False,
                   on_skip: Callable[[str, str], None] | None = None,
                   on_result: Callable[[InputPrediction], None] | None = None,
-                  show_progress: bool = True, workers: int = 0, keep_results: bool = True) -> PredictionRun:
+                  show_progress: bool = True, workers: int = 1, keep_results: bool = True) -> PredictionRun:
     """Predict every item; frames of consecutive inputs are batched together.
 
     ``on_result(prediction)`` is called once per input as soon as it is done,
@@ -225,7 +211,7 @@ def predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], *, f
             batch_size: int = 64, device: str = "auto", amp: bool = True, keep_frames: bool = False,
             on_skip: Callable[[str, str], None] | None = None,
             on_result: Callable[[InputPrediction], None] | None = None, show_progress: bool = True,
-            workers: int = 0) -> PredictionRun:
+            workers: int = 1) -> PredictionRun:
     """Load a fine-tuned model (``fold`` or the ensemble of all folds) and predict on files/folders.
 
     >>> run = predict("runs/ft_pocus", ["clip.mp4", "more_clips/"], fold=0)

@@ -157,7 +157,7 @@ def predict_segment_items(model: LoadedModel, items: Iterable[InputItem], *, bat
                           device: torch.device | str = "cpu", amp: bool = True, keep_frames: bool = False,
                           on_skip: Callable[[str, str], None] | None = None,
                           on_result: Callable[[SegmentPrediction], None] | None = None,
-                          show_progress: bool = True, workers: int = 0) -> SegmentRun:
+                          show_progress: bool = True, workers: int = 1) -> SegmentRun:
     """Masks of every item, input by input.
 
     ``on_result(prediction)`` is called as soon as an input is done, with its

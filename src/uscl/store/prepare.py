@@ -23,6 +23,17 @@ kept frames, crop box and size as its frames and written to
 ``extra["mask_source"]``, ``extra["mask_counts"]``). A mask that cannot be
 used is left out with its reason in skipped.csv (and ``extra["mask_skipped"]``);
 its image or video is ingested all the same.
+
+Large archives: ``workers=N`` decodes in N processes (uscl.utils.ordered_pool;
+default: the cores available). Each worker runs the same
+:func:`uscl.store.ingest_one.ingest_one` (it writes the array itself and
+sends back only the record); the parent saves each sidecar as its video
+finishes and puts the records in input order, so the store is the one a
+single process makes, byte for byte. A worker that dies (out of memory) skips
+its file with that reason; the run goes on. ``shard="K/N"`` ingests the K-th
+of N shards and writes a shard manifest instead of the store's
+(uscl.store.shards); a plain run over the same OUT, or
+:func:`uscl.store.merge.merge_shards` over separate folders, finishes it.
 """
 
 from __future__ import annotations
@@ -32,40 +43,41 @@ import errno
 import io
 import json
 import os
+import shutil
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from uscl.errors import UsclError
-from uscl.store.frame_store import ARRAYS, MANIFEST, MASKS, StoreWriter, VideoRecord, array_sha256
-from uscl.store.ingest_log import IngestLog
+from uscl.store.frame_store import ARRAYS, MANIFEST, MASKS, StoreWriter, VideoRecord
+from uscl.store.ingest_log import INGEST_DIR, IngestLog
+from uscl.store.ingest_one import IngestTask, Outcome, crashed_outcome, ingest_one, outcome_of, run_task
 from uscl.store.masks import (
     DEFAULT_MASK_CLASSES,
-    MaskError,
     MaskSource,
     check_mask_classes,
     csv_masks,
-    load_masks,
-    mask_counts,
     mask_sources,
 )
-from uscl.store.preprocess import (
-    PrepareOptions,
-    decode_for,
-    preprocess_frames,
-    preprocess_masks,
-    preprocess_with_plan,
-    read_and_preprocess,
-)
+from uscl.store.preprocess import PrepareOptions, preprocess_frames, read_and_preprocess
+from uscl.store.shards import SHARDS, listing_digest, parse_shard, shard_of, write_shard_manifest
 from uscl.store.video_ids import make_video_ids
 from uscl.utils.atomic import atomic_write_text
+from uscl.utils.ordered_pool import (
+    WorkersCannotStart,
+    available_cores,
+    ordered_map,
+    starting_worker,
+    workers_cannot_start,
+)
 from uscl.utils.progress import progress
-from uscl.video.decoded import DecodeError
 from uscl.video.discover import VideoInput, discover_inputs
-from uscl.video.formats import natural_key
 from uscl.video.labels import (
     FoundLabelsError,
+    LabelInfo,
     LabelResolver,
     parse_prefix_map,
     parse_where,
@@ -107,6 +119,10 @@ class PrepareSummary:
     without_masks: int = 0
     mask_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # class → {videos, frames, pixels}
     orphan_masks: list[str] = field(default_factory=list)  # files named as masks that match no input
+    workers: int = 1  # processes that decoded (1: this one)
+    shard: str | None = None  # "K/N": this run ingested one shard (no manifest; see shard_manifest)
+    shard_manifest: str | None = None  # the shard manifest this run wrote
+    merged_from: list[str] = field(default_factory=list)  # a merge: the shard folders it read
 
     @property
     def frames_per_second(self) -> float:
@@ -120,6 +136,10 @@ class PrepareSummary:
             return (names or {}).get(param, param)
 
         lines = [f"frame store {self.out}: {self.videos} videos, {self.frames} frames"]
+        if self.shard:
+            lines = [f"shard {self.shard} of frame store {self.out}: {self.videos} videos, {self.frames} frames "
+                     f"(shard manifest {self.shard_manifest}; no manifest.json until every shard is in: then "
+                     f"prepare SRC {self.out} without {name('shard')}, or {name('merge')} the shard folders)"]
         if self.labels_found:
             lines.append(f"labels from {self.labels_csv} (found at the root of the source; "
                          f"pass {name('labels_csv')} to choose another)")
@@ -130,11 +150,16 @@ class PrepareSummary:
         lines.append(f"  {'label':<{width}}  videos  frames")
         for label, c in self.per_label.items():
             lines.append(f"  {label:<{width}}  {c['videos']:>6}  {c['frames']:>6}")
-        lines.append(
-            f"decoded {self.decoded}, reused {self.reused} from an earlier run"
-            + (f", {self.filtered} left out by {name('where')}" if self.filtered else "")
-            + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s)"
-        )
+        if self.merged_from:
+            lines.append(f"merged from {len(self.merged_from)} shard folders ({', '.join(self.merged_from)}) "
+                         f"in {self.seconds:.1f} s")
+        else:
+            lines.append(
+                f"decoded {self.decoded}, reused {self.reused} from an earlier run"
+                + (f", {self.filtered} left out by {name('where')}" if self.filtered else "")
+                + f"; {self.frames_decoded} frames in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s"
+                + (f", {self.workers} worker processes)" if self.workers > 1 else ")")
+            )
         if self.mask_classes:
             lines.append(f"masks: {self.with_masks} with masks, {self.without_masks} without "
                          f"(values 1..{len(self.mask_classes)} = {', '.join(self.mask_classes)}, 0 = background)")
@@ -202,6 +227,8 @@ def _check_out_folder(out: Path, overwrite: bool) -> bool:
     if not out.is_dir() or not any(out.iterdir()):
         return False
     if _existing_options(out) is None:
+        if {p.name for p in out.iterdir()} <= {ARRAYS, MASKS, INGEST_DIR, SHARDS}:
+            return False  # a store being made: another shard's run starting, or a run killed at its start
         if not overwrite:
             raise UsclError(f"output folder {out} is not empty and holds no frame store; "
                             "choose another out folder or set overwrite", param="overwrite")
@@ -230,89 +257,58 @@ def _write_skipped(out: Path, skipped: list[tuple[str, str]]) -> None:
     atomic_write_text(out / SKIPPED, buf.getvalue())
 
 
-def _ingest_one(inp: VideoInput, video_id: str, options: PrepareOptions, writer: StoreWriter,
-                mask: MaskSource | None = None, mask_classes: list[str] | None = None) -> tuple[VideoRecord, int]:
-    """Decode, preprocess and write one input (and its mask); returns its record (no labels yet) and frames decoded."""
-    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
-    frames, plan = preprocess_with_plan(video.frames, options)
-    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
-        raise DecodeError("no pixels left after preprocessing")
-    video.frames = None  # the native frames are no longer needed: free them before the mask is decoded
-    stored_mask, mask_skipped = None, None
-    if mask is not None:
-        try:
-            stored_mask = preprocess_masks(load_masks(inp, video, mask, mask_classes or DEFAULT_MASK_CLASSES,
-                                                      video.notes), plan, options)
-        except MaskError as exc:
-            mask_skipped = [{"path": exc.rel, "reason": str(exc)}]
-    rel_array = writer.write_array(video_id, frames)
-    t, h, w, c = frames.shape
-    record = VideoRecord(
-        video_id=video_id, source=inp.rel, array=rel_array, num_frames=int(t), height=int(h), width=int(w),
-        channels=int(c), fps=video.fps, orig_fps=video.orig_fps, orig_num_frames=video.orig_num_frames,
-        orig_height=video.orig_height, orig_width=video.orig_width, content_hash=inp.content_hash(),
-        array_hash=array_sha256(frames), kind=inp.kind,
-    )
-    if stored_mask is not None:
-        record.mask = writer.write_mask(video_id, stored_mask)
-        record.mask_hash = array_sha256(stored_mask)
-        record.extra["mask_source"] = list(mask.rels)
-        record.extra["mask_counts"] = mask_counts(stored_mask, mask_classes or DEFAULT_MASK_CLASSES)
-    elif mask_skipped:
-        record.extra["mask_skipped"] = mask_skipped
-    if video.notes:
-        record.extra["ingest_notes"] = list(video.notes)
-    members = sorted([*inp.unreadable, *video.dropped], key=lambda m: natural_key(m[0].name))
-    if members:  # unreadable images of a frame folder: left out of the video, reported as skipped
-        record.extra["skipped_members"] = [
-            {"path": f"{inp.rel}/{p.name}", "reason": f"unreadable frame of {inp.rel} (left out of that video): {r}"}
-            for p, r in members
-        ]
-    decoded = video.orig_num_frames if inp.kind != "frames" else int(t)
-    return record, int(decoded)
+_ingest_one = ingest_one  # the in-process path looks it up here (tests replace it)
 
 
-def prepare(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    options: PrepareOptions | None = None,
-    *,
-    labels_csv: str | os.PathLike | None = None,
-    label_from: str | None = None,
-    prefix_map: dict[str, str] | str | None = None,
-    where: list[str] | dict[str, set[str]] | None = None,
-    frame_folders: bool = True,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    mask_suffix: str | None = None,
-    mask_classes: list[str] | str | None = None,
-) -> PrepareSummary:
-    """Ingest every input under ``src`` into the frame store ``out``; see the module docstring.
+@dataclass
+class _Plan:
+    """What prepare() found and decided before ingesting anything."""
 
-    Labels: ``labels_csv`` (path,label[,patient], extra columns kept in
-    ``record.extra``), then ``label_from`` ('parent' or 'prefix' with
-    ``prefix_map``) for inputs the CSV does not name. With neither,
-    ``src/labels.csv`` is used if present (``summary.labels_found``, and the
-    summary says so). ``where``: keep only
-    inputs whose CSV/label fields match (``["probe=convex"]``).
-    Masks: the CSV's ``mask`` column, else files named by ``mask_suffix``
-    (``"_mask"``: ``x.png`` → ``x_mask.png``); ``mask_classes`` names the
-    values 1..K (default ``["foreground"]``); see uscl.store.masks.
-    Re-running into the same ``out`` with the same options is incremental;
-    other options (mask classes included) are refused unless ``overwrite``.
-    """
-    start = time.perf_counter()
-    options = options or PrepareOptions()
-    src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise UsclError(f"source folder not found: {src}" if not src.exists() else f"{src} is not a folder")
-    opts = options.to_dict()
-    if mask_suffix is not None and (not mask_suffix.strip() or "/" in mask_suffix or "\\" in mask_suffix):
-        raise UsclError(f"mask_suffix must be a non-empty file-name ending such as '_mask', got {mask_suffix!r}",
-                        param="mask_suffix")
-    mask_classes = check_mask_classes(mask_classes)
-    _check_out_folder(out, overwrite)  # the options (mask classes from discovery) are compared below
+    src: Path
+    out: Path
+    options: PrepareOptions
+    opts: dict  # the options recorded in the store (mask classes included)
+    selected: list[VideoInput]  # in input order
+    ids: dict[str, str]
+    infos: dict[str, LabelInfo]
+    masks: dict[str, MaskSource]
+    mask_classes: list[str] | None
+    summary: PrepareSummary
+    shard: tuple[int, int] | None = None
+    inputs: int = 0  # inputs of the whole run (all shards)
+    listing: str = ""  # digest of the whole run's inputs (shards of one run agree on it)
+    positions: dict[str, int] = field(default_factory=dict)  # rel → position in the whole run's input order
 
+
+@dataclass
+class _Job:
+    """One selected input: reused from an earlier run, skipped before decoding, or to ingest (``task``)."""
+
+    inp: VideoInput
+    video_id: str
+    fingerprint: dict | None = None
+    record: VideoRecord | None = None
+    reason: str | None = None
+    task: IngestTask | None = None
+
+
+@dataclass
+class _Entry:
+    """One selected input's result, in input order: its final record (labels set) or none, and the
+    (path, reason) pairs it adds to skipped.csv."""
+
+    index: int
+    rel: str
+    record: VideoRecord | None
+    skipped: list[tuple[str, str]]
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "source": self.rel, "record": self.record.to_json() if self.record else None,
+                "skipped": [list(s) for s in self.skipped]}
+
+
+def _resolver(src: Path, labels_csv, label_from, prefix_map) -> tuple[LabelResolver, dict, Path | None, bool]:
+    """The labels of the inputs: (resolver, CSV rows, the CSV used, whether it was found at the root of SRC)."""
     labels_found = False
     if labels_csv is None and label_from is None:  # no labels option: SRC/labels.csv, if there is one
         labels_csv = root_labels_csv(src)
@@ -325,7 +321,25 @@ def prepare(
         raise
     if isinstance(prefix_map, str) or prefix_map is None:
         prefix_map = parse_prefix_map(prefix_map)
-    resolver = LabelResolver(rows, label_from=label_from, prefix_map=prefix_map)
+    return LabelResolver(rows, label_from=label_from, prefix_map=prefix_map), rows, labels_csv, labels_found
+
+
+def _plan(src: Path, out: Path, options: PrepareOptions, *, labels_csv, label_from, prefix_map, where,
+          frame_folders: bool, overwrite: bool, mask_suffix, mask_classes, shard) -> _Plan:
+    """Check the arguments and OUT, discover and label the inputs, choose this run's (or shard's) share."""
+    if not src.is_dir():
+        raise UsclError(f"source folder not found: {src}" if not src.exists() else f"{src} is not a folder")
+    shard = parse_shard(shard)
+    if shard and overwrite:
+        raise UsclError("overwrite cannot be combined with shard (shard runs may share OUT): empty OUT first, "
+                        "or run without shard", param="overwrite")
+    opts = options.to_dict()
+    if mask_suffix is not None and (not mask_suffix.strip() or "/" in mask_suffix or "\\" in mask_suffix):
+        raise UsclError(f"mask_suffix must be a non-empty file-name ending such as '_mask', got {mask_suffix!r}",
+                        param="mask_suffix")
+    mask_classes = check_mask_classes(mask_classes)
+    _check_out_folder(out, overwrite)  # the options (mask classes from discovery) are compared below
+    resolver, rows, labels_csv, labels_found = _resolver(src, labels_csv, label_from, prefix_map)
     where = parse_where(where) if isinstance(where, list) else (where or {})
 
     from_csv = csv_masks(rows, src)
@@ -349,65 +363,148 @@ def prepare(
                              unmatched_labels=resolver.unmatched_rows(),
                              labels_csv=str(labels_csv) if labels_csv else None, labels_found=labels_found,
                              label_from=label_from, mask_classes=list(mask_classes or []),
-                             orphan_masks=discovery.orphan_masks)
+                             orphan_masks=discovery.orphan_masks, shard=f"{shard[0]}/{shard[1]}" if shard else None)
     if not selected:
         raise UsclError(f"where {where} left none of the {len(discovery.inputs)} inputs under {src}", param="where")
+    listing = listing_digest([[i.rel, ids[i.rel], infos[i.rel].label, infos[i.rel].patient, infos[i.rel].extra,
+                               masks[i.rel].rels if i.rel in masks else None] for i in selected])
+    positions = {inp.rel: n for n, inp in enumerate(selected)}
+    inputs = len(selected)
+    if shard:
+        selected = [i for i in selected if shard_of(i.rel, shard[1]) == shard[0]]
+    return _Plan(src=src, out=out, options=options, opts=opts, selected=selected, ids=ids, infos=infos, masks=masks,
+                 mask_classes=mask_classes, summary=summary, shard=shard, inputs=inputs, listing=listing,
+                 positions=positions)
 
-    writer = StoreWriter(out, options=opts)
-    log = IngestLog(out)
-    log.write_options(opts)
-    records: list[VideoRecord] = []
-    manifest_dropped = False
-    bar = progress(selected, desc="prepare", unit="video", **({} if show_progress else {"disable": True}))
-    for inp in bar:
-        video_id = ids[inp.rel]
-        try:
-            fingerprint = inp.fingerprint()
-            if inp.rel in masks:  # a changed, added or removed mask file is ingested again
-                fingerprint["masks"] = masks[inp.rel].fingerprint()
-            record = log.lookup(video_id, inp.rel, fingerprint, opts)
-            if record is None:
-                if not manifest_dropped:
-                    # the store is about to change: an old manifest must not describe new arrays
-                    (out / MANIFEST).unlink(missing_ok=True)
-                    manifest_dropped = True
-                record, n_decoded = _ingest_one(inp, video_id, options, writer, masks.get(inp.rel), mask_classes)
-                log.save(record, fingerprint, opts)
-                summary.decoded += 1
-                summary.frames_decoded += n_decoded
-            else:
-                summary.reused += 1
-        except DecodeError as exc:
-            summary.skipped.append((inp.rel, str(exc)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad file never aborts the run
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise UsclError(f"disk full while writing {out}: free space and re-run (finished videos are kept)") from exc
-            summary.skipped.append((inp.rel, f"could not be ingested ({type(exc).__name__}: {exc})"))
-            continue
-        info = infos[inp.rel]
-        record.label, record.patient = info.label, info.patient
-        kept = {k: record.extra[k] for k in INGEST_FIELDS if record.extra.get(k)}
-        record.extra = {**info.extra, **kept}
-        summary.notes += [(inp.rel, n) for n in kept.get("ingest_notes", [])]
-        summary.skipped += [(m["path"], m["reason"]) for m in kept.get("skipped_members", [])]
-        summary.skipped += [(m["path"], m["reason"]) for m in kept.get("mask_skipped", [])]
-        records.append(record)
+
+def _job(plan: _Plan, log: IngestLog, inp: VideoInput) -> _Job:
+    """Reuse the input's finished record if nothing it depends on changed; else what to ingest."""
+    job = _Job(inp=inp, video_id=plan.ids[inp.rel])
+    try:
+        job.fingerprint = inp.fingerprint()
+        if inp.rel in plan.masks:  # a changed, added or removed mask file is ingested again
+            job.fingerprint["masks"] = plan.masks[inp.rel].fingerprint()
+        job.record = log.lookup(job.video_id, inp.rel, job.fingerprint, plan.opts)
+    except Exception as exc:  # noqa: BLE001 - one bad file never aborts the run
+        job.reason = f"could not be ingested ({type(exc).__name__}: {exc})"
+        return job
+    if job.record is None:
+        job.task = IngestTask(inp=inp, video_id=job.video_id, options=plan.options, root=plan.out,
+                              mask=plan.masks.get(inp.rel),
+                              mask_classes=tuple(plan.mask_classes) if plan.mask_classes else None)
+    return job
+
+
+def _disk_full(out: Path, exc: BaseException | str) -> UsclError:
+    return UsclError(f"disk full while writing {out}: free space and re-run (finished videos are kept; {exc})")
+
+
+def worker_count(workers: int | None, to_decode: int) -> int:
+    """Worker processes for ``to_decode`` files: ``workers`` (default: the cores available), at most one per
+    file; 1 means in this process."""
+    if workers is not None and workers < 1:
+        raise UsclError(f"workers must be at least 1 (1: decode in this process), got {workers}", param="workers")
+    if workers is None and workers_cannot_start():  # this script's workers die as they start (no main guard)
+        return 1
+    return max(1, min(workers or available_cores(), to_decode))
+
+
+def _outcomes(plan: _Plan, log: IngestLog, jobs: list[_Job], workers: int, bar, explicit: bool) -> Iterator[Outcome]:
+    """The outcome of every job that needs ingesting, in input order; sidecars are saved as each finishes.
+    Where no worker can start (a script without the main guard), workers the caller asked for are an
+    error; the default falls back to this process."""
+    by_id = {j.video_id: j for j in jobs if j.task}
+
+    def on_done(task: IngestTask, outcome: Outcome) -> None:
+        bar.update(1)
+        if outcome.disk_full:
+            raise _disk_full(plan.out, outcome.reason)
+        if outcome.record is not None:
+            try:
+                log.save(outcome.record, by_id[task.video_id].fingerprint, plan.opts)
+            except OSError as exc:
+                raise (_disk_full(plan.out, exc) if exc.errno == errno.ENOSPC else exc) from exc
+
+    tasks = [j.task for j in jobs if j.task]
+    writer = StoreWriter(plan.out)
+
+    def here(task: IngestTask) -> Outcome:
+        return outcome_of(_ingest_one, task, writer)  # looked up at call time
+
+    done = 0
+    try:
+        for _, outcome in ordered_map(here if workers <= 1 else run_task, tasks, workers, on_done=on_done,
+                                      crashed=crashed_outcome, preload=("uscl.store.ingest_one",)):
+            done += 1
+            yield outcome
+    except WorkersCannotStart as exc:
+        if explicit:
+            raise UsclError(f"{exc} (workers=1)", param="workers") from None
+        warnings.warn(f"{exc}; decoding in this process instead", RuntimeWarning, stacklevel=2)
+        plan.summary.workers = 1
+        for task, outcome in ordered_map(here, tasks[done:], 1, on_done=on_done):
+            yield outcome
+
+
+def _ingest_all(plan: _Plan, workers: int | None, show_progress: bool) -> list[_Entry]:
+    """Every selected input, reused or ingested (in ``workers`` processes), as entries in input order."""
+    log = IngestLog(plan.out)
+    log.write_options(plan.opts)
+    StoreWriter(plan.out)  # the arrays folder
+    jobs = [_job(plan, log, inp) for inp in plan.selected]
+    to_decode = sum(1 for j in jobs if j.task)
+    if to_decode:  # the store is about to change: an old manifest must not describe new arrays
+        (plan.out / MANIFEST).unlink(missing_ok=True)
+    requested = workers
+    plan.summary.workers = worker_count(workers, to_decode) if to_decode else 1
+    bar = progress(total=len(jobs), desc="prepare", unit="video", **({} if show_progress else {"disable": True}))
+    bar.update(len(jobs) - to_decode)
+    outcomes = _outcomes(plan, log, jobs, plan.summary.workers, bar, explicit=requested is not None)
+    entries = []
+    for job in jobs:
+        if job.task:
+            outcome = next(outcomes)
+            job.record, job.reason = outcome.record, outcome.reason
+            plan.summary.decoded += outcome.record is not None
+            plan.summary.frames_decoded += outcome.decoded
+        elif job.record is not None:
+            plan.summary.reused += 1
+        entries.append(_entry(plan, job))
+    next(outcomes, None)  # run the pool to its end: it waits for its workers to exit
     bar.close()
+    return entries
 
-    _write_skipped(out, summary.skipped)
-    if not records:
-        reasons = "; ".join(f"{p}: {r}" for p, r in summary.skipped[:3])
-        raise UsclError(
-            f"no usable file under {src}: all {len(selected)} inputs were skipped ({reasons}"
-            f"{' ...' if len(summary.skipped) > 3 else ''}); see {out / SKIPPED}"
-        )
-    writer.write_manifest(records)
-    keep = {r.video_id for r in records}
-    summary.removed = _remove_stale_arrays(out, keep)
-    _remove_stale_arrays(out, {r.video_id for r in records if r.mask}, MASKS)
-    log.prune(keep)
 
+def _entry(plan: _Plan, job: _Job) -> _Entry:
+    """The job's final record (labels and CSV fields added to what ingestion recorded) and its skipped lines."""
+    entry = _Entry(index=plan.positions[job.inp.rel], rel=job.inp.rel, record=None, skipped=[])
+    if job.record is None:
+        entry.skipped.append((job.inp.rel, job.reason or "could not be ingested"))
+        return entry
+    record = job.record
+    info = plan.infos[job.inp.rel]
+    record.label, record.patient = info.label, info.patient
+    kept = {k: record.extra[k] for k in INGEST_FIELDS if record.extra.get(k)}
+    record.extra = {**info.extra, **kept}
+    entry.skipped += [(m["path"], m["reason"]) for m in kept.get("skipped_members", [])]
+    entry.skipped += [(m["path"], m["reason"]) for m in kept.get("mask_skipped", [])]
+    entry.record = record
+    return entry
+
+
+def _collect(summary: PrepareSummary, entries: list) -> list[VideoRecord]:
+    """The records of ``entries`` (in order); their skipped lines and notes go to ``summary``."""
+    records = []
+    for e in entries:
+        summary.skipped += e.skipped
+        if e.record is not None:
+            summary.notes += [(e.rel, n) for n in e.record.extra.get("ingest_notes", [])]
+            records.append(e.record)
+    return records
+
+
+def tally(summary: PrepareSummary, records: list[VideoRecord], mask_classes: list[str] | None) -> None:
+    """Videos, frames and mask counts of ``records``, per label and per mask class, into ``summary``."""
     per_label: dict[str, dict[str, int]] = defaultdict(lambda: {"videos": 0, "frames": 0})
     for r in records:
         c = per_label[r.label if r.label is not None else UNLABELLED]
@@ -427,8 +524,91 @@ def prepare(
         summary.without_masks = len(records) - summary.with_masks
     summary.videos = len(records)
     summary.frames = sum(r.num_frames for r in records)
-    summary.seconds = time.perf_counter() - start
-    return summary
+
+
+def no_usable_file(where: str, inputs: int, skipped: list[tuple[str, str]], out: Path) -> UsclError:
+    reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+    return UsclError(f"no usable file under {where}: all {inputs} inputs were skipped ({reasons}"
+                     f"{' ...' if len(skipped) > 3 else ''}); see {out / SKIPPED}")
+
+
+def write_store(out: Path, opts: dict, records: list[VideoRecord], skipped: list[tuple[str, str]],
+                inputs: int, where: str) -> int:
+    """skipped.csv, then the manifest; stale arrays, masks, sidecars and shard manifests removed. Returns how
+    many stale arrays went."""
+    _write_skipped(out, skipped)
+    if not records:
+        raise no_usable_file(where, inputs, skipped, out)
+    StoreWriter(out, options=opts).write_manifest(records)
+    keep = {r.video_id for r in records}
+    removed = _remove_stale_arrays(out, keep)
+    _remove_stale_arrays(out, {r.video_id for r in records if r.mask}, MASKS)
+    IngestLog(out).prune(keep)
+    shutil.rmtree(out / SHARDS, ignore_errors=True)  # the shards' work is in the store now
+    return removed
+
+
+def _finish(plan: _Plan, entries: list[_Entry]) -> None:
+    """The store (or, for a shard, its shard manifest) from the entries."""
+    summary = plan.summary
+    records = _collect(summary, entries)
+    if plan.shard:
+        path = write_shard_manifest(plan.out, plan.shard, plan.opts, plan.inputs, plan.listing,
+                                    [e.to_json() for e in entries])
+        summary.shard_manifest = str(path)
+    else:
+        summary.removed = write_store(plan.out, plan.opts, records, summary.skipped, len(plan.selected),
+                                      str(plan.src))
+    tally(summary, records, plan.mask_classes)
+
+
+def prepare(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: PrepareOptions | None = None,
+    *,
+    labels_csv: str | os.PathLike | None = None,
+    label_from: str | None = None,
+    prefix_map: dict[str, str] | str | None = None,
+    where: list[str] | dict[str, set[str]] | None = None,
+    frame_folders: bool = True,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    mask_suffix: str | None = None,
+    mask_classes: list[str] | str | None = None,
+    workers: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+) -> PrepareSummary:
+    """Ingest every input under ``src`` into the frame store ``out``; see the module docstring.
+
+    Labels: ``labels_csv`` (path,label[,patient], extra columns kept in
+    ``record.extra``), then ``label_from`` ('parent' or 'prefix' with
+    ``prefix_map``) for inputs the CSV does not name. With neither,
+    ``src/labels.csv`` is used if present (``summary.labels_found``, and the
+    summary says so). ``where``: keep only
+    inputs whose CSV/label fields match (``["probe=convex"]``).
+    Masks: the CSV's ``mask`` column, else files named by ``mask_suffix``
+    (``"_mask"``: ``x.png`` → ``x_mask.png``); ``mask_classes`` names the
+    values 1..K (default ``["foreground"]``); see uscl.store.masks.
+    Re-running into the same ``out`` with the same options is incremental;
+    other options (mask classes included) are refused unless ``overwrite``.
+    ``workers``: decode in that many processes (default: the cores available; 1: in this process);
+    the store is the same byte for byte. ``shard``: ``"K/N"``, ingest only the K-th of N shards and
+    write ``out/shards/K-of-N.json`` instead of the manifest (uscl.store.shards).
+    """
+    start = time.perf_counter()
+    if starting_worker():  # the script's top level, run again in a worker: not a second prepare there
+        raise RuntimeError("prepare() called while a worker process starts: keep the script's top-level code "
+                           "under `if __name__ == \"__main__\":`")
+    if workers is not None:
+        worker_count(workers, 1)  # refused before anything is read
+    plan = _plan(Path(src), Path(out), options or PrepareOptions(), labels_csv=labels_csv, label_from=label_from,
+                 prefix_map=prefix_map, where=where, frame_folders=frame_folders, overwrite=overwrite,
+                 mask_suffix=mask_suffix, mask_classes=mask_classes, shard=shard)
+    entries = _ingest_all(plan, workers, show_progress)
+    _finish(plan, entries)
+    plan.summary.seconds = time.perf_counter() - start
+    return plan.summary
 
 
 def _remove_stale_arrays(out: Path, keep: set[str], folder: str = ARRAYS) -> int:

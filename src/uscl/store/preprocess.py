@@ -19,7 +19,7 @@ from PIL import Image
 from uscl.errors import UsclError
 from uscl.store.crop import CropPlan, plan_crop
 from uscl.utils.config import from_dict
-from uscl.video.decoded import to_channels
+from uscl.video.decoded import DecodeError, to_channels
 from uscl.video.discover import VideoInput
 from uscl.video.reader import read_frames
 
@@ -153,18 +153,19 @@ def preprocess_masks(masks: np.ndarray, plan: CropPlan | None, options: PrepareO
 
 
 def decode_for(path: str | Path, options: PrepareOptions, *, kind: str | None = None,
-               files: list[Path] | None = None):
+               files: list[Path] | None = None, threads: int | None = None):
     """Decode with the sampling and channels of ``options`` (a DecodedVideo).
 
     Without ``crop``, videos are scaled to size×size by the decoder's own
     scaler (FFmpeg swscale, bilinear) instead of PIL afterwards: much faster,
     within a grey level or two of ``preprocess_frames`` on native frames.
     This is the one path both `uscl prepare` and :func:`read_and_preprocess`
-    take, so stored and predicted frames are made identically.
+    take, so stored and predicted frames are made identically. ``threads``: the video
+    decoder's (prepare: 1, one process per core; the same frames).
     """
     scale = options.size if options.size and not options.crop else None
     return read_frames(path, channels=options.channels, fps=options.fps, max_frames=options.max_frames,
-                       kind=kind, files=files, size=scale)
+                       kind=kind, files=files, size=scale, threads=threads)
 
 
 def read_and_preprocess(path: str | Path, options: PrepareOptions | dict) -> np.ndarray:
@@ -178,17 +179,31 @@ def read_and_preprocess(path: str | Path, options: PrepareOptions | dict) -> np.
     return preprocess_frames(decode_for(path, options).frames, options)
 
 
-def load_input_frames(inp: VideoInput, options: PrepareOptions) -> np.ndarray:
+def load_input_frames(inp: VideoInput, options: PrepareOptions, threads: int | None = None) -> np.ndarray:
     """Decode and preprocess one discovered input exactly as `uscl prepare` did: uint8 (T, S, S, C).
 
     Torch-free, so decoding worker processes (``predict --workers``) start without importing torch.
     Raises uscl.video.DecodeError (or UsclError) for a file that cannot be read.
     """
-    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None)
+    video = decode_for(inp.path, options, kind=inp.kind, files=list(inp.files) or None, threads=threads)
     frames = preprocess_frames(video.frames, options)
     if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
         raise UsclError("no pixels left after preprocessing")
     return frames
+
+
+# what reading a bad input raises: it is skipped (and reported), the others go on
+INPUT_ERRORS = (DecodeError, UsclError, OSError, ValueError, RuntimeError)
+
+
+def try_load_input_frames(inp: VideoInput, options: PrepareOptions,
+                          threads: int | None = None) -> tuple[np.ndarray | None, str | None]:
+    """``(frames, None)``, or ``(None, reason)`` for an input that cannot be read (one of INPUT_ERRORS):
+    what a decoding worker sends back, a bad file being a result, not a crash."""
+    try:
+        return load_input_frames(inp, options, threads), None
+    except INPUT_ERRORS as exc:
+        return None, str(exc) or type(exc).__name__
 
 
 def store_steps(opts: dict) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Collection
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from uscl.video.decoded import DecodedVideo, DecodeError, kept_rate
 from uscl.video.sampling import MonotonicClock, NearestTimeSampler
@@ -26,8 +27,44 @@ def _stream_fps(stream) -> float | None:
     return None
 
 
+class _KeptFrames:
+    """The kept frames, copied into one array sized by the frames the stream says it has (all kept) or
+    the indices asked for: no list of frames stacked at the end, so a long video is in memory once, not
+    twice. Without a count (fps sampling, a container that does not say), or past it, a list."""
+
+    def __init__(self, expected: int | None):
+        self.expected = expected if expected and expected > 0 else None
+        self.buf: np.ndarray | None = None
+        self.n = 0
+        self.extra: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return self.n + len(self.extra)
+
+    def append(self, arr: np.ndarray) -> None:
+        if self.buf is None and self.expected is not None:
+            try:  # pages never written are never resident: a count too high costs address space only
+                self.buf = np.empty((self.expected, *arr.shape), arr.dtype)
+            except (MemoryError, ValueError):
+                self.expected = None
+        if self.buf is not None and not self.extra and self.n < len(self.buf):
+            self.buf[self.n] = arr
+            self.n += 1
+        else:
+            self.extra.append(arr)
+
+    def array(self) -> np.ndarray:
+        """(T, H, W[, C]), the same as ``np.stack`` of the frames in order."""
+        if not self.extra:
+            return self.buf[: self.n]
+        if self.buf is None:
+            return np.stack(self.extra)
+        return np.concatenate([self.buf[: self.n], np.stack(self.extra)])
+
+
 def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = None,
-            size: int | None = None, indices: Collection[int] | None = None) -> DecodedVideo:
+            size: int | None = None, indices: Collection[int] | None = None,
+            threads: int | None = None) -> DecodedVideo:
     """Decode every frame; keep all, or those nearest to multiples of 1/fps.
 
     ``indices`` (instead of ``fps``): keep exactly the frames of these decode
@@ -40,6 +77,10 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
     scaling the native frames afterwards. A stream that breaks after some frames decoded (a truncated
     file) keeps what decoded and says so in ``notes``; one with no frame at all
     raises :class:`DecodeError`.
+
+    ``threads``: the decoder's threads (FFmpeg's default, 0, is one per core, slice threading:
+    about 1.4 cores on H.264 here); `uscl prepare` passes 1 and runs one process per core instead.
+    The frames are the same either way.
     """
     pix_fmt = "gray" if channels == "grey" else "rgb24"
     try:
@@ -50,26 +91,33 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         if not container.streams.video:
             raise DecodeError("the file has no video stream")
         stream = container.streams.video[0]
+        if threads:
+            stream.codec_context.thread_count = threads
         # no frame threading: it hides decode errors of corrupt packets, and
         # parallelism belongs across videos rather than inside one
         native_fps = _stream_fps(stream)
         clock = MonotonicClock(native_fps)
         wanted = frozenset(indices) if indices is not None else None
         sampler = NearestTimeSampler(fps) if fps and wanted is None else None
-        kept: list[np.ndarray] = []
+        kept = _KeptFrames(len(wanted) if wanted is not None else None if sampler else stream.frames)
         kept_idx: list[int] = []
         kept_times: list[float] = []
         native: tuple[int, int] | None = None
         n_decoded = 0
         error: Exception | None = None
 
+        # one reformatter for the whole video: frame.to_ndarray(format=...) makes a new swscale
+        # context for every frame, which cost more than decoding (same pixels, 2-2.5x slower)
+        reformatter = VideoReformatter()
+
         def keep(frame, t: float, i: int) -> None:
             if size:
-                arr = frame.to_ndarray(format=pix_fmt, width=size, height=size, interpolation="BILINEAR")
+                out = reformatter.reformat(frame, format=pix_fmt, width=size, height=size, interpolation="BILINEAR")
             elif (frame.height, frame.width) != native:  # a mid-stream size change: match the first frame
-                arr = frame.to_ndarray(format=pix_fmt, height=native[0], width=native[1])
+                out = reformatter.reformat(frame, format=pix_fmt, height=native[0], width=native[1])
             else:
-                arr = frame.to_ndarray(format=pix_fmt)
+                out = reformatter.reformat(frame, format=pix_fmt)
+            arr = out.to_ndarray()
             kept.append(arr)
             kept_times.append(t)
             kept_idx.append(i)
@@ -106,7 +154,7 @@ def read_av(path: str | Path, *, channels: str = "grey", fps: float | None = Non
         if error is not None or bad_reason is not None:
             raise DecodeError(f"no frame could be decoded ({_reason(error or bad_reason)})")
         raise DecodeError("the video has no frames")
-    frames = np.stack(kept)
+    frames = kept.array()
     if frames.ndim == 3:
         frames = frames[..., None]
     notes = []

@@ -27,13 +27,15 @@ def read_frames(
     kind: str | None = None,
     files: list[Path] | None = None,
     size: int | None = None,
+    threads: int | None = None,
 ) -> DecodedVideo:
     """Decode ``path`` (a video, DICOM, image, or a folder of frames) at native size.
 
     ``fps`` keeps the frames nearest to multiples of 1/fps (where the source's
     timing is known), then ``max_frames`` keeps that many evenly spaced.
     ``size``: let the video decoder scale frames to size×size on the way out
-    (videos only; other kinds always come at native size).
+    (videos only; other kinds always come at native size). ``threads``: the video decoder's
+    threads (default FFmpeg's: one per core).
     ``video.kept_indices`` says which decoded source frames were kept (for a
     frame folder: positions in ``files``).
     Raises :class:`DecodeError` with the reason when nothing usable comes out.
@@ -52,7 +54,7 @@ def read_frames(
             raise DecodeError("empty file (0 bytes)")
 
     if kind == "video":
-        video = read_av(path, channels=channels, fps=fps, size=size)
+        video = read_av(path, channels=channels, fps=fps, size=size, threads=threads)
     elif kind == "dicom":
         video = read_dicom(path, channels=channels, fps=fps)
     elif kind == "image":
