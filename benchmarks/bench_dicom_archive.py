@@ -36,6 +36,9 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 MIB = 1024 * 1024
 
 
@@ -191,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        from uscl.utils.atomic import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
+    common.emit(result, args.out)
     return 0
 
 

@@ -30,13 +30,15 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 os.environ.setdefault("USCL_NO_PROGRESS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import av  # noqa: E402
@@ -150,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        from uscl.utils.atomic import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
+    common.emit(result, args.out)
     return 0
 
 

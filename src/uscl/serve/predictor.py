@@ -27,7 +27,7 @@ from uscl.infer.detect import DetectWriter, predict_detect_items, write_detect_o
 from uscl.infer.explain import ExplainOptions, Explainer
 from uscl.infer.inputs import InputItem
 from uscl.infer.mask_overlay import legend
-from uscl.infer.model import CLASSIFY, DETECT, SEGMENT, LoadedModel
+from uscl.infer.model import CLASSIFY, SEGMENT, LoadedModel
 from uscl.infer.predict import predict_items, write_outputs
 from uscl.infer.segment import SegmentWriter, predict_segment_items, write_segment_outputs
 from uscl.serve.artefacts import write_overlay_gif, write_series_plot
@@ -120,34 +120,29 @@ class Predictor:
     def _segment(self, item: InputItem, out: Path, counter: "_FrameCounter") -> dict[str, str]:
         run = predict_segment_items(self.model, [item], batch_size=self.options.batch_size or 16,
                                     amp=self.options.amp, on_result=SegmentWriter(self.model, out), **self._kw())
-        _check(run)
-        counter.stage("writing")
-        write_segment_outputs(run, out)
-        pred = run.results[0]
-        files = {"predictions.json": "predictions.json", "segments.csv": "segments.csv"}
-        if pred.num_frames > 1:
-            areas = pred.areas / pred.pixels
-            series = {c: areas[:, k] for k, c in enumerate(pred.labels) if k > 0}
-            colours = {c: v["colour"] for c, v in legend(pred.classes).items()}
-            write_series_plot(out / "plot.png", series, "share of the frame", "mask area per frame", colours)
-            files["plot.png"] = "plot.png"
-        files.update(self._overlay(out, Path(pred.folder) / "overlay.mp4",
-                                   Path(pred.folder) / "overlays" / "frame_00000.png"))
-        return files
+        return self._dense(run, out, counter, write_segment_outputs, "segments.csv",
+                           lambda p: {c: (p.areas / p.pixels)[:, k] for k, c in enumerate(p.labels) if k > 0},
+                           "share of the frame", "mask area per frame")
 
     def _detect(self, item: InputItem, out: Path, counter: "_FrameCounter") -> dict[str, str]:
         run = predict_detect_items(self.model, [item], score_threshold=self.options.score_threshold,
                                    batch_size=self.options.batch_size or 4, on_result=DetectWriter(self.model, out),
                                    **self._kw())
+        return self._dense(run, out, counter, write_detect_outputs, "detections.csv",
+                           lambda p: {c: p.counts[:, k] for k, c in enumerate(p.classes)},
+                           "detections", "detections per frame")
+
+    def _dense(self, run, out: Path, counter: "_FrameCounter", write, table: str, series, ylabel: str,
+               title: str) -> dict[str, str]:
+        """A segmentation or detection run's files: its outputs, the per-frame plot, the overlay."""
         _check(run)
         counter.stage("writing")
-        write_detect_outputs(run, out)
+        write(run, out)
         pred = run.results[0]
-        files = {"predictions.json": "predictions.json", "detections.csv": "detections.csv"}
+        files = {"predictions.json": "predictions.json", table: table}
         if pred.num_frames > 1:
-            series = {c: pred.counts[:, k] for k, c in enumerate(pred.classes)}
             colours = {c: v["colour"] for c, v in legend(pred.classes).items()}
-            write_series_plot(out / "plot.png", series, "detections", "detections per frame", colours)
+            write_series_plot(out / "plot.png", series(pred), ylabel, title, colours)
             files["plot.png"] = "plot.png"
         files.update(self._overlay(out, Path(pred.folder) / "overlay.mp4",
                                    Path(pred.folder) / "overlays" / "frame_00000.png"))
