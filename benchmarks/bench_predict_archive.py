@@ -87,15 +87,16 @@ print(json.dumps({"wall_s": wall, "peak_rss_mb": hwm, "worker_peak_rss_mb": peak
 """
 
 
-def make_model(root: Path) -> Path:
-    """A linear-probe run folder fine-tuned on 12 synthetic clips (their copies are the archive)."""
+def make_model(root: Path, clip_size: int = 128, clip_frames: int = 20, fps: float = 5) -> Path:
+    """A linear-probe run folder fine-tuned on 12 synthetic clips (their copies are the archive): clips of
+    ``clip_frames`` frames at 10 fps, ``clip_size`` px; the model sees ``fps`` frames a second at 64 px."""
     from uscl.finetune.config import FinetuneConfig
     from uscl.finetune.train import finetune
     from uscl.store.prepare import PrepareOptions, prepare
     from uscl.synth import generate
 
-    generate(root / "synth", videos_per_class=4, frames=20, size=128, fps=10)
-    prepare(root / "synth", root / "store", PrepareOptions(size=64, fps=5), labels_csv=root / "synth" / "labels.csv",
+    generate(root / "synth", videos_per_class=4, frames=clip_frames, size=clip_size, fps=10)
+    prepare(root / "synth", root / "store", PrepareOptions(size=64, fps=fps), labels_csv=root / "synth" / "labels.csv",
             show_progress=False)
     finetune(FinetuneConfig(out=str(root / "ft"), store=str(root / "store"), mode="linear", folds=2, image_size=64,
                             device="cpu", seed=0), log=lambda *a: None)
@@ -119,6 +120,9 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=500)
     p.add_argument("--workers", default="1,2", help="streaming runs' --workers values (1: decode in the main process)")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--clip-size", type=int, default=128, help="pixels of the synthetic clips (default 128)")
+    p.add_argument("--clip-frames", type=int, default=20, help="frames per clip, at 10 fps (default 20)")
+    p.add_argument("--fps", type=float, default=5, help="frames a second the model sees (default 5)")
     p.add_argument("--quick", action="store_true", help="12 clips, --workers 2 (the smoke test)")
     a = p.parse_args()
     clips, workers = (12, ["2"]) if a.quick else (a.clips, a.workers.split(","))
@@ -127,7 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        model = make_model(root)
+        model = make_model(root, a.clip_size, a.clip_frames, a.fps)
         folders = {n: make_archive_copies(root, n) for n in sizes}
         setup_s = time.perf_counter() - t0
         for n, folder in folders.items():
@@ -139,7 +143,8 @@ def main() -> None:
     ratios = {name: round(r["clips_per_s"] / ref["clips_per_s"], 3) for name, r in results.items()
               if name.endswith(f"_{clips}") and not name.startswith("reference")}
     common.emit({"benchmark": "predict_archive", "machine": common.machine_info(), "setup_s": round(setup_s, 1),
-                 "clips": clips, "results": results, "clips_per_s_vs_reference": ratios}, a.out)
+                 "clips": clips, "clip": {"size": a.clip_size, "frames": a.clip_frames, "source_fps": 10,
+                                          "model_fps": a.fps, "model_size": 64}, "results": results, "clips_per_s_vs_reference": ratios}, a.out)
 
 
 def make_archive_copies(root: Path, n: int) -> Path:

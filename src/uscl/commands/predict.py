@@ -26,8 +26,8 @@ The CSVs grow as inputs are predicted (memory stays flat however many there
 are); predictions.json is written at the end. --resume continues a run into
 the same DIR that was interrupted (killed, crashed), skipping the inputs it
 had already written. --workers N decodes in N processes ahead of the model
-(default: the cores available; 1: in this process); the results are the
-same whatever N.
+(1: in this process; default: every core on a GPU, 1 on the CPU, where the
+model needs the cores); the results are the same whatever N.
 
 With --explain: Grad-CAM maps of the last convolutional features (a ResNet's
 layer4; each backbone family's own) for the predicted class (or --class),
@@ -79,7 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run into --out, skipping the inputs already written there")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoding processes ahead of the model (default: the cores available; 1: decode in this process)")
+                   help="decoding processes ahead of the model (1: in this process; default: every core with a GPU, "
+                        "1 on the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = writer is None or len(items) <= TABLE_MAX
     run_ = predict_items(model, items, batch_size=args.batch_size, device=device, amp=args.amp,
-                         on_skip=on_skip, on_result=on_result, workers=_workers(args), keep_results=table)
+                         on_skip=on_skip, on_result=on_result, workers=_workers(args, device), keep_results=table)
     if not args.quiet:
         print(format_table(run_) if table else f"predicted {run_.predicted} inputs, skipped {len(run_.skipped)} "
               f"(the table is in {writer.out / 'videos.csv'})")
@@ -153,13 +154,14 @@ def run(args: argparse.Namespace) -> int:
 TABLE_MAX = 200  # more inputs than this: no terminal table (and no results held in memory)
 
 
-def _workers(args: argparse.Namespace) -> int:
-    """--workers, or the cores this process may use."""
+def _workers(args: argparse.Namespace, device) -> int:
+    """--workers; by default every core on a GPU (decoding is then what waits), none on the CPU, where the
+    model needs the same cores (benchmarks/RESULTS.md: 2 decoding processes on 2 cores ran x0.71)."""
     from uscl.errors import UsclError
     from uscl.utils.ordered_pool import available_cores
 
     if args.workers is None:
-        return available_cores()
+        return available_cores() if getattr(device, "type", str(device)) == "cuda" else 1
     if args.workers < 1:
         raise UsclError(f"--workers must be at least 1, got {args.workers}")
     return args.workers
@@ -200,7 +202,7 @@ def _run_segment(args: argparse.Namespace, model, device) -> int:
         print(f"skipped {name}: {reason}", file=sys.stderr)
 
     run_ = predict_segment_items(model, gather_inputs(args.inputs), batch_size=args.batch_size or 16,
-                                 device=device, amp=args.amp, on_skip=on_skip, workers=_workers(args),
+                                 device=device, amp=args.amp, on_skip=on_skip, workers=_workers(args, device),
                                  on_result=SegmentWriter(model, out) if out is not None else None)
     if not args.quiet:
         print(format_segment_table(run_))
@@ -241,7 +243,7 @@ def _run_detect(args: argparse.Namespace, model, device) -> int:
 
     run_ = predict_detect_items(model, gather_inputs(args.inputs), score_threshold=threshold,
                                 batch_size=args.batch_size or 4, device=device, on_skip=on_skip,
-                                workers=_workers(args),
+                                workers=_workers(args, device),
                                 on_result=DetectWriter(model, out) if out is not None else None)
     if not args.quiet:
         print(format_detect_table(run_))
