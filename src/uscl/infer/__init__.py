@@ -6,6 +6,10 @@
 >>> export_model("runs/ft_pocus", "pocus.onnx", "onnx", fold=0)
 >>> seg = predict_segments("runs/ft_seg", ["clips/"], out="masks")  # a segmentation run: label masks
 >>> det = predict_detections("runs/ft_det", ["clips/"], out="dets")  # a detection run: one fold's instances
+>>> w = PredictionWriter("preds", model, "cpu", resume=True)  # files streamed as results arrive, resumable
+>>> run = predict_items(model, [i for i in gather_inputs(["archive/"]) if i.name not in w.done], on_result=w.add,
+...                     keep_results=False, workers=4)
+>>> w.close(run.skipped)
 """
 
 from uscl.infer.detect import (
@@ -22,6 +26,7 @@ from uscl.infer.model import (
 )
 from uscl.infer.mask_overlay import draw_detections, draw_masks, legend
 from uscl.infer.overlay import colorize, overlay, write_contact_sheet, write_png, write_rgb_mp4
+from uscl.infer.prediction_files import PredictionWriter
 from uscl.infer.predict import (
     InputPrediction, PredictionRun, format_table, predict, predict_frames, predict_items, write_outputs,
 )
@@ -32,7 +37,7 @@ from uscl.infer.segment import (
 
 __all__ = [
     "EnsembleModel", "ExplainOptions", "Explainer", "ExportResult", "FORMATS", "FoldModel", "GradCAM", "InputItem",
-    "InputPrediction", "KnnHead", "LoadedModel", "PredictionRun", "Preprocessing", "ProbabilityModel",
+    "InputPrediction", "KnnHead", "LoadedModel", "PredictionRun", "PredictionWriter", "Preprocessing", "ProbabilityModel",
     "build_fold_net", "colorize", "explain_frames", "export_model", "format_table", "gather_inputs", "load_frames",
     "load_model", "overlay", "predict", "predict_frames", "predict_items", "rebuild_torchvision", "to_display",
     "to_model_input", "torchvision_state", "write_contact_sheet", "write_outputs", "write_png", "write_rgb_mp4",
