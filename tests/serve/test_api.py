@@ -163,3 +163,34 @@ def test_a_segmentation_model_shows_its_mask_overlay(serve_data, clip_of, live_s
         assert httpx.get(s.url + job["files"]["overlay.gif"]).content[:4] == b"GIF8"
     want, _ = _cli_json(monkeypatch, tmp_path, serve_data / "seg" / "model.safetensors", clip)
     assert r.json() == want
+
+
+@pytest.fixture(scope="module")
+def detector_run(mask_store, tmp_path_factory):
+    """A tiny real `finetune --task detect` run (frozen trunk, 1 epoch, fold 0 of 3) and a synth clip."""
+    from uscl.finetune.config import FinetuneConfig
+    from uscl.finetune.train import finetune
+    from uscl.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("serve_detect")
+    finetune(FinetuneConfig(store=str(mask_store), out=str(root / "run"), task="detect", mode="frozen", epochs=1,
+                            folds=3, image_size=64, batch_size=8, device="cpu", max_frames_per_video=2,
+                            only_folds=[0]), log=lambda *a: None)
+    generate(root / "synth", videos_per_class=1, frames=3, size=48, fps=4.0, seed=1, classes="covid")
+    return root
+
+
+@pytest.mark.filterwarnings("ignore:RCNN always returns:UserWarning")
+def test_a_detection_model_shows_its_boxes(detector_run, live_server, monkeypatch, tmp_path):
+    clip = sorted((detector_run / "synth").rglob("*.mp4"))[0]
+    with live_server(detector_run / "run") as s:
+        assert httpx.get(s.url + "/api/model").json()["task"] == "detect"
+        r = _post(s.url, clip.name, clip.read_bytes())
+        assert r.status_code == 200, r.text
+        job = httpx.get(f"{s.url}/api/jobs/{r.headers['x-uscl-job']}").json()
+        assert {"overlay.gif", "overlay.mp4", "detections.csv", "plot.png"} <= set(job["files"])
+        assert httpx.get(s.url + job["files"]["overlay.gif"]).content[:4] == b"GIF8"
+        assert httpx.get(s.url + job["files"]["detections.csv"]).text.startswith("input,frame,class,score")
+        _healthy(s.url)
+    want, _ = _cli_json(monkeypatch, tmp_path, detector_run / "run", clip)
+    assert r.json() == want
